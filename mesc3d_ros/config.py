@@ -1,0 +1,198 @@
+"""The one typed configuration shared by training, export and the node.
+
+A :class:`Config` is a tree of frozen dataclasses loaded from YAML with ``yaml.safe_load``. Unknown and missing
+keys are errors that name the offending key, so a typo never silently falls back to a default. The resolved config
+is saved beside every checkpoint and every exported ONNX file (:func:`save_config`) and identified by
+:func:`config_hash`. This module imports neither torch nor rclpy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the MESC-3D network (``training/``); see docs/model.md for the shapes."""
+
+    name: str
+    """Preset name, e.g. ``paper`` or ``small``; names the checkpoint and the exported model."""
+    image_size: int = 224
+    """Square input crop in pixels. 224 because ResNet-18 ends in a 7×7 map at this size."""
+    num_points: int = 2048
+    """Points per reconstructed object (the paper's N)."""
+    image_tokens: Literal['fc', 'spatial'] = 'fc'
+    """``fc``: ResNet fc-1000 → Linear → tokens, as upstream. ``spatial``: tokens from the layer4 map (ablation)."""
+    num_tokens: int = 24
+    """Tokens per stream in MIT; 24 × 32 = 768, the fused feature width."""
+    token_dim: int = 32
+    """Width of each MIT token."""
+    mit_depth: int = 4
+    """Interlaced MIT blocks (point←image, image←point, …)."""
+    mit_heads: int = 8
+    mlp_ratio: float = 2.0
+    dropout: float = 0.2
+    """Attention, projection and MLP dropout, as upstream."""
+    drop_path: float = 0.2
+    """Stochastic depth in every MIT block (upstream uses no linear ramp)."""
+    point_tokens: Literal['sphere_encoder', 'learnable'] = 'sphere_encoder'
+    """``sphere_encoder``: Point-MAE-style encoder over the fixed sphere, computed once into a buffer."""
+    text_encoder: Literal['minilm', 'open_clip'] = 'minilm'
+    """Frozen text tower for the 3DSPL prior; MiniLM ships offline, open_clip needs ``text_checkpoint``."""
+    text_checkpoint: str = ''
+    """Local open_clip text-tower checkpoint (only with ``text_encoder: open_clip``)."""
+    text_dim: int = 384
+    """Width of the class embedding the exported graph takes (MiniLM: 384, CLIP ViT-B/16: 512)."""
+    prompt_context: int = 10
+    """Learnable prompt tokens before and after the class-name tokens."""
+    class_dim: int = 512
+    """Width of the projected class embedding appended to the fused image feature."""
+    decoder_widths: tuple[int, ...] = (1024, 768, 512, 256, 128)
+    """Widths of the modulated (ESM + AdaptivePointNorm) decoder stages."""
+    tail_widths: tuple[int, ...] = (64, 32)
+    """Widths of the plain 1×1 conv stages before the 3-d tanh head."""
+    selection_rank: int = 0
+    """0: a full C×N selection map per stage, as the paper. >0: W = U·V with this rank (small config)."""
+    use_selection_maps: bool = True
+    """False: the ESM ablation (a shared modulation without per-point selection)."""
+    use_class_prior: bool = True
+    """False: the 3DSPL ablation (class embedding zeroed)."""
+    image_weights: str = ''
+    """Optional local ImageNet ResNet-18 state-dict file; empty trains from scratch (no downloads, ever)."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data lives and which frame the ground truth is in (docs/data.md)."""
+
+    root: str = 'data/homeobjects'
+    """Dataset folder (the generated layout, a ShapeNet download, or a Pix3D folder)."""
+    layout: Literal['generated', 'shapenet', 'pix3d'] = 'generated'
+    frame: Literal['viewer', 'canonical'] = 'viewer'
+    """Ground-truth frame: ``viewer`` = rotated into the camera optical frame (what the node needs)."""
+    num_gt_points: int = 2048
+    """Ground-truth points sampled per object with a seeded generator."""
+    categories: tuple[str, ...] = ()
+    """Categories to use; empty means all that the layout defines."""
+    held_out_categories: tuple[str, ...] = ()
+    """Categories kept out of training for the zero-shot evaluation."""
+    max_objects_per_split: int = 0
+    """0 = all; tests and quick runs use a few."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation of both stages (3DSPL prompts, then reconstruction); defaults follow method.md §5."""
+
+    epochs: int = 400
+    batch_size: int = 24
+    lr: float = 1e-3
+    adam_eps: float = 1e-6
+    warmup_epochs: int = 20
+    warmup_lr: float = 1e-5
+    min_lr: float = 1e-7
+    loss: Literal['cd_l1', 'cd_l2'] = 'cd_l1'
+    prompt_epochs: int = 250
+    prompt_lr: float = 1e-4
+    prompt_batch_size: int = 32
+    temperature: float = 0.07
+    """InfoNCE temperature of the 3DSPL stage. Upstream's is effectively 1; 0.07 is the usual choice."""
+    seed: int = 0
+    num_workers: int = 2
+    max_steps_per_epoch: int = 0
+    """0 = full epochs; smoke tests cap the steps."""
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+class ConfigError(ValueError):
+    """A config file or mapping does not match the dataclasses; the message names the key."""
+
+
+def _convert(value: object, annotation: object, where: str) -> object:
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f'{where}: expected a mapping, got {type(value).__name__}')
+        return _from_dict(annotation, value, where)
+    if origin is Literal:
+        if value not in typing.get_args(annotation):
+            raise ConfigError(f'{where}: {value!r} is not one of {list(typing.get_args(annotation))}')
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f'{where}: expected a list, got {type(value).__name__}')
+        item_type = typing.get_args(annotation)[0]
+        return tuple(_convert(item, item_type, f'{where}[{i}]') for i, item in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f'{where}: union types are not supported in configs')
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float, str, bool):
+        if type(value) is not annotation:
+            raise ConfigError(f'{where}: expected {annotation.__name__}, got {value!r}')
+        return value
+    raise ConfigError(f'{where}: unsupported annotation {annotation!r}')
+
+
+def _from_dict(cls: type, data: dict, where: str) -> object:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f'{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}')
+    missing = [name for name, f in fields.items()
+               if name not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f'{where}: missing required key(s) {missing}')
+    values = {name: _convert(value, hints[name], f'{where}.{name}') for name, value in data.items()}
+    return cls(**values)
+
+
+def config_from_dict(data: dict, where: str = 'config') -> Config:
+    """Build a :class:`Config` from a plain mapping, rejecting unknown, missing and mistyped keys."""
+    if not isinstance(data, dict):
+        raise ConfigError(f'{where}: expected a mapping at the top level, got {type(data).__name__}')
+    return _from_dict(Config, data, where)
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """Plain, YAML/JSON-safe mapping (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f'{path}: cannot read config: {exc}') from exc
+    return config_from_dict(data, where=str(path))
+
+
+def save_config(cfg: Config, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    return path
+
+
+def config_hash(cfg: Config) -> str:
+    """sha256 of the canonical JSON of the config; identical configs hash identically across machines."""
+    canonical = json.dumps(config_to_dict(cfg), sort_keys=True, separators=(',', ':'))
+    return hashlib.sha256(canonical.encode()).hexdigest()
