@@ -1,0 +1,167 @@
+"""Placement: from a unit-ball shape in a crop's virtual camera to metric points in the real camera optical frame.
+
+The model sees a square crop centred on a detection box and predicts a shape that fits the unit ball, expressed in
+the crop's *virtual camera*: a camera at the real camera centre whose optical axis passes through the crop centre
+(``contract.py``, ``output_frame: viewer``). Placing it needs three things, derived in docs/node.md §Placement:
+
+1. the rotation R from the virtual camera to the real optical frame (:func:`virtual_camera_rotation`);
+2. the distance D from the camera centre to the object centre along the box-centre ray, and
+3. the object radius r in metres, both from one model: *the object is its bounding sphere*, radius r, centre at
+   distance D, so its silhouette subtends the half-angle α with sin α = r / D (:func:`box_half_angle`). With the
+   class size prior (``size_m`` = bounding-sphere diameter) r is known and D = r / sin α (for small angles the
+   pinhole D = f · size / box_px); with depth the front surface at distance d_s = D − r is measured and
+   D = d_s / (1 − sin α), r = D · sin α.
+
+All frames are OpenCV/REP-103 optical: x right, y down, z forward; lengths in metres; pixels with integer centres.
+Pure numpy: no rclpy, no message types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def pixel_ray(K: np.ndarray, u: float, v: float) -> np.ndarray:
+    """(3,) unit ray through pixel (u, v) in the optical frame: K⁻¹ [u, v, 1] normalised."""
+    ray = np.linalg.solve(np.asarray(K, dtype=np.float64), np.array([u, v, 1.0]))
+    return ray / np.linalg.norm(ray)
+
+
+def virtual_camera_rotation(K: np.ndarray, u: float, v: float) -> np.ndarray:
+    """(3, 3) rotation whose columns are the virtual camera's x, y, z axes in the real optical frame.
+
+    z is the ray through (u, v). The roll is fixed by keeping x in the plane spanned by the real x axis and the ray:
+    that plane holds the image-row direction at the crop centre (∂ray/∂u ∝ real x), so the crop's horizontal pixel
+    axis is the virtual x axis. For a pixel on the principal point R is the identity.
+    """
+    z_axis = pixel_ray(K, u, v)
+    # Real x minus its component along the ray; never zero, since every pixel ray has z > 0.
+    x_axis = np.array([1.0, 0.0, 0.0]) - z_axis[0] * z_axis
+    x_axis /= np.linalg.norm(x_axis)
+    y_axis = np.cross(z_axis, x_axis)  # right-handed: x × y = z
+    return np.stack([x_axis, y_axis, z_axis], axis=1)
+
+
+def box_half_angle(K: np.ndarray, rotation: np.ndarray, box_xyxy: np.ndarray) -> float:
+    """α (radians): the half-angle of the larger box side, measured in the virtual camera's normalised image plane.
+
+    The midpoints of the four box edges are back-projected, rotated into the virtual camera and divided by their
+    depth there, so an off-axis box is measured as the virtual camera sees it, without the radial stretch of the real
+    image. Edge midpoints, not corners: a silhouette touches its box on the edges; the corners of the box around a
+    diagonally stretched silhouette lie well outside it (11 % too large for a sphere 26° off-axis, test_geometry.py).
+    """
+    x0, y0, x1, y1 = (float(v) for v in box_xyxy)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    midpoints_px = np.array([[x0, cy, 1.0], [x1, cy, 1.0], [cx, y0, 1.0], [cx, y1, 1.0]])  # (4, 3) homogeneous px
+    rays = np.linalg.solve(np.asarray(K, dtype=np.float64), midpoints_px.T)  # (3, 4) optical frame
+    virtual = rotation.T @ rays  # (3, 4) virtual camera frame
+    plane = virtual[:2] / virtual[2]  # (2, 4) normalised virtual image coordinates
+    half_width = (plane[0, 1] - plane[0, 0]) / 2
+    half_height = (plane[1, 3] - plane[1, 2]) / 2
+    return float(np.arctan(max(half_width, half_height)))
+
+
+def distance_from_size_prior(size_m: float, half_angle: float) -> float:
+    """Centre distance D = r / sin α of a bounding sphere of diameter ``size_m`` seen under the half-angle α."""
+    if not (size_m > 0 and 0 < half_angle < np.pi / 2):
+        raise ValueError(f'need size_m > 0 and 0 < half_angle < π/2, got size_m={size_m}, half_angle={half_angle}')
+    return size_m / 2 / np.sin(half_angle)
+
+
+def distance_from_surface(surface_m: float, half_angle: float) -> float:
+    """Centre distance D = d_s / (1 − sin α): the centre lies one radius r = D · sin α behind the front surface."""
+    if not (surface_m > 0 and 0 < half_angle < np.pi / 2):
+        raise ValueError(f'need surface_m > 0 and 0 < half_angle < π/2, got surface_m={surface_m}, '
+                         f'half_angle={half_angle}')
+    return surface_m / (1.0 - np.sin(half_angle))
+
+
+@dataclass(frozen=True)
+class DepthWindow:
+    """Which depth pixels count as the object's front surface."""
+
+    roi_fraction: float = 0.5
+    """Side of the central region as a fraction of the box side: the box corners are mostly background."""
+    min_depth_m: float = 0.05
+    max_depth_m: float = 20.0
+    min_valid_fraction: float = 0.1
+    """Below this share of valid pixels in the region the depth is not trusted (holes, NaN, zero)."""
+
+
+def surface_distance(depth_m: np.ndarray, K: np.ndarray, box_xyxy: np.ndarray, window: DepthWindow) -> float | None:
+    """Distance (metres, along the box-centre ray) to the front surface: the median valid depth of the central region.
+
+    ``depth_m`` is (H, W) z-depth in metres aligned with the image; NaN, 0 and values outside
+    [min_depth_m, max_depth_m] are invalid. None when too few pixels are valid.
+    """
+    x0, y0, x1, y1 = (float(v) for v in box_xyxy)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    half_w = max((x1 - x0) * window.roi_fraction / 2, 0.5)
+    half_h = max((y1 - y0) * window.roi_fraction / 2, 0.5)
+    height, width = depth_m.shape
+    c0, c1 = max(int(np.floor(cx - half_w)), 0), min(int(np.ceil(cx + half_w)), width)
+    r0, r1 = max(int(np.floor(cy - half_h)), 0), min(int(np.ceil(cy + half_h)), height)
+    region = depth_m[r0:r1, c0:c1]
+    if region.size == 0:
+        return None
+    with np.errstate(invalid='ignore'):  # NaN compares False, which is what we want
+        valid = region[(region >= window.min_depth_m) & (region <= window.max_depth_m)]
+    if valid.size == 0 or valid.size < window.min_valid_fraction * region.size:
+        return None
+    z_median = float(np.median(valid))
+    # A point at z-depth z on the ray K⁻¹[u, v, 1] is z · ‖K⁻¹[u, v, 1]‖ away from the camera centre.
+    ray = np.linalg.solve(np.asarray(K, dtype=np.float64), np.array([cx, cy, 1.0]))
+    return z_median * float(np.linalg.norm(ray))
+
+
+def normalise_shape(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centre a predicted (N, 3) shape on its bounding-box midpoint and scale it to a bounding radius of 1.
+
+    Returns (unit points (N, 3), their box extents (3,)). A trained model already outputs a unit-ball shape centred
+    near 0; a random-weight model does not, so placing by this centre rather than by the mean keeps placement
+    independent of what the network predicts. All points equal: zeros and zero extents.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    low, high = points.min(axis=0), points.max(axis=0)
+    centred = points - (low + high) / 2
+    radius = float(np.linalg.norm(centred, axis=1).max())
+    if radius == 0.0:
+        return centred, np.zeros(3)
+    return centred / radius, (high - low) / radius
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an object sits: its centre, radius and the orientation of its shape, in the real optical frame."""
+
+    centre: np.ndarray
+    """(3,) metres, camera optical frame; on the ray through the box centre."""
+    radius_m: float
+    rotation: np.ndarray
+    """(3, 3) shape frame → optical frame: the virtual camera, or the identity for canonical-frame models."""
+    mode: str
+    """``depth`` or ``size_prior``."""
+
+    def transform(self, unit_points: np.ndarray) -> np.ndarray:
+        """(N, 3) unit-ball points in the shape frame -> (N, 3) float32 metres in the optical frame."""
+        return (self.centre + self.radius_m * unit_points @ self.rotation.T).astype(np.float32)
+
+
+def place(K: np.ndarray, box_xyxy: np.ndarray, size_m: float, surface_m: float | None,
+          orientation_known: bool) -> Placement:
+    """Place one object from its (clipped) box, its class size prior and, when measured, its front-surface distance.
+
+    ``surface_m`` None selects the size prior. ``orientation_known`` False (canonical-frame models) keeps the shape
+    axis-aligned with the optical frame: only the centre and the scale are meaningful then.
+    """
+    x0, y0, x1, y1 = (float(v) for v in box_xyxy)
+    rotation = virtual_camera_rotation(K, (x0 + x1) / 2, (y0 + y1) / 2)
+    half_angle = box_half_angle(K, rotation, box_xyxy)
+    if surface_m is not None:
+        distance, mode = distance_from_surface(surface_m, half_angle), 'depth'
+    else:
+        distance, mode = distance_from_size_prior(size_m, half_angle), 'size_prior'
+    return Placement(centre=distance * rotation[:, 2], radius_m=float(distance * np.sin(half_angle)),
+                     rotation=rotation if orientation_known else np.eye(3), mode=mode)
