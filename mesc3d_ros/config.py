@@ -30,6 +30,8 @@ class ModelConfig:
     """Square input crop in pixels. 224 because ResNet-18 ends in a 7×7 map at this size."""
     num_points: int = 2048
     """Points per reconstructed object (the paper's N)."""
+    resnet_layers: tuple[int, ...] = (2, 2, 2, 2)
+    """BasicBlocks per ResNet stage; (2, 2, 2, 2) is ResNet-18 (the paper), (1, 1, 1, 1) halves the image cost."""
     image_tokens: Literal['fc', 'spatial'] = 'fc'
     """``fc``: ResNet fc-1000 → Linear → tokens, as upstream. ``spatial``: tokens from the layer4 map (ablation)."""
     num_tokens: int = 24
@@ -39,7 +41,9 @@ class ModelConfig:
     mit_depth: int = 4
     """Interlaced MIT blocks (point←image, image←point, …)."""
     mit_heads: int = 8
+    """Attention heads per MIT block (8 heads of 4 dims, as upstream)."""
     mlp_ratio: float = 2.0
+    """MIT MLP hidden width / token_dim (32 → 64 → 32, as upstream)."""
     dropout: float = 0.2
     """Attention, projection and MLP dropout, as upstream."""
     drop_path: float = 0.2
@@ -54,6 +58,9 @@ class ModelConfig:
     """Width of the class embedding the exported graph takes (MiniLM: 384, CLIP ViT-B/16: 512)."""
     prompt_context: int = 10
     """Learnable prompt tokens before and after the class-name tokens."""
+    deep_prompts: int = 16
+    """VPT-deep prompt tokens re-injected before every text-encoder layer (upstream: 100 for CLIP's 77-token
+    context; 16 is plenty for class names of a few word pieces). 0 disables deep prompts."""
     class_dim: int = 512
     """Width of the projected class embedding appended to the fused image feature."""
     decoder_widths: tuple[int, ...] = (1024, 768, 512, 256, 128)
