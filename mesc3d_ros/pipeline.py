@@ -1,0 +1,180 @@
+"""One camera frame with its detections in, one metric point cloud per object out: the node's work without ROS.
+
+Per frame: keep detections scoring at least ``min_score``; clip each box to the image (``preprocess.clip_box``);
+map the detector's class id to a model class (or the contract's generic class, zero-shot); crop the padded square
+window and resize it to the model input (``preprocess.square_window``, ``crop_and_resize``); run every crop of the
+frame through the backend in one batch (the backend splits it at its ``max_batch``); then place each unit-ball shape
+in the camera optical frame (``geometry``), in metres, from depth when it is there and valid, else from the class
+size prior. Problems with single detections never stop the frame: they skip or degrade that detection and are
+reported as :class:`Issue` records. No rclpy, no message types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from mesc3d_ros import geometry, preprocess
+from mesc3d_ros.contract import ClassEntry, ModelContract
+from mesc3d_ros.inference import Backend
+
+UnknownClassPolicy = Literal['zero_shot', 'skip']
+PlacementPolicy = Literal['auto', 'depth', 'size_prior']
+IssueCause = Literal['box_degenerate', 'box_off_image', 'box_clipped', 'unknown_class', 'depth_invalid', 'depth_missing']
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """What the node's parameters decide about reconstruction (docs/node.md lists them with their defaults)."""
+
+    min_score: float = 0.0
+    """Detections scoring below this are ignored (not an issue: that is what the threshold is for)."""
+    class_map: dict[str, str] = field(default_factory=dict)
+    """Detector class id -> model class name. Ids not in the map are looked up as model class names directly."""
+    unknown_class: UnknownClassPolicy = 'zero_shot'
+    """A class the model does not know: ``zero_shot`` uses the contract's generic class, ``skip`` drops it."""
+    crop_padding: float | None = None
+    """Relative padding around a box before squaring; None = the contract's (the padding the model trained with)."""
+    placement: PlacementPolicy = 'auto'
+    """``auto``: depth when given and valid, else size prior; ``depth``: as auto, but a frame without depth is an
+    issue; ``size_prior``: ignore depth."""
+    depth: geometry.DepthWindow = field(default_factory=geometry.DepthWindow)
+
+
+@dataclass(frozen=True)
+class Issue:
+    """Something wrong with one detection (or the frame's depth); the node logs each cause once and counts all."""
+
+    cause: IssueCause
+    detail: str
+    detection_index: int
+
+
+@dataclass(frozen=True, eq=False)
+class ObjectCloud:
+    """One reconstructed object."""
+
+    detection_index: int
+    """Index of the detection in the frame's input arrays."""
+    detector_class: str
+    """The class id the detector sent."""
+    model_class: str
+    """The model class whose embedding was used (the generic class's name when zero-shot)."""
+    zero_shot: bool
+    score: float
+    points: np.ndarray
+    """(N, 3) float32 metres, camera optical frame (x right, y down, z forward)."""
+    placement: geometry.Placement
+    box_size_m: np.ndarray
+    """(3,) full extents of the placed shape along ``placement.rotation``'s axes; the 3D box is centred on
+    ``placement.centre`` (shapes are normalised on their box midpoint)."""
+
+
+class ReconstructionPipeline:
+    """Crops, batches, infers and places; construct once per model, call :meth:`process` per frame."""
+
+    def __init__(self, backend: Backend, contract: ModelContract, settings: PipelineSettings) -> None:
+        names = set(contract.class_names)
+        unknown_targets = sorted(set(settings.class_map.values()) - names)
+        if unknown_targets:
+            raise ValueError(f'class_map maps to {unknown_targets}, which the model does not know; model classes: '
+                             f'{sorted(names)}')
+        padding = contract.crop_padding if settings.crop_padding is None else settings.crop_padding
+        if padding < 0:
+            raise ValueError(f'crop_padding must be >= 0, got {padding}')
+        self.backend = backend
+        self.contract = contract
+        self.settings = settings
+        self.padding = padding
+        self._classes = {entry.name: entry for entry in contract.classes}
+        self._embeddings = {entry.name: np.asarray(entry.embedding, dtype=np.float32)
+                            for entry in (*contract.classes, contract.generic_class)}
+
+    def process(self, image_rgb: np.ndarray, boxes: np.ndarray, class_names: list[str], scores: np.ndarray,
+                K: np.ndarray, depth: np.ndarray | None = None,
+                issues: list[Issue] | None = None) -> list[ObjectCloud]:
+        """Reconstruct every usable detection of one frame.
+
+        image_rgb (H, W, 3) uint8 RGB; boxes (K, 4) float (x0, y0, x1, y1) pixels; class_names K detector class ids;
+        scores (K,); K (3, 3) intrinsics of this image; depth (H, W) float32 z-depth in metres aligned with the
+        image (NaN or 0 = no reading) or None. Per-detection problems are appended to ``issues`` when given.
+        Raises ValueError only for inconsistent arrays (a caller bug or a malformed message), naming the sizes.
+        """
+        issues = [] if issues is None else issues
+        height, width = self._check_inputs(image_rgb, boxes, class_names, scores, K, depth)
+        selected = []  # (index, clipped box, detector class, model class entry, zero_shot)
+        for index, (box, detector_class, score) in enumerate(zip(boxes, class_names, scores)):
+            if score < self.settings.min_score:
+                continue
+            x0, y0, x1, y1 = box
+            if not (np.isfinite(box).all() and x1 - x0 >= 1.0 and y1 - y0 >= 1.0):
+                issues.append(Issue('box_degenerate', f'box {np.round(box, 1).tolist()} is not finite or is '
+                                    f'narrower than a pixel', index))
+                continue
+            clipped = preprocess.clip_box(box, width, height)
+            if clipped is None:
+                issues.append(Issue('box_off_image', f'box {np.round(box, 1).tolist()} has no area inside the '
+                                    f'{width}x{height} image', index))
+                continue
+            if not np.allclose(clipped, box):
+                issues.append(Issue('box_clipped', f'box {np.round(box, 1).tolist()} clipped to the image', index))
+            entry = self._model_class(detector_class)
+            if entry is None:
+                issues.append(Issue('unknown_class', f'class {detector_class!r} is not a model class and not in '
+                                    f'class_map; ' + ('using the generic class (zero-shot)'
+                                                      if self.settings.unknown_class == 'zero_shot' else 'skipped'),
+                                    index))
+                if self.settings.unknown_class == 'skip':
+                    continue
+                selected.append((index, clipped, detector_class, self.contract.generic_class, True))
+            else:
+                selected.append((index, clipped, detector_class, entry, False))
+        if not selected:
+            return []
+
+        size = self.contract.image_size
+        crops = np.stack([preprocess.crop_and_resize(image_rgb, preprocess.square_window(box, self.padding), size)
+                          for _, box, _, _, _ in selected])  # (B, S, S, 3) uint8 RGB
+        embeddings = np.stack([self._embeddings[entry.name] for _, _, _, entry, _ in selected])  # (B, D) float32
+        shapes = self.backend.run(preprocess.to_model_input(crops), embeddings)  # (B, N, 3) unit ball, shape frame
+
+        use_depth = depth is not None and self.settings.placement != 'size_prior'
+        if depth is None and self.settings.placement == 'depth':
+            issues.append(Issue('depth_missing', 'placement is "depth" but the frame has no depth image; '
+                                'using the size prior', -1))
+        orientation_known = self.contract.output_frame == 'viewer'
+        objects = []
+        for (index, box, detector_class, entry, zero_shot), shape in zip(selected, shapes):
+            surface = geometry.surface_distance(depth, K, box, self.settings.depth) if use_depth else None
+            if use_depth and surface is None:
+                issues.append(Issue('depth_invalid', f'too few valid depth readings in the centre of box '
+                                    f'{np.round(box, 1).tolist()}; using the size prior', index))
+            placement = geometry.place(K, box, entry.size_m, surface, orientation_known)
+            unit, extent = geometry.normalise_shape(shape)
+            objects.append(ObjectCloud(
+                detection_index=index, detector_class=detector_class, model_class=entry.name, zero_shot=zero_shot,
+                score=float(scores[index]), points=placement.transform(unit), placement=placement,
+                box_size_m=extent * placement.radius_m))
+        return objects
+
+    def _model_class(self, detector_class: str) -> ClassEntry | None:
+        name = self.settings.class_map.get(detector_class, detector_class)
+        return self._classes.get(name)
+
+    def _check_inputs(self, image_rgb: np.ndarray, boxes: np.ndarray, class_names: list[str], scores: np.ndarray,
+                      K: np.ndarray, depth: np.ndarray | None) -> tuple[int, int]:
+        if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
+            raise ValueError(f'image must be (H, W, 3) uint8 RGB, got {image_rgb.shape} {image_rgb.dtype}')
+        height, width = image_rgb.shape[:2]
+        if boxes.ndim != 2 or boxes.shape[1] != 4 or len(class_names) != boxes.shape[0] \
+                or np.shape(scores) != (boxes.shape[0],):
+            raise ValueError(f'need (K, 4) boxes with K class names and K scores, got boxes {boxes.shape}, '
+                             f'{len(class_names)} class names, scores {np.shape(scores)}')
+        if np.shape(K) != (3, 3):
+            raise ValueError(f'K must be 3x3, got shape {np.shape(K)}')
+        if depth is not None and depth.shape != (height, width):
+            raise ValueError(f'depth image is {depth.shape[1]}x{depth.shape[0]}, the colour image {width}x{height}: '
+                             f'depth must be registered to the colour camera')
+        return height, width
