@@ -101,22 +101,42 @@ class TrainConfig:
     """Optimisation of both stages (3DSPL prompts, then reconstruction); defaults follow method.md §5."""
 
     epochs: int = 400
+    """Reconstruction epochs (upstream 400)."""
     batch_size: int = 24
+    """Reconstruction batch size over all processes (upstream 24 on 2 GPUs); each DDP rank gets a share."""
     lr: float = 1e-3
+    """Peak Adam learning rate of the reconstruction stage."""
     adam_eps: float = 1e-6
-    warmup_epochs: int = 20
+    """Adam epsilon of both stages (upstream 1e-6, betas (0.9, 0.999), no weight decay)."""
+    warmup_epochs: float = 20
+    """Linear warm-up from ``warmup_lr`` to ``lr`` (fractional epochs allowed: the schedule is per step)."""
     warmup_lr: float = 1e-5
     min_lr: float = 1e-7
-    loss: Literal['cd_l1', 'cd_l2'] = 'cd_l1'
+    """Floor of the cosine decay (both stages)."""
+    loss: Literal['cd_l1', 'cd_l2', 'cd_l1_l2'] = 'cd_l1'
+    """Reconstruction loss: CD-L1 (full model upstream), CD-L2, or their sum (upstream's base model)."""
     prompt_epochs: int = 250
+    """3DSPL epochs: class prompts + point encoder aligned contrastively (0 skips the stage; embeddings untrained)."""
     prompt_lr: float = 1e-4
+    prompt_warmup_epochs: float = 10
+    """Warm-up of the 3DSPL stage (upstream 10 of 250 epochs, from ``warmup_lr``)."""
     prompt_batch_size: int = 32
     temperature: float = 0.07
     """InfoNCE temperature of the 3DSPL stage. Upstream's is effectively 1; 0.07 is the usual choice."""
+    prompt_max_objects: int = 0
+    """GT clouds per 3DSPL epoch (0 = every training object once). The stage reads clouds only, no images."""
     seed: int = 0
+    """Seeds model init, data order, augmentation and dropout; a run is reproducible on the same machine."""
     num_workers: int = 2
+    """DataLoader worker processes per rank (0 = load in the training process)."""
     max_steps_per_epoch: int = 0
-    """0 = full epochs; smoke tests cap the steps."""
+    """0 = full epochs; >0 caps the optimiser steps per epoch (a random subset of views each epoch)."""
+    val_max_samples: int = 0
+    """0 = the whole validation split each epoch; >0 = a fixed, seeded subset of that many views."""
+    amp: bool = True
+    """Mixed precision (bfloat16 autocast) on CUDA; ignored on CPU, where autocast is slower."""
+    log_every_steps: int = 10
+    """TensorBoard scalars every this many steps (the CSV gets one row per epoch)."""
 
 
 @dataclass(frozen=True)
