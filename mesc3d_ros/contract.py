@@ -3,7 +3,7 @@
 Export writes ``<name>.onnx`` and ``<name>.json``; the JSON is a :class:`ModelContract`. Engine build and the node
 read the JSON, check it against the model file and refuse to start on any mismatch, naming the file and the field.
 
-Tensors (all float32, batch dimension dynamic):
+Tensors (all float32, batch dimension ``batch`` dynamic; :data:`TENSOR_DTYPE`):
 
 - ``image``           (B, 3, H, W)  RGB in [0, 1], H = W = ``image_size``; normalisation happens inside the graph.
 - ``class_embedding`` (B, D)        one row of ``class_embeddings`` per object, D = ``embedding_dim``.
@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -26,7 +27,15 @@ import numpy as np
 INPUT_IMAGE = 'image'
 INPUT_CLASS_EMBEDDING = 'class_embedding'
 OUTPUT_POINTS = 'points'
+BATCH_AXIS = 'batch'
+"""Name of the one dynamic dimension; ONNX dynamic axes and TensorRT profiles are derived from it."""
+TENSOR_DTYPE = 'float32'
+"""numpy dtype name of every contract tensor (the fp16 model keeps float32 I/O too)."""
 CONTRACT_VERSION = 1
+
+# A model's I/O signature as a backend reports it: name -> (shape, numpy dtype name). A dynamic dimension is a
+# string (ONNX dim_param), -1 (TensorRT) or None (unknown).
+Signature = dict[str, tuple[tuple[int | str | None, ...], str]]
 
 
 class ContractError(ValueError):
@@ -65,6 +74,13 @@ class ModelContract:
     opset: int
     metrics: dict = field(default_factory=dict)
     """Validation/test metrics of the exported checkpoint (CD-L1, F-score, …)."""
+    data_manifest_hash: str = ''
+    """Identifies the dataset the checkpoint was trained on (the data engineer's manifest hash)."""
+    parity: dict = field(default_factory=dict)
+    """Export-time error against torch: ``fp32_max_abs``, ``fp16_max_abs`` and how the fp16 number was obtained."""
+    fp16_model_file: str = ''
+    """float16-weight ONNX (float32 I/O) for strongly typed TensorRT builds; empty when export made none."""
+    fp16_model_sha256: str = ''
     version: int = CONTRACT_VERSION
     units: str = 'unit_ball'
     """Output units before placement: the shape fits the unit ball (radius 1)."""
@@ -81,26 +97,33 @@ class ModelContract:
 
     def input_shapes(self) -> dict[str, tuple[str | int, ...]]:
         return {
-            INPUT_IMAGE: ('batch', 3, self.image_size, self.image_size),
-            INPUT_CLASS_EMBEDDING: ('batch', self.embedding_dim),
+            INPUT_IMAGE: (BATCH_AXIS, 3, self.image_size, self.image_size),
+            INPUT_CLASS_EMBEDDING: (BATCH_AXIS, self.embedding_dim),
         }
 
     def output_shapes(self) -> dict[str, tuple[str | int, ...]]:
-        return {OUTPUT_POINTS: ('batch', self.num_points, 3)}
+        return {OUTPUT_POINTS: (BATCH_AXIS, self.num_points, 3)}
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """{tensor: {axis: name}} for every named (dynamic) dimension, derived from the shapes above."""
+        shapes = {**self.input_shapes(), **self.output_shapes()}
+        return {tensor: {axis: dim for axis, dim in enumerate(shape) if isinstance(dim, str)}
+                for tensor, shape in shapes.items()}
 
     # ---- (de)serialisation -----------------------------------------------------------------------------------
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + '.tmp')
-        tmp.write_text(self.to_json())
-        tmp.replace(path)
-        return path
+        return write_atomic(Path(path), self.to_json().encode())
 
-    def model_path(self, contract_path: str | Path) -> Path:
-        return Path(contract_path).resolve().parent / self.model_file
+    def model_path(self, contract_path: str | Path, fp16: bool = False) -> Path:
+        """The ONNX file next to the contract; ``fp16``: the float16-weight variant (ContractError if none)."""
+        if not fp16:
+            return Path(contract_path).resolve().parent / self.model_file
+        if not self.fp16_model_file:
+            raise ContractError(f'{contract_path}: field "fp16_model_file" is empty: export made no float16 model')
+        return Path(contract_path).resolve().parent / self.fp16_model_file
 
 
 def _require(data: dict, key: str, kind: type | tuple[type, ...], where: str) -> object:
@@ -112,7 +135,13 @@ def _require(data: dict, key: str, kind: type | tuple[type, ...], where: str) ->
     return value
 
 
-def _class_entry(data: object, dim: int, where: str) -> ClassEntry:
+def class_entry_to_dict(entry: ClassEntry) -> dict:
+    """JSON/YAML-safe mapping of a class entry (the form :func:`parse_class_entry` reads)."""
+    return {'name': entry.name, 'embedding': list(entry.embedding), 'size_m': entry.size_m}
+
+
+def parse_class_entry(data: object, dim: int, where: str) -> ClassEntry:
+    """Validate a ``{name, embedding, size_m}`` mapping; ContractError names ``where`` and the field."""
     if not isinstance(data, dict):
         raise ContractError(f'{where}: expected an object')
     name = _require(data, 'name', str, where)
@@ -146,7 +175,7 @@ def load_contract(path: str | Path) -> ModelContract:
     classes_raw = _require(data, 'classes', list, where)
     if not classes_raw:
         raise ContractError(f'{where}: field "classes" is empty: the model needs a class table')
-    classes = tuple(_class_entry(entry, dim, f'{where}: classes[{i}]') for i, entry in enumerate(classes_raw))
+    classes = tuple(parse_class_entry(entry, dim, f'{where}: classes[{i}]') for i, entry in enumerate(classes_raw))
     names = [entry.name for entry in classes]
     if len(set(names)) != len(names):
         raise ContractError(f'{where}: field "classes" repeats a class name')
@@ -160,11 +189,16 @@ def load_contract(path: str | Path) -> ModelContract:
         output_frame=_require(data, 'output_frame', str, where),
         crop_padding=float(_require(data, 'crop_padding', (int, float), where)),
         classes=classes,
-        generic_class=_class_entry(_require(data, 'generic_class', dict, where), dim, f'{where}: generic_class'),
+        generic_class=parse_class_entry(_require(data, 'generic_class', dict, where), dim,
+                                        f'{where}: generic_class'),
         config=_require(data, 'config', dict, where),
         config_hash=_require(data, 'config_hash', str, where),
         opset=_require(data, 'opset', int, where),
         metrics=_require(data, 'metrics', dict, where),
+        data_manifest_hash=_require(data, 'data_manifest_hash', str, where),
+        parity=_require(data, 'parity', dict, where),
+        fp16_model_file=_require(data, 'fp16_model_file', str, where),
+        fp16_model_sha256=_require(data, 'fp16_model_sha256', str, where),
         version=version,
         units=_require(data, 'units', str, where),
     )
@@ -177,6 +211,18 @@ def load_contract(path: str | Path) -> ModelContract:
     return contract
 
 
+def write_atomic(path: Path, data: bytes) -> Path:
+    """Write to a temporary sibling and rename: readers see the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, 'rb') as handle:
@@ -185,13 +231,53 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def verify_model_file(contract: ModelContract, contract_path: str | Path) -> Path:
+def verify_model_file(contract: ModelContract, contract_path: str | Path, fp16: bool = False) -> Path:
     """Check that the model file next to the contract exists and is byte-identical to the exported one."""
-    model_path = contract.model_path(contract_path)
+    file_field, sha_field = ('fp16_model_file', 'fp16_model_sha256') if fp16 else ('model_file', 'model_sha256')
+    model_path = contract.model_path(contract_path, fp16=fp16)
     if not model_path.is_file():
-        raise ContractError(f'{contract_path}: field "model_file" points at {model_path}, which does not exist')
+        raise ContractError(f'{contract_path}: field "{file_field}" points at {model_path}, which does not exist')
     actual = file_sha256(model_path)
-    if actual != contract.model_sha256:
-        raise ContractError(f'{model_path}: sha256 {actual[:12]}… does not match field "model_sha256" '
-                            f'{contract.model_sha256[:12]}… of {contract_path} (file changed, truncated or tampered)')
+    expected = getattr(contract, sha_field)
+    if actual != expected:
+        raise ContractError(f'{model_path}: sha256 {actual[:12]}… does not match field "{sha_field}" '
+                            f'{expected[:12]}… of {contract_path} (file changed, truncated or tampered)')
     return model_path
+
+
+def check_signature(contract: ModelContract, model_path: str | Path, inputs: Signature, outputs: Signature) -> None:
+    """Compare a loaded model's I/O (as its backend reports it) with the contract; ContractError on any mismatch.
+
+    Dynamic dimensions must be dynamic in the model too (a model exported for a fixed batch is refused), and every
+    static dimension must equal the contract's, named by the contract field it comes from.
+    """
+    for kind, actual, expected in (('input', inputs, contract.input_shapes()),
+                                   ('output', outputs, contract.output_shapes())):
+        if set(actual) != set(expected):
+            raise ContractError(f'{model_path}: model {kind}s {sorted(actual)} do not match the contract\'s '
+                                f'{sorted(expected)} (tensor names are fixed by mesc3d_ros.contract)')
+        for name, expected_shape in expected.items():
+            shape, dtype = actual[name]
+            if dtype != TENSOR_DTYPE:
+                raise ContractError(f'{model_path}: {kind} "{name}" has dtype {dtype}, the contract needs '
+                                    f'{TENSOR_DTYPE}')
+            if len(shape) != len(expected_shape):
+                raise ContractError(f'{model_path}: {kind} "{name}" has rank {len(shape)} {tuple(shape)}, '
+                                    f'the contract needs {expected_shape}')
+            for axis, (got, want) in enumerate(zip(shape, expected_shape)):
+                if isinstance(want, str):
+                    if isinstance(got, int) and got >= 0:
+                        raise ContractError(f'{model_path}: {kind} "{name}" axis {axis} is fixed at {got}, the '
+                                            f'contract needs the dynamic "{want}" axis')
+                elif got != want:
+                    raise ContractError(f'{model_path}: {kind} "{name}" axis {axis} is {got}, but contract field '
+                                        f'"{_shape_field(name, axis)}" says {want}')
+
+
+def _shape_field(tensor: str, axis: int) -> str:
+    """The contract field that fixes a static dimension, for error messages."""
+    if tensor == INPUT_IMAGE:
+        return 'image_size' if axis >= 2 else 'channels (always 3)'
+    if tensor == INPUT_CLASS_EMBEDDING:
+        return 'embedding_dim'
+    return 'num_points' if axis == 1 else 'xyz (always 3)'

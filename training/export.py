@@ -1,0 +1,176 @@
+"""``mesc3d export CHECKPOINT [--out-dir engines] [--opset 18]``: ONNX + model contract.
+
+Writes, for a checkpoint whose config is named ``<name>``:
+
+- ``<name>.onnx``       float32 graph, dynamic ``batch`` axis (names from ``mesc3d_ros.contract``), standard ops only,
+                         everything input-independent (sphere tokens, normalisation constants) folded to initializers;
+- ``<name>.fp16.onnx``  the same with float16 weights and float32 I/O, for strongly typed TensorRT (11+) FP16 builds;
+- ``<name>.json``       the :class:`~mesc3d_ros.contract.ModelContract` the node and engine build read;
+- ``<name>.yaml``       the resolved training config.
+
+The exporter is torch's ``torch.export``-based one (``dynamo=True``, the maintained path); its ONNX optimiser folds
+constants. It implements opset 18 and newer (asking it for 17 silently yields 18), so the minimum here is 18, which
+every TensorRT 10 ONNX parser reads. Before anything is written under the final names, the graph is checked (ONNX
+checker, default domain only, no input-independent node left) and run with ONNX Runtime against torch: a float32
+error above :data:`FP32_TOLERANCE` fails the export. The float16 model's error is measured the same way and
+recorded in the contract's ``parity`` field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+import yaml
+from onnxruntime.transformers.float16 import convert_float_to_float16
+
+from mesc3d_ros.config import config_hash, config_to_dict
+from mesc3d_ros.contract import (INPUT_CLASS_EMBEDDING, INPUT_IMAGE, OUTPUT_POINTS, ClassEntry, ModelContract,
+                                 file_sha256, write_atomic)
+from mesc3d_training.checkpoint import LoadedModel, load_model
+
+LOGGER = logging.getLogger(__name__)
+
+MIN_OPSET = 18
+"""Lowest opset torch's exporter implements; TensorRT 10.x parses opsets 9 … 20+."""
+FP32_TOLERANCE = 1e-4
+"""Max abs error (unit-ball coordinates) allowed between ONNX Runtime and torch eager in float32."""
+PARITY_BATCH = 3
+"""Batch of the parity check: > 1 so that batch mixing bugs show, odd so that it differs from the trace batch."""
+DEFAULT_CROP_PADDING = 0.15
+"""Crop padding written when the data config does not define one (DataConfig.crop_padding, data engineer)."""
+
+
+class ExportError(RuntimeError):
+    """The exported graph is invalid, uses non-standard ops, keeps foldable subgraphs or disagrees with torch."""
+
+
+def export_model(loaded: LoadedModel, out_dir: Path, opset: int = MIN_OPSET,
+                 extra_classes: tuple[ClassEntry, ...] = ()) -> Path:
+    """Export ``loaded`` to ``out_dir``; returns the contract JSON path. ``extra_classes`` join the class table."""
+    if opset < MIN_OPSET:
+        raise ValueError(f'opset {opset} < {MIN_OPSET}: torch\'s ONNX exporter implements opset {MIN_OPSET}+')
+    cfg, model = loaded.cfg, loaded.model.eval()
+    classes = loaded.classes + extra_classes
+    names = [entry.name for entry in classes]
+    if len(set(names)) != len(names):
+        raise ValueError(f'duplicate class names in the table: {sorted(n for n in names if names.count(n) > 1)}')
+    name = cfg.model.name
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    draft = ModelContract(
+        name=name, model_file=f'{name}.onnx', model_sha256='', image_size=cfg.model.image_size,
+        embedding_dim=cfg.model.text_dim, num_points=cfg.model.num_points, output_frame=cfg.data.frame,
+        # The crop policy belongs to the data config once it defines one; until then the documented default.
+        crop_padding=float(getattr(cfg.data, 'crop_padding', DEFAULT_CROP_PADDING)),
+        classes=classes, generic_class=loaded.generic_class, config=config_to_dict(cfg),
+        config_hash=config_hash(cfg), opset=opset, metrics=loaded.metrics,
+        data_manifest_hash=loaded.data_manifest_hash)
+
+    fp32 = _to_onnx(model, draft, opset)
+    check_graph(fp32, name)
+    image, embedding = parity_inputs(draft, PARITY_BATCH, seed=0)
+    with torch.inference_mode():
+        reference = model(torch.from_numpy(image), torch.from_numpy(embedding)).numpy()
+    fp32_error = _max_abs_error(fp32, image, embedding, reference)
+    if not fp32_error <= FP32_TOLERANCE:
+        raise ExportError(f'{name}: ONNX Runtime differs from torch by {fp32_error:.3g} (max abs, float32), '
+                          f'tolerance {FP32_TOLERANCE:g}; nothing was written')
+    fp16 = convert_float_to_float16(fp32, keep_io_types=True)
+    fp16_error = _max_abs_error(fp16, image, embedding, reference)
+    LOGGER.info('%s: parity vs torch, max abs error: float32 %.2e, float16 weights %.2e', name, fp32_error,
+                fp16_error)
+
+    onnx_path = write_atomic(out_dir / draft.model_file, fp32.SerializeToString())
+    fp16_path = write_atomic(out_dir / f'{name}.fp16.onnx', fp16.SerializeToString())
+    write_atomic(out_dir / f'{name}.yaml', yaml.safe_dump(config_to_dict(cfg), sort_keys=False).encode())
+    contract = ModelContract(**{
+        **draft.__dict__, 'model_sha256': file_sha256(onnx_path), 'fp16_model_file': fp16_path.name,
+        'fp16_model_sha256': file_sha256(fp16_path),
+        'parity': {'fp32_max_abs': fp32_error, 'fp16_max_abs': fp16_error, 'batch': PARITY_BATCH,
+                   'fp16_method': 'onnxruntime CPU on the float16-weight ONNX (onnxruntime.transformers.float16, '
+                                  'float32 I/O) vs torch float32 eager'}})
+    contract_path = contract.save(out_dir / f'{name}.json')
+    LOGGER.info('exported %s (%d classes, opset %d) to %s', name, len(classes), opset, contract_path)
+    return contract_path
+
+
+def parity_inputs(contract: ModelContract, batch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded inputs: uniform images in [0, 1] and class-table embeddings (cycled), as the node would feed."""
+    rng = np.random.default_rng(seed)
+    size = contract.image_size
+    image = rng.random((batch, 3, size, size), dtype=np.float32)                       # (B, 3, S, S) in [0, 1]
+    embedding = contract.embedding_table()[np.arange(batch) % len(contract.classes)]  # (B, D)
+    return image, np.ascontiguousarray(embedding)
+
+
+def check_graph(model: onnx.ModelProto, name: str) -> None:
+    """ONNX checker, standard-domain ops only, and no node whose inputs are all constants (unfolded subgraph)."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f'{name}: the ONNX checker rejects the graph: {exc}') from exc
+    custom = sorted({f'{node.domain}::{node.op_type}' for node in model.graph.node
+                     if node.domain not in ('', 'ai.onnx')})
+    if custom:
+        raise ExportError(f'{name}: custom-domain ops in the graph (TensorRT would need plugins): {custom}')
+    constant = {init.name for init in model.graph.initializer}
+    foldable = []
+    for node in model.graph.node:       # graph nodes are topologically sorted
+        if node.op_type == 'Constant' or all(not tensor or tensor in constant for tensor in node.input):
+            constant.update(node.output)
+            if node.op_type != 'Constant':
+                foldable.append(f'{node.op_type} {node.name}')
+    if foldable:
+        raise ExportError(f'{name}: input-independent nodes left in the graph (should be initializers): '
+                          f'{foldable[:10]}')
+
+
+def _to_onnx(model: torch.nn.Module, contract: ModelContract, opset: int) -> onnx.ModelProto:
+    example = [torch.from_numpy(array) for array in parity_inputs(contract, 2, seed=1)]
+    # Batch 2 at trace time: torch.export specialises a dimension traced at size 1.
+    axes = contract.dynamic_axes()
+    dims = {name: torch.export.Dim(name, min=1) for tensor_axes in axes.values() for name in tensor_axes.values()}
+    dynamic_shapes = {tensor: {axis: dims[name] for axis, name in axes[tensor].items()}
+                      for tensor in (INPUT_IMAGE, INPUT_CLASS_EMBEDDING)}
+    with warnings.catch_warnings():
+        # torch renames the axis to the name it already has and warns that the name "will not be used".
+        warnings.filterwarnings('ignore', message='# The axis name')
+        program = torch.onnx.export(model, tuple(example), input_names=[INPUT_IMAGE, INPUT_CLASS_EMBEDDING],
+                                    output_names=[OUTPUT_POINTS], opset_version=opset, dynamo=True,
+                                    dynamic_shapes=dynamic_shapes, optimize=True, external_data=False,
+                                    verbose=False)
+    proto = program.model_proto
+    actual = next(entry.version for entry in proto.opset_import if entry.domain in ('', 'ai.onnx'))
+    if actual != opset:
+        raise ExportError(f'{contract.name}: asked for opset {opset}, the exporter produced {actual}')
+    return proto
+
+
+def _max_abs_error(model: onnx.ModelProto, image: np.ndarray, embedding: np.ndarray,
+                   reference: np.ndarray) -> float:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3      # the float16 model logs one warning per inserted Cast otherwise
+    session = ort.InferenceSession(model.SerializeToString(), sess_options=options,
+                                   providers=['CPUExecutionProvider'])
+    (points,) = session.run([OUTPUT_POINTS], {INPUT_IMAGE: image, INPUT_CLASS_EMBEDDING: embedding})
+    return float(np.abs(points.astype(np.float32) - reference).max())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog='mesc3d export', description=__doc__.splitlines()[0])
+    parser.add_argument('checkpoint', type=Path, help='deployable checkpoint (stem, .yaml or .safetensors)')
+    parser.add_argument('--out-dir', type=Path, default=Path('engines'))
+    parser.add_argument('--opset', type=int, default=MIN_OPSET)
+    args = parser.parse_args(argv)
+    for chatty in ('onnxscript', 'onnx_ir'):    # one INFO line per folded constant otherwise
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    loaded = load_model(args.checkpoint)
+    export_model(loaded, args.out_dir, opset=args.opset)
+    return 0
