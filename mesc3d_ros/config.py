@@ -198,9 +198,25 @@ def config_from_dict(data: dict, where: str = 'config') -> Config:
     return _from_dict(Config, data, where)
 
 
+def _plain(obj: object) -> dict:
+    """Mapping of a config dataclass; ints in float fields become floats so ``20`` and ``20.0`` hash alike."""
+    hints = typing.get_type_hints(type(obj))
+    out = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            value = _plain(value)
+        elif hints[f.name] is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
 def config_to_dict(cfg: Config) -> dict:
-    """Plain, YAML/JSON-safe mapping (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+    """Plain, YAML/JSON-safe mapping (tuples become lists, float fields are floats)."""
+    return _plain(cfg)
 
 
 def load_config(path: str | Path) -> Config:
