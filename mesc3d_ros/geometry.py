@@ -165,3 +165,27 @@ def place(K: np.ndarray, box_xyxy: np.ndarray, size_m: float, surface_m: float |
         distance, mode = distance_from_size_prior(size_m, half_angle), 'size_prior'
     return Placement(centre=distance * rotation[:, 2], radius_m=float(distance * np.sin(half_angle)),
                      rotation=rotation if orientation_known else np.eye(3), mode=mode)
+
+
+def rotation_to_quaternion(rotation: np.ndarray) -> np.ndarray:
+    """(x, y, z, w) unit quaternion of a (3, 3) rotation matrix, w >= 0 (geometry_msgs order).
+
+    Shepperd's method: start from the largest of the four squared components, so no division is ill-conditioned.
+    """
+    m = np.asarray(rotation, dtype=np.float64)
+    trace = np.trace(m)
+    squares = np.array([1 + 2 * m[0, 0] - trace, 1 + 2 * m[1, 1] - trace, 1 + 2 * m[2, 2] - trace, 1 + trace])
+    big = int(np.argmax(squares))  # 4 · q_big², one of x, y, z, w
+    q = np.empty(4)
+    q[big] = np.sqrt(squares[big]) / 2
+    scale = 4 * q[big]
+    if big == 3:
+        q[:3] = (m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1])
+    elif big == 0:
+        q[1:] = (m[0, 1] + m[1, 0], m[0, 2] + m[2, 0], m[2, 1] - m[1, 2])
+    elif big == 1:
+        q[[0, 2, 3]] = (m[0, 1] + m[1, 0], m[1, 2] + m[2, 1], m[0, 2] - m[2, 0])
+    else:
+        q[[0, 1, 3]] = (m[0, 2] + m[2, 0], m[1, 2] + m[2, 1], m[1, 0] - m[0, 1])
+    q[np.arange(4) != big] /= scale
+    return q if q[3] >= 0 else -q

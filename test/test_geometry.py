@@ -184,3 +184,31 @@ def test_normalise_shape_of_a_single_repeated_point_is_zero():
     unit, extent = geometry.normalise_shape(np.full((10, 3), 0.3))
     np.testing.assert_array_equal(unit, 0.0)
     np.testing.assert_array_equal(extent, 0.0)
+
+
+# ---- quaternions -------------------------------------------------------------------------------------------------
+def quaternion_to_rotation(q: np.ndarray) -> np.ndarray:
+    """The textbook (x, y, z, w) -> matrix formula, written independently of the code under test."""
+    x, y, z, w = q
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+@given(q=st.tuples(*[st.floats(-1.0, 1.0)] * 4).filter(lambda q: np.linalg.norm(q) > 0.1))
+@settings(max_examples=300, deadline=None)
+def test_rotation_to_quaternion_round_trips(q):
+    q = np.array(q) / np.linalg.norm(q)
+    q = q if q[3] >= 0 else -q
+    result = geometry.rotation_to_quaternion(quaternion_to_rotation(q))
+    assert np.linalg.norm(result) == pytest.approx(1.0)
+    # q and -q are the same rotation; at w = 0 either sign is correct.
+    assert min(np.abs(result - q).max(), np.abs(result + q).max()) < 1e-9
+
+
+@pytest.mark.parametrize('angle', [0.0, np.pi / 2, np.pi, 3.0])
+def test_rotation_to_quaternion_of_axis_rotations(angle):
+    for axis in np.eye(3):
+        q = np.concatenate([axis * np.sin(angle / 2), [np.cos(angle / 2)]])
+        result = geometry.rotation_to_quaternion(quaternion_to_rotation(q))
+        assert min(np.abs(result - q).max(), np.abs(result + q).max()) < 1e-12
