@@ -84,16 +84,26 @@ class DataConfig:
     root: str = 'data/homeobjects'
     """Dataset folder (the generated layout, a ShapeNet download, or a Pix3D folder)."""
     layout: Literal['generated', 'shapenet', 'pix3d'] = 'generated'
+    """``generated``: ``mesc3d dataset make`` output; ``shapenet``: AtlasNet ShapeNet; ``pix3d``: pix3d.json."""
     frame: Literal['viewer', 'canonical'] = 'viewer'
-    """Ground-truth frame: ``viewer`` = rotated into the camera optical frame (what the node needs)."""
+    """Ground-truth frame: ``viewer`` = the crop's virtual camera (OpenCV axes, what the node publishes);
+    ``canonical`` = the object's own frame (ShapeNet-style). Both centred and unit-ball scaled."""
     num_gt_points: int = 2048
     """Ground-truth points sampled per object with a seeded generator."""
     categories: tuple[str, ...] = ()
     """Categories to use; empty means all that the layout defines."""
     held_out_categories: tuple[str, ...] = ()
-    """Categories kept out of training for the zero-shot evaluation."""
+    """Categories kept out of train/val/test and served as the ``zero_shot`` split (e.g. [food, tool])."""
     max_objects_per_split: int = 0
     """0 = all; tests and quick runs use a few."""
+    crop_padding: float = 0.15
+    """Relative padding around the object box before squaring; the node pads detector boxes by the same amount."""
+    box_jitter: float = 0.1
+    """Training only: box centre shift and log-size change, as fractions of the box, to mimic detector noise."""
+    color_jitter: float = 0.3
+    """Training only: brightness, contrast and saturation jitter strength (hue: a sixth of it); 0 disables."""
+    eval_views: int = 1
+    """Views per object in val/test of the generated layout (views 0..k-1); ShapeNet always evaluates view 0."""
 
 
 @dataclass(frozen=True)
