@@ -1,0 +1,143 @@
+"""``mesc3d dataset check``: find missing, corrupt and inconsistent files in a generated dataset.
+
+Every problem is one line naming the file and what is wrong; the command exits non-zero when there is any. Checked:
+the manifest and its hash; per object the cloud (present, loadable, (16384, 3) float32, finite, unit ball), the
+camera file (views, finite K, proper rotations), the done marker, and per view the RGB, mask and depth PNGs (fully
+decodable, so truncated files are caught; sizes; dtype; depth > 0 exactly on the mask); the splits (disjoint,
+complete, agreeing with the objects' own split field); object folders the manifest does not list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from mesc3d_training.data import layout
+from mesc3d_training.data.categories import SPLITS
+
+UNIT_BALL_TOLERANCE = 1e-3
+
+
+def _read_png(path: Path) -> np.ndarray:
+    """Decode every byte: PIL's lazy open alone would not notice a truncated file."""
+    with Image.open(path) as image:
+        image.load()
+        return np.asarray(image)
+
+
+def _check_points(path: Path, expected: int) -> Iterator[str]:
+    try:
+        points = np.load(path)
+    except FileNotFoundError:
+        yield f'{path}: missing point cloud'
+        return
+    except (OSError, ValueError) as exc:
+        yield f'{path}: unreadable point cloud ({exc})'
+        return
+    if points.shape != (expected, 3) or points.dtype != np.float32:
+        yield f'{path}: expected ({expected}, 3) float32, got {points.shape} {points.dtype}'
+        return
+    if not np.isfinite(points).all():
+        yield f'{path}: {int((~np.isfinite(points)).any(axis=1).sum())} points are NaN or infinite'
+        return
+    radius = float(np.linalg.norm(points, axis=1).max())
+    centre = float(np.linalg.norm(points.mean(axis=0)))
+    if abs(radius - 1) > UNIT_BALL_TOLERANCE or centre > UNIT_BALL_TOLERANCE:
+        yield f'{path}: not unit-ball normalised (max norm {radius:.4f}, centroid offset {centre:.4f})'
+
+
+def _check_cameras(path: Path, views: int, image_size: int) -> Iterator[str]:
+    try:
+        cams = layout.read_cameras(path)
+    except layout.LayoutError as exc:
+        yield str(exc)
+        return
+    if cams.num_views != views or cams.image_size != image_size:
+        yield f'{path}: {cams.num_views} views at {cams.image_size} px, the manifest says {views} at {image_size}'
+    if not (np.isfinite(cams.K).all() and np.isfinite(cams.T_cam_obj).all()):
+        yield f'{path}: non-finite intrinsics or poses'
+        return
+    rotations = cams.T_cam_obj[:, :3, :3]
+    orthogonality = np.abs(rotations @ rotations.transpose(0, 2, 1) - np.eye(3)).max()
+    if orthogonality > 1e-6 or np.abs(np.linalg.det(rotations) - 1).max() > 1e-6:
+        yield f'{path}: a pose rotation is not a proper rotation (error {orthogonality:.2e})'
+
+
+def _check_view(root: Path, category: str, object_id: str, view: int, size: int) -> Iterator[str]:
+    images = {}
+    for kind, path_of in (('rgb', layout.rgb_path), ('mask', layout.mask_path), ('depth', layout.depth_path)):
+        path = path_of(root, category, object_id, view)
+        try:
+            images[kind] = _read_png(path)
+        except FileNotFoundError:
+            yield f'{path}: missing {kind} image'
+        except (OSError, SyntaxError, ValueError) as exc:
+            yield f'{path}: corrupt or truncated {kind} PNG ({exc})'
+    if len(images) < 3:
+        return
+    rgb, mask, depth = images['rgb'], images['mask'], images['depth']
+    expected = {'rgb': ((size, size, 3), np.uint8), 'mask': ((size, size), np.uint8),
+                'depth': ((size, size), np.uint16)}
+    for kind, (shape, dtype) in expected.items():
+        if images[kind].shape != shape or images[kind].dtype != dtype:
+            path = {'rgb': layout.rgb_path, 'mask': layout.mask_path, 'depth': layout.depth_path}[kind](
+                root, category, object_id, view)
+            yield f'{path}: expected {shape} {np.dtype(dtype).name}, got {images[kind].shape} {images[kind].dtype}'
+            return
+    if not (mask > 127).any():
+        yield f'{layout.mask_path(root, category, object_id, view)}: empty mask'
+    elif not np.array_equal(mask > 127, depth > 0):
+        yield f'{layout.depth_path(root, category, object_id, view)}: depth > 0 does not match the mask'
+
+
+def check_object(root: Path, object_id: str, entry: dict, manifest: dict) -> list[str]:
+    category = entry['category']
+    problems = list(_check_points(layout.points_path(root, category, object_id), manifest['num_surface_points']))
+    problems += _check_cameras(layout.cameras_path(root, category, object_id), manifest['views'],
+                               manifest['image_size'])
+    if not layout.done_path(root, category, object_id).is_file():
+        problems.append(f'{layout.done_path(root, category, object_id)}: missing done marker (unfinished object)')
+    for view in range(manifest['views']):
+        problems += _check_view(root, category, object_id, view, manifest['image_size'])
+    return problems
+
+
+def check_splits(manifest: dict) -> list[str]:
+    problems = []
+    where = layout.MANIFEST_FILE
+    seen: dict[str, str] = {}
+    for split in SPLITS:
+        for object_id in manifest['splits'].get(split, []):
+            if object_id in seen:
+                problems.append(f'{where}: object {object_id} is in both {seen[object_id]} and {split}')
+            seen[object_id] = split
+            entry = manifest['objects'].get(object_id)
+            if entry is None:
+                problems.append(f'{where}: split {split} lists unknown object {object_id}')
+            elif entry['split'] != split:
+                problems.append(f'{where}: object {object_id} says split {entry["split"]}, listed in {split}')
+    problems += [f'{where}: object {i} is in no split' for i in sorted(set(manifest['objects']) - set(seen))]
+    problems += [f'{where}: held-out category {c} has no objects' for c in manifest['held_out_categories']
+                 if c not in manifest['categories']]
+    return problems
+
+
+def check_dataset(root: str | Path, progress: bool = False) -> list[str]:
+    """All problems found under ``root``; an empty list means the dataset is consistent."""
+    root = Path(root)
+    try:
+        manifest = layout.read_manifest(root)
+    except layout.LayoutError as exc:
+        return [str(exc)]
+    problems = check_splits(manifest)
+    objects = manifest['objects']
+    for object_id, entry in tqdm(sorted(objects.items()), unit='obj', desc='check', disable=not progress):
+        problems += check_object(root, object_id, entry, manifest)
+    for points_file in sorted((root / layout.POINTS_DIR).glob(f'*/*{layout.POINTS_SUFFIX}')):
+        if points_file.name[:-len(layout.POINTS_SUFFIX)] not in objects:
+            problems.append(f'{points_file}: object not listed in the manifest')
+    return problems
