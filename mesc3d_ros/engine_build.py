@@ -26,12 +26,13 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from mesc3d_ros.contract import (BATCH_AXIS, ContractError, ModelContract, file_sha256, load_contract,
-                                 verify_model_file, write_atomic)
+from mesc3d_ros.contract import (BATCH_AXIS, ContractError, ModelContract, load_contract, verify_model_file,
+                                 write_atomic)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -114,13 +115,15 @@ def default_engine_dir(contract_path: Path) -> Path:
     return Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'mesc3d_ros' / 'engines'
 
 
-def build_model_path(contract: ModelContract, contract_path: Path, precision: Precision, platform: Platform) -> Path:
-    """The verified ONNX to parse: float32 unless a strongly typed TensorRT must build float16."""
+def build_model_path(contract: ModelContract, contract_path: Path, precision: Precision,
+                     platform: Platform) -> tuple[Path, str]:
+    """(path, sha256) of the verified ONNX to parse: float32 unless a strongly typed TensorRT must build float16."""
     fp16_graph = precision == 'fp16' and not platform.weakly_typed
     if fp16_graph and not contract.fp16_model_file:
         raise EngineBuildError(f'TensorRT {platform.tensorrt_version} builds FP16 only from a float16 ONNX (strong '
                                f'typing), and {contract_path} names none: re-export, or build with --fp32')
-    return verify_model_file(contract, contract_path, fp16=fp16_graph)
+    path = verify_model_file(contract, contract_path, fp16=fp16_graph)
+    return path, contract.fp16_model_sha256 if fp16_graph else contract.model_sha256
 
 
 def stale_reason(engine_path: Path, key: EngineKey) -> str | None:
@@ -148,8 +151,8 @@ def ensure_engine(contract: ModelContract, contract_path: Path, toolkit: EngineT
     checked. ``force_reason`` rebuilds unconditionally (e.g. the runtime refused to deserialise the cached engine).
     """
     platform = toolkit.platform()
-    onnx_path = build_model_path(contract, contract_path, precision, platform)
-    key = EngineKey(model_sha256=file_sha256(onnx_path), tensorrt_version=platform.tensorrt_version,
+    onnx_path, onnx_sha256 = build_model_path(contract, contract_path, precision, platform)
+    key = EngineKey(model_sha256=onnx_sha256, tensorrt_version=platform.tensorrt_version,
                     gpu_name=platform.gpu_name, compute_capability=platform.compute_capability,
                     precision=precision, max_batch=max_batch, opt_batch=opt_batch)
     engine_path = engine_path or Path(engine_dir) / key.file_name(contract.name)
@@ -168,6 +171,25 @@ def ensure_engine(contract: ModelContract, contract_path: Path, toolkit: EngineT
     write_atomic(timing_path, timing)
     LOGGER.info('wrote TensorRT engine %s (%.1f MB)', engine_path, len(engine) / 1e6)
     return engine_path
+
+
+def load_engine(contract: ModelContract, contract_path: Path, toolkit: EngineToolkit, engine_dir: Path,
+                deserialize: Callable[[bytes], tuple[object | None, str]], precision: Precision = 'fp16',
+                max_batch: int = 8, engine_path: Path | None = None) -> tuple[object, Path]:
+    """(deserialised engine, its path): the cached engine, or one rebuilt because the cache had none, had a
+    mismatched key, or held bytes this TensorRT refuses (``deserialize`` returns None and the reason, e.g. the
+    "Version tag does not match" assertion of an engine from another TensorRT release)."""
+    path = ensure_engine(contract, contract_path, toolkit, engine_dir, precision=precision, max_batch=max_batch,
+                         engine_path=engine_path)
+    engine, error = deserialize(path.read_bytes())
+    if engine is None:
+        LOGGER.warning('TensorRT cannot deserialise %s (%s); rebuilding it from the ONNX', path, error)
+        path = ensure_engine(contract, contract_path, toolkit, engine_dir, precision=precision, max_batch=max_batch,
+                             engine_path=path, force_reason=f'deserialisation failed: {error}')
+        engine, error = deserialize(path.read_bytes())
+        if engine is None:
+            raise EngineBuildError(f'{path}: TensorRT cannot deserialise the engine it just built: {error}')
+    return engine, path
 
 
 class TensorRTBuilder:
@@ -234,7 +256,12 @@ def main(argv: list[str] | None = None) -> int:
         raise ContractError(f'{args.model}: no model contract {contract_path.name} next to it (write both with '
                             f'mesc3d export)')
     contract = load_contract(contract_path)
-    path = ensure_engine(contract, contract_path, TensorRTBuilder(verbose=args.verbose),
+    try:
+        builder = TensorRTBuilder(verbose=args.verbose)
+    except ImportError as exc:
+        raise EngineBuildError(f'engine build needs the TensorRT >= 10 Python module (JetPack 6, or pip install '
+                               f'tensorrt on a desktop with an NVIDIA GPU): {exc}') from exc
+    path = ensure_engine(contract, contract_path, builder,
                          args.engine_dir or default_engine_dir(contract_path), precision=args.precision or 'fp16',
                          max_batch=args.max_batch, opt_batch=args.opt_batch, workspace_mib=args.workspace_mib,
                          force_reason='--force given' if args.force else None)

@@ -1,9 +1,9 @@
 """TensorRT backend: run a cached (or freshly built) engine with the TensorRT ≥ 10 name-based API.
 
-Start-up: :func:`mesc3d_ros.engine_build.ensure_engine` returns an engine valid for this model, TensorRT version and
-GPU (building it if needed); it is deserialised, and when deserialisation fails anyway (a hand-copied engine, the
-"Serialization assertion … Version tag does not match" failure of field.md §1) it is rebuilt from the ONNX once and
-the reason logged. The engine's I/O tensors are then checked against the contract like any other model file.
+Start-up: :func:`mesc3d_ros.engine_build.load_engine` returns an engine valid for this model, TensorRT version and
+GPU, building it if the cache has none; when deserialisation fails anyway (a hand-copied engine, the "Serialization
+assertion … Version tag does not match" failure of field.md §1) it is rebuilt from the ONNX once and the reason
+logged. The engine's I/O tensors are then checked against the contract like any other model file.
 
 Inference: device buffers for ``max_batch`` items are allocated once; each call sets the input shapes for its batch
 (``set_input_shape``), binds addresses (``set_tensor_address``), copies in, ``execute_async_v3`` on a private
@@ -20,7 +20,7 @@ import numpy as np
 
 from mesc3d_ros.contract import (INPUT_CLASS_EMBEDDING, INPUT_IMAGE, OUTPUT_POINTS, ContractError, ModelContract,
                                  check_signature)
-from mesc3d_ros.engine_build import Precision, TensorRTBuilder, default_engine_dir, ensure_engine
+from mesc3d_ros.engine_build import Precision, TensorRTBuilder, default_engine_dir, load_engine
 from mesc3d_ros.inference import run_in_chunks, validate_inputs
 
 LOGGER = logging.getLogger(__name__)
@@ -97,21 +97,11 @@ class TensorRTBackend:
         self.contract = contract
         self.max_batch = max_batch
         contract_path = Path(contract_path)
-        builder = TensorRTBuilder()
-        engine_dir = engine_dir or default_engine_dir(contract_path)
-        path = ensure_engine(contract, contract_path, builder, engine_dir, precision=precision,
-                             max_batch=max_batch, engine_path=engine_path)
         self.logger = _recording_logger(trt)
         self.runtime = trt.Runtime(self.logger)
-        self.engine = self._deserialize(path)
-        if self.engine is None:
-            reason = '; '.join(self.logger.errors) or 'deserialize_cuda_engine returned None'
-            LOGGER.warning('cannot deserialise %s (%s); rebuilding it from the ONNX', path, reason)
-            path = ensure_engine(contract, contract_path, builder, engine_dir, precision=precision,
-                                 max_batch=max_batch, engine_path=path, force_reason=f'deserialisation failed: {reason}')
-            self.engine = self._deserialize(path)
-            if self.engine is None:
-                raise RuntimeError(f'{path}: freshly built engine cannot be deserialised: {self.logger.errors}')
+        self.engine, path = load_engine(contract, contract_path, TensorRTBuilder(),
+                                        engine_dir or default_engine_dir(contract_path), self._deserialize,
+                                        precision=precision, max_batch=max_batch, engine_path=engine_path)
         self._check_engine(path)
         self.context = self.engine.create_execution_context()
         self.stream = _check(_cudart().cudaStreamCreate())
@@ -121,13 +111,13 @@ class TensorRTBackend:
         self.name = f'tensorrt[{trt.__version__},{precision}]'
         LOGGER.info('%s: engine %s, max batch %d', self.name, path.name, max_batch)
 
-    def _deserialize(self, path: Path):
+    def _deserialize(self, blob: bytes) -> tuple[object | None, str]:
         self.logger.errors.clear()
         try:
-            return self.runtime.deserialize_cuda_engine(path.read_bytes())
+            engine = self.runtime.deserialize_cuda_engine(blob)
         except (RuntimeError, TypeError) as exc:  # some releases raise instead of returning None
-            self.logger.errors.append(str(exc))
-            return None
+            return None, str(exc)
+        return engine, '; '.join(self.logger.errors) or 'deserialize_cuda_engine returned None'
 
     def _check_engine(self, path: Path) -> None:
         trt, engine = self.trt, self.engine

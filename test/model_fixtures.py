@@ -63,6 +63,11 @@ def make_random_model(out_dir: Path, image_size: int = 64, num_points: int = 64,
     return _EXPORTED[key]
 
 
+def checkpoint_of(contract_path: Path) -> Path:
+    """The checkpoint (``save_model`` YAML) a :func:`make_random_model` contract was exported from."""
+    return contract_path.parent.parent / 'checkpoint' / f'{contract_path.stem}.yaml'
+
+
 @pytest.fixture(scope='session')
 def random_model_contract(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Contract JSON of the default tiny random model (64 px crops, 64 points, 16-d embeddings, 3 classes)."""

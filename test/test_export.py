@@ -1,0 +1,150 @@
+"""``mesc3d export``: a real tiny MESC-3D through the real CLI, then the files it wrote, checked by ONNX and ORT."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from model_fixtures import random_class_table, tiny_config
+from onnx import TensorProto, helper, numpy_helper
+
+from mesc3d_ros.config import config_hash, load_config
+from mesc3d_ros.contract import (INPUT_CLASS_EMBEDDING, INPUT_IMAGE, OUTPUT_POINTS, file_sha256, load_contract,
+                                 verify_model_file)
+from mesc3d_training import cli, export
+from mesc3d_training.checkpoint import load_model, save_model
+from mesc3d_training.model import build_model
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(checkpoint YAML, contract JSON) of a tiny random model exported by ``mesc3d export``."""
+    folder = tmp_path_factory.mktemp('export')
+    cfg = tiny_config(frame='canonical')
+    torch.manual_seed(3)
+    table = random_class_table(('mug', 'bottle', 'object'), cfg.model.text_dim, seed=3)
+    checkpoint = save_model(folder / 'tiny', build_model(cfg.model).eval(), cfg, table[:2], table[2],
+                            data_manifest_hash='manifest-1', metrics={'cd_l1': 0.042})
+    assert cli.main(['export', str(checkpoint), '--out-dir', str(folder / 'engines')]) == 0
+    return checkpoint, folder / 'engines' / 'tiny.json'
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+
+
+def _inputs(batch: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {INPUT_IMAGE: rng.random((batch, 3, 64, 64), dtype=np.float32),
+            INPUT_CLASS_EMBEDDING: rng.normal(size=(batch, 16)).astype(np.float32)}
+
+
+def test_export_writes_model_fp16_model_contract_and_config(exported):
+    checkpoint, contract_path = exported
+    contract = load_contract(contract_path)
+    assert verify_model_file(contract, contract_path).name == 'tiny.onnx'
+    assert verify_model_file(contract, contract_path, fp16=True).name == 'tiny.fp16.onnx'
+    cfg = load_config(contract_path.with_suffix('.yaml'))
+    assert cfg == tiny_config(frame='canonical')
+    assert contract.config_hash == config_hash(cfg)
+    assert (contract.image_size, contract.embedding_dim, contract.num_points) == (64, 16, 64)
+    assert contract.output_frame == 'canonical' and contract.units == 'unit_ball'
+    assert contract.crop_padding == export.DEFAULT_CROP_PADDING
+    assert contract.class_names == ('mug', 'bottle') and contract.generic_class.name == 'object'
+    assert contract.classes == load_model(checkpoint).classes
+    assert contract.metrics == {'cd_l1': 0.042} and contract.data_manifest_hash == 'manifest-1'
+    assert contract.model_sha256 == file_sha256(contract_path.with_suffix('.onnx'))
+    assert not list(contract_path.parent.glob('*.tmp')), 'no temporary files may be left behind'
+
+
+def test_graph_is_standard_folded_opset18_with_contract_io(exported):
+    _, contract_path = exported
+    model = onnx.load(contract_path.with_suffix('.onnx'))
+    onnx.checker.check_model(model, full_check=True)
+    export.check_graph(model, 'tiny')        # standard domain only, nothing input-independent left
+    assert {(entry.domain, entry.version) for entry in model.opset_import} == {('', 18)}
+    assert load_contract(contract_path).opset == 18
+
+    def signature(values):
+        return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in values}
+
+    assert signature(model.graph.input) == {INPUT_IMAGE: ['batch', 3, 64, 64], INPUT_CLASS_EMBEDDING: ['batch', 16]}
+    assert signature(model.graph.output) == {OUTPUT_POINTS: ['batch', 64, 3]}
+    # The sphere tokens are a (T, D) = (4, 8) constant of the model: it must be an initializer, not a subgraph.
+    tokens = load_model(exported[0]).model.point_tokens(1)[0].detach().numpy()
+    assert any(numpy_helper.to_array(init).squeeze().shape == (4, 8)
+               and np.allclose(numpy_helper.to_array(init).squeeze(), tokens) for init in model.graph.initializer)
+
+
+def test_parity_with_torch_is_recorded_and_holds_on_fresh_inputs(exported):
+    checkpoint, contract_path = exported
+    contract = load_contract(contract_path)
+    assert 0 <= contract.parity['fp32_max_abs'] <= 1e-4
+    assert 0 < contract.parity['fp16_max_abs'] < 1e-2
+    assert 'onnxruntime' in contract.parity['fp16_method']
+    model = load_model(checkpoint).model
+    feeds = _inputs(batch=4, seed=11)
+    with torch.inference_mode():
+        reference = model(torch.from_numpy(feeds[INPUT_IMAGE]), torch.from_numpy(feeds[INPUT_CLASS_EMBEDDING]))
+    (points,) = _session(contract_path.with_suffix('.onnx')).run(None, feeds)
+    assert np.abs(points - reference.numpy()).max() <= 1e-4
+    (points16,) = _session(contract_path.parent / contract.fp16_model_file).run(None, feeds)
+    assert points16.dtype == np.float32 and np.abs(points16 - reference.numpy()).max() < 1e-2
+
+
+def test_dynamic_batch_one_and_five_give_the_same_items(exported):
+    _, contract_path = exported
+    session = _session(contract_path.with_suffix('.onnx'))
+    feeds = _inputs(batch=5, seed=5)
+    (batched,) = session.run(None, feeds)
+    assert batched.shape == (5, 64, 3)
+    singles = np.concatenate([session.run(None, {k: v[i:i + 1] for k, v in feeds.items()})[0] for i in range(5)])
+    np.testing.assert_allclose(batched, singles, atol=1e-6)
+    assert np.abs(batched[0] - batched[1]).max() > 1e-4, 'different inputs must give different shapes'
+
+
+def test_parity_failure_fails_loudly_and_writes_nothing(exported, tmp_path, monkeypatch):
+    checkpoint, _ = exported
+    # A negative tolerance makes any measured error (even 0) a failure: this checks the failure path itself.
+    monkeypatch.setattr(export, 'FP32_TOLERANCE', -1.0)
+    with pytest.raises(export.ExportError, match=r'tiny: ONNX Runtime differs from torch by .*nothing was written'):
+        export.export_model(load_model(checkpoint), tmp_path / 'out')
+    assert not list((tmp_path / 'out').iterdir())
+
+
+def test_export_rejects_old_opsets_and_duplicate_classes(exported, tmp_path):
+    loaded = load_model(exported[0])
+    with pytest.raises(ValueError, match='opset 17 < 18'):
+        export.export_model(loaded, tmp_path, opset=17)
+    with pytest.raises(ValueError, match=r"duplicate class names .*'mug'"):
+        export.export_model(loaded, tmp_path, extra_classes=(loaded.classes[0],))
+
+
+def test_check_graph_rejects_unfolded_constants_and_custom_ops():
+    def graph(nodes, initializers):
+        inputs = [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1])]
+        outputs = [helper.make_tensor_value_info('y', TensorProto.FLOAT, [1])]
+        return helper.make_model(helper.make_graph(nodes, 'g', inputs, outputs, initializers),
+                                 opset_imports=[helper.make_opsetid('', 18), helper.make_opsetid('custom', 1)])
+
+    constants = [numpy_helper.from_array(np.ones(1, np.float32), name) for name in ('a', 'b')]
+    foldable = graph([helper.make_node('Add', ['a', 'b'], ['c']), helper.make_node('Mul', ['x', 'c'], ['y'])],
+                     constants)
+    with pytest.raises(export.ExportError, match=r"input-independent nodes .*\['Add"):
+        export.check_graph(foldable, 'm')
+    custom = graph([helper.make_node('Fps', ['x'], ['y'], domain='custom')], [])
+    with pytest.raises(export.ExportError, match=r"custom-domain ops .*custom::Fps"):
+        export.check_graph(custom, 'm')
+    clean = graph([helper.make_node('Mul', ['x', 'a'], ['y'])], constants[:1])
+    export.check_graph(clean, 'm')
+
+
+def test_contract_json_is_plain_and_complete(exported):
+    data = json.loads(exported[1].read_text())
+    assert {'model_sha256', 'fp16_model_sha256', 'config', 'config_hash', 'parity', 'crop_padding',
+            'classes', 'generic_class', 'output_frame', 'units', 'opset', 'metrics'} <= set(data)

@@ -1,0 +1,144 @@
+"""ONNX Runtime backend and the start-up contract check, on a real exported tiny MESC-3D (random weights)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from model_fixtures import checkpoint_of, random_model_contract  # noqa: F401 (pytest fixture)
+from onnx import TensorProto, helper
+
+from mesc3d_ros.contract import ContractError, check_signature, file_sha256, load_contract
+from mesc3d_ros.inference import OnnxRuntimeBackend, create_backend
+from mesc3d_training.checkpoint import load_model
+
+
+def _inputs(batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.random((batch, 3, 64, 64), dtype=np.float32), rng.normal(size=(batch, 16)).astype(np.float32)
+
+
+def _copy_model(contract_path: Path, folder: Path) -> Path:
+    """A private copy of contract + ONNX files that a test may damage."""
+    for path in contract_path.parent.glob(f'{contract_path.stem}.*'):
+        shutil.copy(path, folder / path.name)
+    return folder / contract_path.name
+
+
+def _edit_contract(path: Path, values: dict) -> None:
+    data = json.loads(path.read_text())
+    data.update(values)
+    path.write_text(json.dumps(data))
+
+
+def test_onnxruntime_backend_equals_torch_and_splits_big_batches(random_model_contract):
+    backend = create_backend(random_model_contract, 'onnxruntime', max_batch=2, threads=1)
+    assert backend.name == 'onnxruntime[CPUExecutionProvider]' and backend.max_batch == 2
+    image, embedding = _inputs(batch=5)
+    points = backend.run(image, embedding)          # 5 objects through a max-batch-2 session: 2 + 2 + 1
+    model = load_model(checkpoint_of(random_model_contract)).model
+    with torch.inference_mode():
+        reference = model(torch.from_numpy(image), torch.from_numpy(embedding)).numpy()
+    assert points.shape == (5, 64, 3) and points.dtype == np.float32
+    assert np.abs(points - reference).max() <= 1e-4
+    backend.close()
+
+
+def test_run_checks_inputs_and_handles_an_empty_batch(random_model_contract):
+    backend = create_backend(random_model_contract, 'onnxruntime', max_batch=4, threads=1)
+    assert backend.run(*_inputs(batch=0)).shape == (0, 64, 3)
+    image, embedding = _inputs(batch=2)
+    with pytest.raises(ValueError, match=r'"image" must be \(B, 3, 64, 64\), got \(2, 3, 32, 32\)'):
+        backend.run(image[:, :, :32, :32], embedding)
+    with pytest.raises(ValueError, match=r'"class_embedding" must be \(B, 16\)'):
+        backend.run(image, embedding[:, :8])
+    with pytest.raises(ValueError, match='batch sizes differ'):
+        backend.run(image, embedding[:1])
+    # float64 and non-contiguous inputs are accepted and converted, not silently misread.
+    np.testing.assert_allclose(backend.run(image.astype(np.float64), np.asfortranarray(embedding)),
+                               backend.run(image, embedding), atol=1e-6)
+
+
+def test_auto_falls_back_to_onnxruntime_and_says_why(random_model_contract, caplog):
+    with caplog.at_level(logging.INFO, logger='mesc3d_ros.inference'):
+        backend = create_backend(random_model_contract, 'auto', max_batch=1, threads=1)
+    assert isinstance(backend, OnnxRuntimeBackend)
+    assert 'ONNX Runtime, because TensorRT is not usable here: the tensorrt Python module is not installed' \
+        in caplog.text
+    with pytest.raises(RuntimeError, match='TensorRT backend requested but not usable'):
+        create_backend(random_model_contract, 'tensorrt')
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('image_size', 96, r'input "image" axis 2 is 64, but contract field "image_size" says 96'),
+    ('embedding_dim', 8, r'input "class_embedding" axis 1 is 16, but contract field "embedding_dim" says 8'),
+    ('num_points', 2048, r'output "points" axis 1 is 64, but contract field "num_points" says 2048'),
+    ('classes', [], r'field "classes" is empty: the model needs a class table'),
+    ('model_sha256', '0' * 64, r'tiny\.onnx: sha256 .* does not match field "model_sha256"'),
+])
+def test_contract_mismatches_are_refused_naming_file_and_field(random_model_contract, tmp_path, field, value,
+                                                                message):
+    contract_path = _copy_model(random_model_contract, tmp_path)
+    _edit_contract(contract_path, {field: value})
+    if field == 'embedding_dim':    # shrink the class table with it, or the table check fires first
+        data = json.loads(contract_path.read_text())
+        for entry in data['classes'] + [data['generic_class']]:
+            entry['embedding'] = entry['embedding'][:value]
+        contract_path.write_text(json.dumps(data))
+    with pytest.raises(ContractError, match=message):
+        create_backend(contract_path, 'onnxruntime')
+
+
+def test_missing_class_table_field_is_refused(random_model_contract, tmp_path):
+    contract_path = _copy_model(random_model_contract, tmp_path)
+    data = json.loads(contract_path.read_text())
+    del data['classes']
+    contract_path.write_text(json.dumps(data))
+    with pytest.raises(ContractError, match=r'tiny\.json: missing field "classes"'):
+        create_backend(contract_path, 'onnxruntime')
+
+
+def test_truncated_onnx_is_refused(random_model_contract, tmp_path):
+    contract_path = _copy_model(random_model_contract, tmp_path)
+    model_path = contract_path.with_suffix('.onnx')
+    model_path.write_bytes(model_path.read_bytes()[:4096])
+    with pytest.raises(ContractError, match=r'tiny\.onnx: sha256 .* \(file changed, truncated or tampered\)'):
+        create_backend(contract_path, 'onnxruntime')
+    # Even with a contract re-hashed to match, a truncated graph never loads.
+    _edit_contract(contract_path, {'model_sha256': file_sha256(model_path)})
+    with pytest.raises(ContractError, match=r'tiny\.onnx: ONNX Runtime cannot load the model'):
+        create_backend(contract_path, 'onnxruntime')
+    model_path.unlink()
+    with pytest.raises(ContractError, match=r'field "model_file" points at .*tiny\.onnx, which does not exist'):
+        create_backend(contract_path, 'onnxruntime')
+
+
+def test_model_with_other_tensor_names_is_refused(random_model_contract, tmp_path):
+    contract_path = _copy_model(random_model_contract, tmp_path)
+    graph = helper.make_graph([helper.make_node('Identity', ['input'], ['output'])], 'g',
+                              [helper.make_tensor_value_info('input', TensorProto.FLOAT, ['batch', 3, 64, 64])],
+                              [helper.make_tensor_value_info('output', TensorProto.FLOAT, ['batch', 3, 64, 64])])
+    model_path = contract_path.with_suffix('.onnx')
+    model_path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 18)]).SerializeToString())
+    _edit_contract(contract_path, {'model_sha256': file_sha256(model_path)})
+    with pytest.raises(ContractError, match=r"model inputs \['input'\] do not match the contract's "
+                                            r"\['class_embedding', 'image'\]"):
+        create_backend(contract_path, 'onnxruntime')
+
+
+def test_check_signature_wants_a_dynamic_batch_and_float32(random_model_contract):
+    contract = load_contract(random_model_contract)
+    outputs = {'points': (('batch', 64, 3), 'float32')}
+    fixed = {'image': ((1, 3, 64, 64), 'float32'), 'class_embedding': ((-1, 16), 'float32')}
+    with pytest.raises(ContractError, match=r'input "image" axis 0 is fixed at 1, .* dynamic "batch" axis'):
+        check_signature(contract, 'm.onnx', fixed, outputs)
+    half = {'image': ((-1, 3, 64, 64), 'float16'), 'class_embedding': ((-1, 16), 'float32')}
+    with pytest.raises(ContractError, match='input "image" has dtype float16'):
+        check_signature(contract, 'm.onnx', half, outputs)
+    trt_style = {'image': ((-1, 3, 64, 64), 'float32'), 'class_embedding': ((-1, 16), 'float32')}
+    check_signature(contract, 'm.engine', trt_style, {'points': ((-1, 64, 3), 'float32')})
