@@ -84,7 +84,7 @@ class AdaptivePointNorm(nn.Module):
             mixed = self.style.weight[:, :, 0] @ scaled_u                            # (B, 2C, r)
             style = mixed @ s.v + self.style.bias[:, None]                           # (B, 2C, N)
         gamma, beta = style.split(self.channels, dim=1)
-        return gamma * x + beta
+        return torch.addcmul(beta, gamma, x)                                         # γ ⊙ x + β, one pass
 
 
 class Decoder(nn.Module):

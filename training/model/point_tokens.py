@@ -16,6 +16,7 @@ ablation rather than the default.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -114,8 +115,12 @@ class SphereEncoder(nn.Module):
         return self.head(torch.cat([tokens[:, 0], tokens[:, 1:].amax(dim=1)], dim=-1))
 
 
+@functools.cache
 def sphere_tokens(num_tokens: int, token_dim: int) -> torch.Tensor:
-    """(num_tokens, token_dim) tokens of the frozen random encoder over the seed sphere; same for every call."""
+    """(num_tokens, token_dim) tokens of the frozen random encoder over the seed sphere; same for every call.
+
+    Cached per process (a pure function of its arguments); callers must clone before keeping the tensor.
+    """
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(ENCODER_SEED)
         encoder = SphereEncoder(num_tokens * token_dim)
@@ -134,7 +139,7 @@ class PointTokens(nn.Module):
 
     def __init__(self, num_tokens: int, token_dim: int, learnable: bool):
         super().__init__()
-        tokens = sphere_tokens(num_tokens, token_dim)
+        tokens = sphere_tokens(num_tokens, token_dim).clone()
         if learnable:
             self.tokens = nn.Parameter(tokens)
         else:
