@@ -160,3 +160,19 @@ def _edit_meta(meta_path: Path, values: dict) -> None:
     meta = yaml.safe_load(meta_path.read_text())
     meta.update(values)
     meta_path.write_text(yaml.safe_dump(meta))
+
+
+def test_prompts_round_trip_beside_the_model_weights(tmp_path):
+    from mesc3d_training.model.text_prior import PromptParameters
+
+    cfg = tiny_config()
+    model = build_model(cfg.model)
+    prompts = PromptParameters(context=2, deep_prompts=3, layers=6, width=16)
+    table = random_class_table(('mug', 'object'), cfg.model.text_dim, seed=0)
+    meta = save_model(tmp_path / 'p', model, cfg, table[:1], table[1], 'h', metrics={}, prompts=prompts)
+    loaded = load_model(meta)
+    assert loaded.prompts.keys() == prompts.state_dict().keys() == {'before', 'after', 'deep'}
+    assert all(torch.equal(loaded.prompts[key], value) for key, value in prompts.state_dict().items())
+    assert loaded.model.state_dict().keys() == model.state_dict().keys()
+    (tmp_path / 'none').mkdir()
+    assert load_model(_save(tmp_path / 'none')[0]).prompts == {}

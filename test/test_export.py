@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,27 +11,40 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from model_fixtures import random_class_table, tiny_config
+from model_fixtures import tiny_config
 from onnx import TensorProto, helper, numpy_helper
 
 from mesc3d_ros.config import config_hash, load_config
-from mesc3d_ros.contract import (INPUT_CLASS_EMBEDDING, INPUT_IMAGE, OUTPUT_POINTS, file_sha256, load_contract,
-                                 verify_model_file)
+from mesc3d_ros.contract import (INPUT_CLASS_EMBEDDING, INPUT_IMAGE, OUTPUT_POINTS, ClassEntry, file_sha256,
+                                 load_contract, verify_model_file)
 from mesc3d_training import cli, export
 from mesc3d_training.checkpoint import load_model, save_model
 from mesc3d_training.model import build_model
+from mesc3d_training.model.text_prior import TextPrior
+
+
+DIM = 384
+"""The real text prior's width (MiniLM): the class table and the extra classes come from it."""
 
 
 @pytest.fixture(scope='module')
-def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(checkpoint YAML, contract JSON) of a tiny random model exported by ``mesc3d export``."""
-    folder = tmp_path_factory.mktemp('export')
-    cfg = tiny_config(frame='canonical')
+def prior() -> TextPrior:
     torch.manual_seed(3)
-    table = random_class_table(('mug', 'bottle', 'object'), cfg.model.text_dim, seed=3)
-    checkpoint = save_model(folder / 'tiny', build_model(cfg.model).eval(), cfg, table[:2], table[2],
-                            data_manifest_hash='manifest-1', metrics={'cd_l1': 0.042})
-    assert cli.main(['export', str(checkpoint), '--out-dir', str(folder / 'engines')]) == 0
+    return TextPrior(tiny_config(text_dim=DIM).model)     # random (untrained) prompts, frozen MiniLM
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory: pytest.TempPathFactory, prior: TextPrior) -> tuple[Path, Path]:
+    """(checkpoint YAML, contract JSON) of a tiny random model exported by ``mesc3d export``, plus two classes."""
+    folder = tmp_path_factory.mktemp('export')
+    cfg = tiny_config(text_dim=DIM, frame='canonical')
+    table = prior.class_table(['mug', 'bottle', 'object']).numpy()
+    entries = tuple(ClassEntry(name=name, embedding=tuple(float(v) for v in row), size_m=size)
+                    for name, row, size in zip(('mug', 'bottle', 'object'), table, (0.1, 0.25, 0.2)))
+    checkpoint = save_model(folder / 'tiny', build_model(cfg.model).eval(), cfg, entries[:2], entries[2],
+                            data_manifest_hash='manifest-1', metrics={'cd_l1': 0.042}, prompts=prior.prompts)
+    assert cli.main(['export', str(checkpoint), '--out-dir', str(folder / 'engines'),
+                     '--extra-classes', 'kettle:0.3, stapler']) == 0
     return checkpoint, folder / 'engines' / 'tiny.json'
 
 
@@ -41,7 +55,7 @@ def _session(path: Path) -> ort.InferenceSession:
 def _inputs(batch: int, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {INPUT_IMAGE: rng.random((batch, 3, 64, 64), dtype=np.float32),
-            INPUT_CLASS_EMBEDDING: rng.normal(size=(batch, 16)).astype(np.float32)}
+            INPUT_CLASS_EMBEDDING: rng.normal(size=(batch, DIM)).astype(np.float32)}
 
 
 def test_export_writes_model_fp16_model_contract_and_config(exported):
@@ -50,13 +64,13 @@ def test_export_writes_model_fp16_model_contract_and_config(exported):
     assert verify_model_file(contract, contract_path).name == 'tiny.onnx'
     assert verify_model_file(contract, contract_path, fp16=True).name == 'tiny.fp16.onnx'
     cfg = load_config(contract_path.with_suffix('.yaml'))
-    assert cfg == tiny_config(frame='canonical')
+    assert cfg == tiny_config(text_dim=DIM, frame='canonical')
     assert contract.config_hash == config_hash(cfg)
-    assert (contract.image_size, contract.embedding_dim, contract.num_points) == (64, 16, 64)
+    assert (contract.image_size, contract.embedding_dim, contract.num_points) == (64, DIM, 64)
     assert contract.output_frame == 'canonical' and contract.units == 'unit_ball'
-    assert contract.crop_padding == export.DEFAULT_CROP_PADDING
-    assert contract.class_names == ('mug', 'bottle') and contract.generic_class.name == 'object'
-    assert contract.classes == load_model(checkpoint).classes
+    assert contract.crop_padding == cfg.data.crop_padding == 0.15
+    assert contract.class_names == ('mug', 'bottle', 'kettle', 'stapler') and contract.generic_class.name == 'object'
+    assert contract.classes[:2] == load_model(checkpoint).classes
     assert contract.metrics == {'cd_l1': 0.042} and contract.data_manifest_hash == 'manifest-1'
     assert contract.model_sha256 == file_sha256(contract_path.with_suffix('.onnx'))
     assert not list(contract_path.parent.glob('*.tmp')), 'no temporary files may be left behind'
@@ -73,12 +87,35 @@ def test_graph_is_standard_folded_opset18_with_contract_io(exported):
     def signature(values):
         return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in values}
 
-    assert signature(model.graph.input) == {INPUT_IMAGE: ['batch', 3, 64, 64], INPUT_CLASS_EMBEDDING: ['batch', 16]}
+    assert signature(model.graph.input) == {INPUT_IMAGE: ['batch', 3, 64, 64], INPUT_CLASS_EMBEDDING: ['batch', DIM]}
     assert signature(model.graph.output) == {OUTPUT_POINTS: ['batch', 64, 3]}
     # The sphere tokens are a (T, D) = (4, 8) constant of the model: it must be an initializer, not a subgraph.
     tokens = load_model(exported[0]).model.point_tokens(1)[0].detach().numpy()
     assert any(numpy_helper.to_array(init).squeeze().shape == (4, 8)
                and np.allclose(numpy_helper.to_array(init).squeeze(), tokens) for init in model.graph.initializer)
+
+
+def test_extra_classes_come_from_the_checkpoints_trained_prompts(exported, prior):
+    contract = load_contract(exported[1])
+    kettle, stapler = contract.classes[2:]
+    assert (kettle.size_m, stapler.size_m) == (0.3, contract.generic_class.size_m)
+    np.testing.assert_allclose(contract.embedding_table()[2:], prior.class_table(['kettle', 'stapler']).numpy(),
+                               atol=1e-5)
+    # The same name through other (fresh) prompts lands elsewhere: the saved prompts are what was used.
+    other = TextPrior(tiny_config(text_dim=DIM).model)
+    assert np.abs(other.class_table(['kettle']).numpy()[0] - np.asarray(kettle.embedding)).max() > 1e-3
+
+
+def test_extra_classes_need_saved_prompts_and_valid_sizes(exported, tmp_path):
+    loaded = load_model(exported[0])
+    without = dataclasses.replace(loaded, prompts={})
+    with pytest.raises(export.ExportError, match='extra classes need the trained 3DSPL prompts'):
+        export.embed_extra_classes(without, ('kettle',), (None,))
+    assert export.parse_extra_classes(' kettle:0.25 ,stapler,') == (('kettle', 'stapler'), (0.25, None))
+    with pytest.raises(ValueError, match='size of "kettle" must be metres'):
+        export.parse_extra_classes('kettle:big')
+    with pytest.raises(ValueError, match='size of "kettle" must be positive'):
+        export.parse_extra_classes('kettle:-1')
 
 
 def test_parity_with_torch_is_recorded_and_holds_on_fresh_inputs(exported):

@@ -1,8 +1,10 @@
 """The deployable model checkpoint: ``<stem>.safetensors`` (weights) + ``<stem>.yaml`` (everything else).
 
 This is the format of the shipped model in ``models/`` and the input of ``mesc3d export``. It holds the inference
-module's state dict only (no optimizer state: resumable training checkpoints belong to ``train.py``), so it can be
-read without unpickling anything. The YAML side carries what is needed to rebuild and use the model:
+module's state dict plus, optionally, the trained 3DSPL prompts (``text_prior.PromptParameters``, stored under the
+``prompts.`` prefix; they let ``mesc3d export --extra-classes`` embed new class names exactly as the table was
+embedded). No optimizer state: resumable training checkpoints belong to the training code. Nothing is unpickled on
+load. The YAML side carries what is needed to rebuild and use the model:
 
 - ``config``: the resolved :class:`~mesc3d_ros.config.Config` (``config_to_dict``),
 - ``classes`` / ``generic_class``: the class table (name, text-prior embedding, metric size prior),
@@ -31,6 +33,8 @@ from mesc3d_ros.contract import ClassEntry, ContractError, class_entry_to_dict, 
 from mesc3d_training.model import build_model
 
 WEIGHTS_SUFFIX = '.safetensors'
+PROMPTS_PREFIX = 'prompts.'
+"""Key prefix of the 3DSPL prompt tensors inside the safetensors file (the model's own keys have no prefix)."""
 META_SUFFIX = '.yaml'
 META_KEYS = ('config', 'classes', 'generic_class', 'data_manifest_hash', 'metrics', 'weights_sha256')
 
@@ -48,6 +52,8 @@ class LoadedModel:
     generic_class: ClassEntry
     data_manifest_hash: str
     metrics: dict
+    prompts: dict[str, torch.Tensor]
+    """State dict of the trained ``text_prior.PromptParameters`` (float32); empty when none was saved."""
 
 
 def checkpoint_stem(path: str | Path) -> Path:
@@ -57,11 +63,12 @@ def checkpoint_stem(path: str | Path) -> Path:
 
 
 def save_model(stem: Path, model: nn.Module, cfg: Config, classes: tuple[ClassEntry, ...],
-               generic_class: ClassEntry, data_manifest_hash: str, metrics: dict, fp16: bool = False) -> Path:
+               generic_class: ClassEntry, data_manifest_hash: str, metrics: dict, fp16: bool = False,
+               prompts: nn.Module | None = None) -> Path:
     """Write ``<stem>.safetensors`` and ``<stem>.yaml`` atomically; returns the YAML path.
 
     ``fp16`` stores floating-point tensors as float16 (halves the shipped file); they are widened back to float32
-    on load, so the model always runs in float32.
+    on load, so the model always runs in float32. ``prompts``: the trained ``TextPrior.prompts`` module, if any.
     """
     stem = checkpoint_stem(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -72,9 +79,12 @@ def save_model(stem: Path, model: nn.Module, cfg: Config, classes: tuple[ClassEn
             raise ValueError(f'{stem}: class "{entry.name}" has a {len(entry.embedding)}-d embedding, '
                              f'model.text_dim is {cfg.model.text_dim}')
     # Copies, so tensors that share storage (safetensors refuses those) and non-contiguous views both serialise.
+    state = dict(model.state_dict())
+    if prompts is not None:
+        state.update({PROMPTS_PREFIX + key: value for key, value in prompts.state_dict().items()})
     tensors = {key: (value.detach().to('cpu', torch.float16 if fp16 and value.is_floating_point() else None,
                                        copy=True).contiguous())
-               for key, value in model.state_dict().items()}
+               for key, value in state.items()}
     blob = save_safetensors_bytes(tensors, metadata={'config_hash': config_hash(cfg)})
     meta = {
         'config': config_to_dict(cfg),
@@ -124,12 +134,15 @@ def load_model(path: str | Path) -> LoadedModel:
     except SafetensorError as exc:
         raise CheckpointError(f'{weights_path}: not a readable safetensors file: {exc}') from exc
 
+    prompts = {key.removeprefix(PROMPTS_PREFIX): value.float() for key, value in tensors.items()
+               if key.startswith(PROMPTS_PREFIX)}
     model = build_model(cfg.model)
-    model.load_state_dict(_match_state_dict(model, tensors, weights_path))
+    model.load_state_dict(_match_state_dict(model, {key: value for key, value in tensors.items()
+                                                    if not key.startswith(PROMPTS_PREFIX)}, weights_path))
     model.eval()
     return LoadedModel(model=model, cfg=cfg, classes=classes, generic_class=generic_class,
                        data_manifest_hash=_typed(meta, 'data_manifest_hash', str, meta_path),
-                       metrics=_typed(meta, 'metrics', dict, meta_path))
+                       metrics=_typed(meta, 'metrics', dict, meta_path), prompts=prompts)
 
 
 def _read_meta(meta_path: Path) -> dict:

@@ -1,4 +1,4 @@
-"""``mesc3d export CHECKPOINT [--out-dir engines] [--opset 18]``: ONNX + model contract.
+"""``mesc3d export CHECKPOINT [--out-dir engines] [--opset 18] [--extra-classes a,b:0.3]``: ONNX + model contract.
 
 Writes, for a checkpoint whose config is named ``<name>``:
 
@@ -14,6 +14,10 @@ every TensorRT 10 ONNX parser reads. Before anything is written under the final 
 checker, default domain only, no input-independent node left) and run with ONNX Runtime against torch: a float32
 error above :data:`FP32_TOLERANCE` fails the export. The float16 model's error is measured the same way and
 recorded in the contract's ``parity`` field.
+
+``--extra-classes`` embeds more class names with the checkpoint's trained 3DSPL text prior (``text_prior.py``, the
+same prompts that made the class table), so the node can use them zero-shot; ``name:0.3`` sets the metric size
+prior in metres, otherwise the generic class's is used.
 """
 
 from __future__ import annotations
@@ -43,8 +47,6 @@ FP32_TOLERANCE = 1e-4
 """Max abs error (unit-ball coordinates) allowed between ONNX Runtime and torch eager in float32."""
 PARITY_BATCH = 3
 """Batch of the parity check: > 1 so that batch mixing bugs show, odd so that it differs from the trace batch."""
-DEFAULT_CROP_PADDING = 0.15
-"""Crop padding written when the data config does not define one (DataConfig.crop_padding, data engineer)."""
 
 
 class ExportError(RuntimeError):
@@ -67,8 +69,7 @@ def export_model(loaded: LoadedModel, out_dir: Path, opset: int = MIN_OPSET,
     draft = ModelContract(
         name=name, model_file=f'{name}.onnx', model_sha256='', image_size=cfg.model.image_size,
         embedding_dim=cfg.model.text_dim, num_points=cfg.model.num_points, output_frame=cfg.data.frame,
-        # The crop policy belongs to the data config once it defines one; until then the documented default.
-        crop_padding=float(getattr(cfg.data, 'crop_padding', DEFAULT_CROP_PADDING)),
+        crop_padding=cfg.data.crop_padding,
         classes=classes, generic_class=loaded.generic_class, config=config_to_dict(cfg),
         config_hash=config_hash(cfg), opset=opset, metrics=loaded.metrics,
         data_manifest_hash=loaded.data_manifest_hash)
@@ -99,6 +100,41 @@ def export_model(loaded: LoadedModel, out_dir: Path, opset: int = MIN_OPSET,
     contract_path = contract.save(out_dir / f'{name}.json')
     LOGGER.info('exported %s (%d classes, opset %d) to %s', name, len(classes), opset, contract_path)
     return contract_path
+
+
+def embed_extra_classes(loaded: LoadedModel, names: tuple[str, ...],
+                        sizes_m: tuple[float | None, ...]) -> tuple[ClassEntry, ...]:
+    """Class entries for ``names`` from the checkpoint's trained text prior; size None: the generic class's."""
+    from mesc3d_training.model.text_prior import TextPrior
+
+    if not loaded.prompts:
+        raise ExportError('extra classes need the trained 3DSPL prompts, and this checkpoint has none '
+                          '(save it with save_model(..., prompts=text_prior.prompts))')
+    prior = TextPrior(loaded.cfg.model)
+    try:
+        prior.prompts.load_state_dict(loaded.prompts)
+    except RuntimeError as exc:
+        raise ExportError(f'the checkpoint\'s prompts do not fit the text prior of its config: {exc}') from exc
+    table = prior.class_table(list(names)).numpy()                                    # (C, D) unit-norm
+    return tuple(ClassEntry(name=name, embedding=tuple(float(v) for v in row),
+                            size_m=loaded.generic_class.size_m if size is None else size)
+                 for name, row, size in zip(names, table, sizes_m))
+
+
+def parse_extra_classes(text: str) -> tuple[tuple[str, ...], tuple[float | None, ...]]:
+    """``"kettle:0.25,stapler"`` -> (("kettle", "stapler"), (0.25, None))."""
+    names, sizes = [], []
+    for item in filter(None, (part.strip() for part in text.split(','))):
+        name, _, size = item.partition(':')
+        try:
+            value = float(size) if size else None
+        except ValueError as exc:
+            raise ValueError(f'--extra-classes: size of "{name}" must be metres, got {size!r}') from exc
+        if value is not None and not value > 0:
+            raise ValueError(f'--extra-classes: size of "{name}" must be positive, got {value}')
+        names.append(name.strip())
+        sizes.append(value)
+    return tuple(names), tuple(sizes)
 
 
 def parity_inputs(contract: ModelContract, batch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -168,9 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('checkpoint', type=Path, help='deployable checkpoint (stem, .yaml or .safetensors)')
     parser.add_argument('--out-dir', type=Path, default=Path('engines'))
     parser.add_argument('--opset', type=int, default=MIN_OPSET)
+    parser.add_argument('--extra-classes', default='', help='comma-separated class names (optionally name:size_m) '
+                        'to embed with the text prior for zero-shot use')
     args = parser.parse_args(argv)
     for chatty in ('onnxscript', 'onnx_ir'):    # one INFO line per folded constant otherwise
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    names, sizes = parse_extra_classes(args.extra_classes)
     loaded = load_model(args.checkpoint)
-    export_model(loaded, args.out_dir, opset=args.opset)
+    extra = embed_extra_classes(loaded, names, sizes) if names else ()
+    export_model(loaded, args.out_dir, opset=args.opset, extra_classes=extra)
     return 0
