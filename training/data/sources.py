@@ -40,7 +40,7 @@ PYBULLET_OBJECTS: tuple[tuple[str, str, str, str, bool, tuple[float, float, floa
     ('pybullet_teddy', 'teddy2_VHACD_CHs.obj', 'teddy bear', 'toy', False, (0.3,) * 3),  # 28 cm plush toy
     ('pybullet_bunny', 'bunny.obj', 'bunny figurine', 'toy', False, (0.08,) * 3),  # 16 cm ornament
     ('pybullet_soccerball', 'soccerball.obj', 'soccer ball', 'toy', False, (0.22,) * 3),  # FIFA size 5: 22 cm
-    ('pybullet_lego', 'lego/lego.obj', 'lego brick', 'toy', True, (0.1,) * 3),  # URDF scale: a 3 cm brick
+    ('pybullet_lego', 'lego/lego.obj', 'lego brick', 'toy', False, (0.1,) * 3),  # URDF scale: a 3 cm brick
     ('pybullet_jenga', 'jenga/jenga.obj', 'jenga block', 'toy', True, (0.075, 0.025, 0.015)),  # real block
     ('pybullet_domino', 'domino/domino.obj', 'domino', 'toy', True, (1.0,) * 3),  # file is metric: 5 cm
     ('pybullet_tray', 'tray/tray_textured2.obj', 'tray', 'bowl', True, (0.3,) * 3),  # 35 cm serving tray
