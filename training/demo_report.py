@@ -1,0 +1,231 @@
+"""Scoring and reporting of a demo run: match the node's outputs to frames, measure them against ground truth.
+
+Matching: a cloud belongs to the frame whose published stamp equals its header stamp (the node copies the image
+header); its points carry ``object_index``, the index of the object in the same-stamp Detection3DArray, whose
+``id`` is the detection id the scene publisher set: the ground-truth object id.
+
+Metrics, all in metres in the camera optical frame (the placed cloud against the object's whole surface, hidden
+sides included, so placement and shape errors both count):
+
+- CD-L1 = ½ (mean over GT points of the distance to the nearest predicted point + the converse), ``metrics.py``;
+- F-score at :data:`F_THRESHOLDS_M` (Euclidean, precision and recall counted at distance < t);
+- centroid error = distance between the mean predicted point and the mean ground-truth point, also as a
+  percentage of the object's distance from the camera.
+
+Every distinct view (scene × object) counts once: the frames repeating a scene are averaged first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import PointCloud2
+from vision_msgs.msg import Detection3DArray
+
+from mesc3d_ros.conversions import cloud_to_structured, stamp_to_ns
+from mesc3d_training.demo_recorder import Recording
+from mesc3d_training.metrics import chamfer_l1, fscore, nearest_squared_distances
+from mesc3d_training.scene_publisher import ObjectTruth, SceneSequence
+
+F_THRESHOLDS_M = (0.01, 0.05)
+"""1 cm: tight for a placed cloud (a grasp's tolerance on a mug); 5 cm: the object is where it should be."""
+POINTS_TOPIC, OBJECTS_TOPIC, DIAGNOSTICS_TOPIC = '/mesc3d/points', '/mesc3d/objects', '/diagnostics'
+
+
+@dataclass(frozen=True, eq=False)
+class ObjectResult:
+    frame: int
+    scene: int
+    truth: ObjectTruth
+    model_class: str
+    """The class the node reported for it (the detector's class id)."""
+    points: np.ndarray
+    """(N, 3) float32 metres, camera optical frame: what the node published for this object."""
+    cd_l1_m: float
+    fscores: tuple[float, ...]
+    """F-score at each of :data:`F_THRESHOLDS_M`."""
+    centroid_error_m: float
+    distance_m: float
+    """Camera to the ground-truth centroid."""
+
+
+@dataclass(frozen=True, eq=False)
+class FrameResult:
+    frame: int
+    scene: int
+    stamp_ns: int
+    latency_ms: float
+    """Cloud receive time − image stamp: camera frame out → cloud in, through DDS and the node."""
+    objects: tuple[ObjectResult, ...]
+    unmatched_objects: int
+    """Objects in the cloud whose id names no ground-truth object of the frame."""
+
+
+@dataclass(frozen=True, eq=False)
+class RunResult:
+    frames_sent: int
+    clouds_received: int
+    clouds_unmatched: int
+    """Clouds whose stamp is not a published frame's (should be 0)."""
+    empty_clouds: int
+    frames: tuple[FrameResult, ...]
+    diagnostics: dict[str, str]
+    """Key/values of the node's last /diagnostics status."""
+
+    @property
+    def objects(self) -> list[ObjectResult]:
+        return [obj for frame in self.frames for obj in frame.objects]
+
+
+def score_object(points: np.ndarray, truth: ObjectTruth) -> tuple[float, tuple[float, ...], float, float]:
+    """(CD-L1 m, F-scores, centroid error m, distance m) of one placed cloud against its ground truth."""
+    pred = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))[None]  # (1, N, 3) metres
+    gt = torch.from_numpy(np.ascontiguousarray(truth.points_cam, dtype=np.float32))[None]  # (1, M, 3) metres
+    distances = nearest_squared_distances(pred, gt)
+    scores = tuple(float(fscore(distances, t * t)[0]) for t in F_THRESHOLDS_M)  # fscore takes squared thresholds
+    centre = truth.points_cam.mean(axis=0)
+    return (float(chamfer_l1(distances)[0]), scores, float(np.linalg.norm(points.mean(axis=0) - centre)),
+            float(np.linalg.norm(centre)))
+
+
+def evaluate(sequence: SceneSequence, sent: list[dict], recording: Recording) -> RunResult:
+    """Match every received cloud to its frame and score its objects; ``sent`` is the publisher's stamps log."""
+    frame_of_stamp = {entry['stamp_ns']: entry for entry in sent}
+    objects_by_stamp = {}
+    for received in recording.outputs[OBJECTS_TOPIC]:
+        message = deserialize_message(received.data, Detection3DArray)
+        objects_by_stamp[stamp_to_ns(message.header.stamp)] = message
+    frames, unmatched, empty = [], 0, 0
+    for received in recording.outputs[POINTS_TOPIC]:
+        cloud = deserialize_message(received.data, PointCloud2)
+        stamp = stamp_to_ns(cloud.header.stamp)
+        entry = frame_of_stamp.get(stamp)
+        if entry is None:
+            unmatched += 1
+            continue
+        table = cloud_to_structured(cloud)
+        if table.size == 0:
+            empty += 1
+        scene = sequence.scenes[entry['scene']]
+        truth_by_id = {truth.object_id: truth for truth in scene.objects}
+        detections = objects_by_stamp.get(stamp)
+        results, missing = [], 0
+        xyz = np.stack([table['x'], table['y'], table['z']], axis=1).astype(np.float32)  # (P, 3) metres
+        for index in np.unique(table['object_index']) if table.size else ():
+            detection = detections.detections[index] if detections and index < len(detections.detections) else None
+            truth = truth_by_id.get(detection.id) if detection is not None else None
+            if truth is None:
+                missing += 1
+                continue
+            points = xyz[table['object_index'] == index]
+            cd, scores, centroid_error, distance = score_object(points, truth)
+            model_class = detection.results[0].hypothesis.class_id if detection.results else ''
+            results.append(ObjectResult(entry['frame'], entry['scene'], truth, model_class, points, cd, scores,
+                                        centroid_error, distance))
+        frames.append(FrameResult(entry['frame'], entry['scene'], stamp, (received.receive_ns - stamp) / 1e6,
+                                  tuple(results), missing))
+    diagnostics = {}
+    if recording.outputs.get(DIAGNOSTICS_TOPIC):
+        message = deserialize_message(recording.outputs[DIAGNOSTICS_TOPIC][-1].data, DiagnosticArray)
+        diagnostics = {kv.key: kv.value for status in message.status for kv in status.values}
+    return RunResult(frames_sent=len(sent), clouds_received=len(recording.outputs[POINTS_TOPIC]),
+                     clouds_unmatched=unmatched, empty_clouds=empty, frames=tuple(frames), diagnostics=diagnostics)
+
+
+def per_view(objects: list[ObjectResult]) -> dict[tuple[int, str], dict[str, float]]:
+    """(scene, object id) -> metrics averaged over the frames that showed that view."""
+    groups: dict[tuple[int, str], list[ObjectResult]] = defaultdict(list)
+    for obj in objects:
+        groups[(obj.scene, obj.truth.object_id)].append(obj)
+    views = {}
+    for key, members in groups.items():
+        views[key] = {'category': members[0].truth.category,
+                      'cd_l1_m': float(np.mean([m.cd_l1_m for m in members])),
+                      **{f'fscore_{round(t * 100)}cm': float(np.mean([m.fscores[i] for m in members]))
+                         for i, t in enumerate(F_THRESHOLDS_M)},
+                      'centroid_error_m': float(np.mean([m.centroid_error_m for m in members])),
+                      'centroid_error_pct': float(np.mean([100 * m.centroid_error_m / m.distance_m for m in members])),
+                      'distance_m': float(np.mean([m.distance_m for m in members])),
+                      'frames': len(members)}
+    return views
+
+
+def _mean_rows(views: list[dict]) -> dict[str, float]:
+    keys = [key for key in views[0] if key not in ('category', 'frames')]
+    return {'views': len(views), **{key: float(np.mean([view[key] for view in views])) for key in keys}}
+
+
+def summarise(run: RunResult, context: dict) -> dict:
+    """The summary.json content: counts, latency percentiles, metrics per category and overall, and ``context``."""
+    latencies = np.array([frame.latency_ms for frame in run.frames])
+    views = per_view(run.objects)
+    by_category: dict[str, list[dict]] = defaultdict(list)
+    for view in views.values():
+        by_category[view['category']].append(view)
+    matched = len(run.frames)
+    return {
+        **context,
+        'frames_sent': run.frames_sent,
+        'clouds_received': run.clouds_received,
+        'clouds_matched': matched,
+        'clouds_unmatched': run.clouds_unmatched,
+        'empty_clouds': run.empty_clouds,
+        'frames_dropped': run.frames_sent - matched,
+        'objects_reconstructed': len(run.objects),
+        'objects_unmatched': sum(frame.unmatched_objects for frame in run.frames),
+        'latency_ms': ({'p50': float(np.percentile(latencies, 50)), 'p95': float(np.percentile(latencies, 95)),
+                        'max': float(latencies.max()), 'mean': float(latencies.mean())} if matched else {}),
+        'fscore_thresholds_m': list(F_THRESHOLDS_M),
+        'metrics_note': 'metres, camera optical frame, placed cloud vs the whole GT surface; each distinct view '
+                        '(scene x object) counts once',
+        'metrics': _mean_rows(list(views.values())) if views else {},
+        'metrics_per_category': {category: _mean_rows(rows) for category, rows in sorted(by_category.items())},
+        'views': [{'scene': scene, 'object_id': object_id, **view}
+                  for (scene, object_id), view in sorted(views.items())],
+        'node_diagnostics': run.diagnostics,
+    }
+
+
+def format_table(summary: dict) -> str:
+    """The console table of a summary (plain text, fixed-width columns)."""
+    latency = summary['latency_ms']
+    sent = summary['frames_sent']
+    lines = [
+        f'mesc3d demo: model {summary["model"]["name"]} ({summary["model"].get("backend", "?")}), '
+        f'{sent} frames at {summary["rate_hz"]:g} Hz, {summary["test_objects"]} test-split objects',
+        f'  frames sent / clouds received    {sent} / {summary["clouds_received"]} '
+        f'(matched to frames {summary["clouds_matched"]}, unmatched {summary["clouds_unmatched"]}, '
+        f'empty {summary["empty_clouds"]})',
+        f'  frames without a cloud (drops)   {summary["frames_dropped"]} '
+        f'({100 * summary["frames_dropped"] / max(sent, 1):.0f} %; the node skips frames it cannot keep up with)',
+        f'  objects reconstructed            {summary["objects_reconstructed"]} '
+        f'(unmatched to ground truth {summary["objects_unmatched"]})',
+    ]
+    if latency:
+        lines.append(f'  end-to-end latency p50 / p95    {latency["p50"]:.0f} / {latency["p95"]:.0f} ms '
+                     '(image stamp -> cloud received)')
+    t1, t2 = (round(t * 100) for t in summary['fscore_thresholds_m'])
+    header = f'  {"category":<20}{"views":>6}{"CD-L1 [m]":>11}{f"F@{t1}cm":>8}{f"F@{t2}cm":>8}' \
+             f'{"centroid err [m]":>18}{"(% of dist.)":>14}'
+    lines += ['', header, '  ' + '-' * (len(header) - 2)]
+    rows = list(summary['metrics_per_category'].items()) + ([('all', summary['metrics'])] if summary['metrics'] else [])
+    for name, row in rows:
+        lines.append(f'  {name:<20}{row["views"]:>6}{row["cd_l1_m"]:>11.4f}{row[f"fscore_{t1}cm"]:>8.2f}'
+                     f'{row[f"fscore_{t2}cm"]:>8.2f}{row["centroid_error_m"]:>18.4f}'
+                     f'{row["centroid_error_pct"]:>13.1f}%')
+    lines.append(f'  ({summary["metrics_note"]}; F@t: Euclidean distance < t)')
+    return '\n'.join(lines)
+
+
+def write_summary(summary: dict, path: Path) -> Path:
+    tmp = path.with_name(path.name + '.tmp')
+    tmp.write_text(json.dumps(summary, indent=1))
+    tmp.replace(path)
+    return path
