@@ -1,16 +1,20 @@
 """Placement: from a unit-ball shape in a crop's virtual camera to metric points in the real camera optical frame.
 
-The model sees a square crop centred on a detection box and predicts a shape that fits the unit ball, expressed in
-the crop's *virtual camera*: a camera at the real camera centre whose optical axis passes through the crop centre
-(``contract.py``, ``output_frame: viewer``). Placing it needs three things, derived in docs/node.md §Placement:
+The model sees a square crop centred on a detection box and predicts a shape that fits the unit ball (centroid at 0,
+largest point norm 1), expressed in the crop's *virtual camera*: a camera at the real camera centre whose optical
+axis passes through the crop centre (``contract.py``, ``output_frame: viewer``). Placing it needs, derived in
+docs/node.md §Placement:
 
 1. the rotation R from the virtual camera to the real optical frame (:func:`virtual_camera_rotation`);
-2. the distance D from the camera centre to the object centre along the box-centre ray, and
-3. the object radius r in metres, both from one model: *the object is its bounding sphere*, radius r, centre at
-   distance D, so its silhouette subtends the half-angle α with sin α = r / D (:func:`box_half_angle`). With the
-   class size prior (``size_m`` = bounding-sphere diameter) r is known and D = r / sin α (for small angles the
-   pinhole D = f · size / box_px); with depth the front surface at distance d_s = D − r is measured and
-   D = d_s / (1 − sin α), r = D · sin α.
+2. the distance D from the camera centre to the object's centroid along the box-centre ray, and
+3. the object's radius r in metres (largest surface distance from the centroid).
+
+The box shows the object's *silhouette radius* r_s = D · sin α, α being the box's half-angle in the virtual camera
+(:func:`box_half_angle`). Two shape statistics relate it to the bounding sphere (:class:`PlacementPrior`): the box
+fills κ of the bounding sphere's silhouette (r_s = κ · r), and the centroid lies γ · r_s behind the visible front
+surface. A sphere has κ = γ = 1; real objects less (measured: scripts/placement_calibration.py). With the class size
+prior (``size_m`` = 2 r): D = κ · r / sin α, for small angles the pinhole D = f · κ · size / box_px. With depth the
+front-surface distance d_s is measured: D = d_s + γ · D · sin α, so D = d_s / (1 − γ · sin α) and r = D · sin α / κ.
 
 All frames are OpenCV/REP-103 optical: x right, y down, z forward; lengths in metres; pixels with integer centres.
 Pure numpy: no rclpy, no message types.
@@ -63,19 +67,36 @@ def box_half_angle(K: np.ndarray, rotation: np.ndarray, box_xyxy: np.ndarray) ->
     return float(np.arctan(max(half_width, half_height)))
 
 
-def distance_from_size_prior(size_m: float, half_angle: float) -> float:
-    """Centre distance D = r / sin α of a bounding sphere of diameter ``size_m`` seen under the half-angle α."""
+@dataclass(frozen=True)
+class PlacementPrior:
+    """How a detection box and a depth reading relate to an object's bounding sphere (1, 1 for a sphere).
+
+    The defaults are medians over rendered views of the generated dataset's objects, measured by
+    ``scripts/placement_calibration.py`` (docs/node.md §Placement lists the run and the spread).
+    """
+
+    box_fill: float = 0.81
+    """κ: the box half-size as a fraction of the bounding sphere's silhouette (a box is tighter than the sphere)."""
+    centre_offset: float = 0.35
+    """γ: how far the centroid lies behind the median front-surface depth, in silhouette radii."""
+
+
+SPHERE = PlacementPrior(box_fill=1.0, centre_offset=1.0)
+
+
+def distance_from_size_prior(size_m: float, half_angle: float, prior: PlacementPrior) -> float:
+    """Centroid distance D = κ · r / sin α of an object of bounding diameter ``size_m`` seen under half-angle α."""
     if not (size_m > 0 and 0 < half_angle < np.pi / 2):
         raise ValueError(f'need size_m > 0 and 0 < half_angle < π/2, got size_m={size_m}, half_angle={half_angle}')
-    return size_m / 2 / np.sin(half_angle)
+    return prior.box_fill * size_m / 2 / np.sin(half_angle)
 
 
-def distance_from_surface(surface_m: float, half_angle: float) -> float:
-    """Centre distance D = d_s / (1 − sin α): the centre lies one radius r = D · sin α behind the front surface."""
-    if not (surface_m > 0 and 0 < half_angle < np.pi / 2):
-        raise ValueError(f'need surface_m > 0 and 0 < half_angle < π/2, got surface_m={surface_m}, '
-                         f'half_angle={half_angle}')
-    return surface_m / (1.0 - np.sin(half_angle))
+def distance_from_surface(surface_m: float, half_angle: float, prior: PlacementPrior) -> float:
+    """Centroid distance D = d_s / (1 − γ · sin α): the centroid lies γ silhouette radii behind the front surface."""
+    if not (surface_m > 0 and 0 < half_angle < np.pi / 2 and prior.centre_offset * np.sin(half_angle) < 1):
+        raise ValueError(f'need surface_m > 0, 0 < half_angle < π/2 and centre_offset · sin(half_angle) < 1, got '
+                         f'surface_m={surface_m}, half_angle={half_angle}, centre_offset={prior.centre_offset}')
+    return surface_m / (1.0 - prior.centre_offset * np.sin(half_angle))
 
 
 @dataclass(frozen=True)
@@ -116,28 +137,28 @@ def surface_distance(depth_m: np.ndarray, K: np.ndarray, box_xyxy: np.ndarray, w
     return z_median * float(np.linalg.norm(ray))
 
 
-def normalise_shape(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centre a predicted (N, 3) shape on its bounding-box midpoint and scale it to a bounding radius of 1.
+def normalise_shape(points: np.ndarray) -> np.ndarray:
+    """(N, 3) predicted shape -> (N, 3) centred on its centroid and scaled to a largest norm of 1.
 
-    Returns (unit points (N, 3), their box extents (3,)). A trained model already outputs a unit-ball shape centred
-    near 0; a random-weight model does not, so placing by this centre rather than by the mean keeps placement
-    independent of what the network predicts. All points equal: zeros and zero extents.
+    The dataset's unit-ball normalisation, applied again: a trained model's output already satisfies it, a
+    random-weight model's does not, and re-applying it makes the placed cloud's centroid the placement centre,
+    whatever the network predicts. All points equal: zeros.
     """
     points = np.asarray(points, dtype=np.float64)
-    low, high = points.min(axis=0), points.max(axis=0)
-    centred = points - (low + high) / 2
+    centred = points - points.mean(axis=0)
     radius = float(np.linalg.norm(centred, axis=1).max())
-    if radius == 0.0:
-        return centred, np.zeros(3)
-    return centred / radius, (high - low) / radius
+    # Rounding leaves ~1e-16 of spread on identical points; that is no shape to blow up to the unit ball.
+    if radius <= 1e-9 * max(1.0, float(np.abs(points).max())):
+        return np.zeros_like(centred)
+    return centred / radius
 
 
 @dataclass(frozen=True)
 class Placement:
-    """Where an object sits: its centre, radius and the orientation of its shape, in the real optical frame."""
+    """Where an object sits: its centroid, radius and the orientation of its shape, in the real optical frame."""
 
     centre: np.ndarray
-    """(3,) metres, camera optical frame; on the ray through the box centre."""
+    """(3,) metres, camera optical frame: the object's centroid, on the ray through the box centre."""
     radius_m: float
     rotation: np.ndarray
     """(3, 3) shape frame → optical frame: the virtual camera, or the identity for canonical-frame models."""
@@ -149,8 +170,8 @@ class Placement:
         return (self.centre + self.radius_m * unit_points @ self.rotation.T).astype(np.float32)
 
 
-def place(K: np.ndarray, box_xyxy: np.ndarray, size_m: float, surface_m: float | None,
-          orientation_known: bool) -> Placement:
+def place(K: np.ndarray, box_xyxy: np.ndarray, size_m: float, surface_m: float | None, orientation_known: bool,
+          prior: PlacementPrior) -> Placement:
     """Place one object from its (clipped) box, its class size prior and, when measured, its front-surface distance.
 
     ``surface_m`` None selects the size prior. ``orientation_known`` False (canonical-frame models) keeps the shape
@@ -160,10 +181,12 @@ def place(K: np.ndarray, box_xyxy: np.ndarray, size_m: float, surface_m: float |
     rotation = virtual_camera_rotation(K, (x0 + x1) / 2, (y0 + y1) / 2)
     half_angle = box_half_angle(K, rotation, box_xyxy)
     if surface_m is not None:
-        distance, mode = distance_from_surface(surface_m, half_angle), 'depth'
+        distance = distance_from_surface(surface_m, half_angle, prior)
+        radius, mode = distance * np.sin(half_angle) / prior.box_fill, 'depth'
     else:
-        distance, mode = distance_from_size_prior(size_m, half_angle), 'size_prior'
-    return Placement(centre=distance * rotation[:, 2], radius_m=float(distance * np.sin(half_angle)),
+        distance = distance_from_size_prior(size_m, half_angle, prior)
+        radius, mode = size_m / 2, 'size_prior'
+    return Placement(centre=distance * rotation[:, 2], radius_m=float(radius),
                      rotation=rotation if orientation_known else np.eye(3), mode=mode)
 
 

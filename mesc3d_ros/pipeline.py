@@ -41,6 +41,8 @@ class PipelineSettings:
     """``auto``: depth when given and valid, else size prior; ``depth``: as auto, but a frame without depth is an
     issue; ``size_prior``: ignore depth."""
     depth: geometry.DepthWindow = field(default_factory=geometry.DepthWindow)
+    prior: geometry.PlacementPrior = field(default_factory=geometry.PlacementPrior)
+    """How boxes and depth relate to the bounding sphere; ``geometry.SPHERE`` for spherical objects."""
 
 
 @dataclass(frozen=True)
@@ -65,11 +67,12 @@ class ObjectCloud:
     zero_shot: bool
     score: float
     points: np.ndarray
-    """(N, 3) float32 metres, camera optical frame (x right, y down, z forward)."""
+    """(N, 3) float32 metres, camera optical frame (x right, y down, z forward); their mean is the placed centroid."""
     placement: geometry.Placement
+    box_centre: np.ndarray
+    """(3,) metres, optical frame: centre of the shape's bounding box, whose axes are ``placement.rotation``'s."""
     box_size_m: np.ndarray
-    """(3,) full extents of the placed shape along ``placement.rotation``'s axes; the 3D box is centred on
-    ``placement.centre`` (shapes are normalised on their box midpoint)."""
+    """(3,) full extents of that box."""
 
 
 class ReconstructionPipeline:
@@ -151,12 +154,14 @@ class ReconstructionPipeline:
             if use_depth and surface is None:
                 issues.append(Issue('depth_invalid', f'too few valid depth readings in the centre of box '
                                     f'{np.round(box, 1).tolist()}; using the size prior', index))
-            placement = geometry.place(K, box, entry.size_m, surface, orientation_known)
-            unit, extent = geometry.normalise_shape(shape)
+            placement = geometry.place(K, box, entry.size_m, surface, orientation_known, self.settings.prior)
+            unit = geometry.normalise_shape(shape)  # (N, 3) unit ball, shape frame
+            low, high = unit.min(axis=0), unit.max(axis=0)
             objects.append(ObjectCloud(
                 detection_index=index, detector_class=detector_class, model_class=entry.name, zero_shot=zero_shot,
                 score=float(scores[index]), points=placement.transform(unit), placement=placement,
-                box_size_m=extent * placement.radius_m))
+                box_centre=placement.centre + placement.radius_m * placement.rotation @ ((low + high) / 2),
+                box_size_m=(high - low) * placement.radius_m))
         return objects
 
     def _model_class(self, detector_class: str) -> ClassEntry | None:

@@ -22,10 +22,13 @@ from mesc3d_ros.contract import (BATCH_AXIS, INPUT_CLASS_EMBEDDING, INPUT_IMAGE,
 OPSET = 17
 
 
-def unit_sphere(num_points: int, seed: int = 0) -> np.ndarray:
-    """(num_points, 3) float32 points on the unit sphere."""
-    points = np.random.default_rng(seed).normal(size=(num_points, 3))
-    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+def unit_sphere(num_points: int) -> np.ndarray:
+    """(num_points, 3) float32 points spread evenly on the unit sphere (a Fibonacci lattice: centroid ≈ 0)."""
+    index = np.arange(num_points) + 0.5
+    z = 1.0 - 2.0 * index / num_points
+    azimuth = np.pi * (1.0 + 5.0 ** 0.5) * index
+    ring = np.sqrt(1.0 - z * z)
+    return np.stack([ring * np.cos(azimuth), ring * np.sin(azimuth), z], axis=1).astype(np.float32)
 
 
 def class_entry(name: str, y_stretch: float, size_m: float, dim: int) -> ClassEntry:

@@ -71,27 +71,32 @@ def test_rotation_is_identity_on_the_principal_point():
 
 
 # ---- distances ---------------------------------------------------------------------------------------------------
-def test_size_prior_distance_is_the_bounding_sphere_relation_and_the_pinhole_formula_at_small_angles():
+def test_size_prior_distance_is_the_pinhole_formula_at_small_angles():
     box_px = 70.0
     box = np.array([K[0, 2] - box_px / 2, K[1, 2] - 20.0, K[0, 2] + box_px / 2, K[1, 2] + 20.0])
     half_angle = geometry.box_half_angle(K, np.eye(3), box)
     assert np.tan(half_angle) == pytest.approx(box_px / 2 / K[0, 0])
-    distance = geometry.distance_from_size_prior(0.3, half_angle)
+    distance = geometry.distance_from_size_prior(0.3, half_angle, geometry.SPHERE)
     assert 0.15 / distance == pytest.approx(np.sin(half_angle))
     assert distance == pytest.approx(K[0, 0] * 0.3 / box_px, rel=0.005)
+    # A box covering κ of the bounding sphere's silhouette: the object is κ times nearer.
+    prior = geometry.PlacementPrior(box_fill=0.8, centre_offset=0.4)
+    assert geometry.distance_from_size_prior(0.3, half_angle, prior) == pytest.approx(0.8 * distance)
 
 
-def test_depth_distance_puts_the_centre_one_radius_behind_the_surface():
+@pytest.mark.parametrize('centre_offset', [1.0, 0.35])
+def test_depth_distance_puts_the_centroid_behind_the_surface_by_the_offset(centre_offset):
     half_angle = np.deg2rad(12.0)
-    distance = geometry.distance_from_surface(0.8, half_angle)
-    assert distance - 0.8 == pytest.approx(distance * np.sin(half_angle))
+    prior = geometry.PlacementPrior(box_fill=0.8, centre_offset=centre_offset)
+    distance = geometry.distance_from_surface(0.8, half_angle, prior)
+    assert distance - 0.8 == pytest.approx(centre_offset * distance * np.sin(half_angle))
 
 
 def test_distances_reject_impossible_inputs():
     with pytest.raises(ValueError, match='half_angle'):
-        geometry.distance_from_surface(1.0, 2.0)
+        geometry.distance_from_surface(1.0, 2.0, geometry.SPHERE)
     with pytest.raises(ValueError, match='size_m'):
-        geometry.distance_from_size_prior(0.0, 0.1)
+        geometry.distance_from_size_prior(0.0, 0.1, geometry.SPHERE)
 
 
 SPHERES = [  # (centre metres, radius metres): on axis, off axis, near the image corner, close to the camera
@@ -106,7 +111,8 @@ SPHERES = [  # (centre metres, radius metres): on axis, off axis, near the image
 def test_sphere_is_placed_from_depth_within_two_percent(centre, radius):
     depth, box = render_sphere(centre, radius)
     surface = geometry.surface_distance(depth, K, box, geometry.DepthWindow())
-    placement = geometry.place(K, box, size_m=9.9, surface_m=surface, orientation_known=True)
+    placement = geometry.place(K, box, size_m=9.9, surface_m=surface, orientation_known=True,
+                               prior=geometry.SPHERE)
     distance = np.linalg.norm(centre)
     assert placement.mode == 'depth'
     assert np.linalg.norm(placement.centre - centre) < 0.02 * distance
@@ -120,7 +126,8 @@ def test_sphere_is_placed_from_depth_within_two_percent(centre, radius):
 @pytest.mark.parametrize(('centre', 'radius'), SPHERES)
 def test_sphere_is_placed_from_size_prior_within_three_percent(centre, radius):
     _, box = render_sphere(centre, radius)
-    placement = geometry.place(K, box, size_m=2 * radius, surface_m=None, orientation_known=True)
+    placement = geometry.place(K, box, size_m=2 * radius, surface_m=None, orientation_known=True,
+                               prior=geometry.SPHERE)
     assert placement.mode == 'size_prior'
     assert placement.radius_m == pytest.approx(radius)
     assert np.linalg.norm(placement.centre - centre) < 0.03 * np.linalg.norm(centre)
@@ -128,13 +135,15 @@ def test_sphere_is_placed_from_size_prior_within_three_percent(centre, radius):
 
 def test_placed_centre_projects_onto_the_box_centre():
     box = np.array([500.0, 20.0, 610.0, 90.0])
-    placement = geometry.place(K, box, size_m=0.2, surface_m=None, orientation_known=True)
+    placement = geometry.place(K, box, size_m=0.2, surface_m=None, orientation_known=True,
+                               prior=geometry.PlacementPrior())
     np.testing.assert_allclose(project(K, placement.centre), [555.0, 55.0], atol=1e-9)
 
 
 def test_canonical_models_keep_the_optical_axes():
     box = np.array([500.0, 20.0, 610.0, 90.0])
-    placement = geometry.place(K, box, size_m=0.2, surface_m=None, orientation_known=False)
+    placement = geometry.place(K, box, size_m=0.2, surface_m=None, orientation_known=False,
+                               prior=geometry.PlacementPrior())
     np.testing.assert_array_equal(placement.rotation, np.eye(3))
     np.testing.assert_allclose(project(K, placement.centre), [555.0, 55.0], atol=1e-9)
 
@@ -170,20 +179,16 @@ def test_surface_distance_is_none_when_mostly_holes():
 # ---- shape normalisation -----------------------------------------------------------------------------------------
 @given(scale=st.floats(1e-3, 1e3), offset=st.tuples(*[st.floats(-50.0, 50.0)] * 3))
 @settings(max_examples=50, deadline=None)
-def test_normalise_shape_is_invariant_to_offset_and_scale(scale, offset):
+def test_normalise_shape_is_the_unit_ball_normalisation_and_ignores_offset_and_scale(scale, offset):
     shape = np.random.default_rng(1).uniform(-1.0, 1.0, size=(256, 3)) * [1.0, 0.5, 0.2]
-    unit, extent = geometry.normalise_shape(shape)
-    moved, moved_extent = geometry.normalise_shape(shape * scale + np.array(offset))
-    np.testing.assert_allclose(moved, unit, atol=1e-6)
-    np.testing.assert_allclose(moved_extent, extent, atol=1e-6)
+    unit = geometry.normalise_shape(shape)
+    np.testing.assert_allclose(geometry.normalise_shape(shape * scale + np.array(offset)), unit, atol=1e-6)
     assert np.linalg.norm(unit, axis=1).max() == pytest.approx(1.0)
-    np.testing.assert_allclose(unit.min(axis=0) + unit.max(axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(unit.mean(axis=0), 0.0, atol=1e-12)
 
 
 def test_normalise_shape_of_a_single_repeated_point_is_zero():
-    unit, extent = geometry.normalise_shape(np.full((10, 3), 0.3))
-    np.testing.assert_array_equal(unit, 0.0)
-    np.testing.assert_array_equal(extent, 0.0)
+    np.testing.assert_array_equal(geometry.normalise_shape(np.full((10, 3), 0.3)), 0.0)
 
 
 # ---- quaternions -------------------------------------------------------------------------------------------------

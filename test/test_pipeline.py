@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mesc3d_ros import geometry
 from mesc3d_ros.contract import load_contract
 from mesc3d_ros.inference import create_backend
 from mesc3d_ros.pipeline import Issue, PipelineSettings, ReconstructionPipeline
@@ -57,8 +58,10 @@ def scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def make_pipeline(contract_path: Path, max_batch: int = 8, **settings) -> ReconstructionPipeline:
+    """A pipeline for sphere scenes: the placement prior of a sphere (box fill and centre offset 1)."""
     backend = create_backend(contract_path, 'onnxruntime', max_batch=max_batch, threads=1)
-    return ReconstructionPipeline(backend, load_contract(contract_path), PipelineSettings(**settings))
+    return ReconstructionPipeline(backend, load_contract(contract_path),
+                                  PipelineSettings(prior=geometry.SPHERE, **settings))
 
 
 def surface_error(points: np.ndarray, centre: np.ndarray, radius: float) -> float:
@@ -79,8 +82,9 @@ def test_spheres_are_placed_on_their_rendered_surfaces_with_depth(contract_path,
         assert obj.points.shape == (512, 3) and obj.points.dtype == np.float32
         assert np.linalg.norm(obj.placement.centre - centre) < 0.02 * distance
         assert surface_error(obj.points, centre, radius) < 0.02 * distance
-        np.testing.assert_allclose(obj.points.mean(axis=0), centre, atol=0.02 * distance)
-        np.testing.assert_allclose(obj.box_size_m, 2 * radius, rtol=0.06)
+        np.testing.assert_allclose(obj.points.mean(axis=0), obj.placement.centre, atol=1e-6)
+        np.testing.assert_allclose(obj.box_size_m, 2 * radius, rtol=0.03)
+        np.testing.assert_allclose(obj.box_centre, centre, atol=0.02 * distance)
 
 
 def test_spheres_are_placed_from_the_size_prior_without_depth(contract_path, scene):
