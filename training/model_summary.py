@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -152,7 +153,8 @@ def markdown(configs: list[ModelConfig], timing: bool) -> str:
         lines.append('')
     if timing:
         threads = torch.get_num_threads()
-        lines += [f'### CPU timings ({threads} threads, this machine, shared; best of 3)', '',
+        load = os.getloadavg()[0]    # other processes on a shared machine slow these numbers down; record it
+        lines += [f'### CPU timings ({threads} torch threads, best of 3, 1-min load average {load:.1f} at start)', '',
                   '| config | eval forward, batch 1 (ms) | train forward + backward, batch 16 (s) |', '|---|---:|---:|']
         for cfg, model in zip(configs, models):
             train = f'{time_model(model, 16, train=True):.2f}' if cfg.name != 'paper' else 'not measured (GPU config)'
@@ -166,11 +168,13 @@ def write_section(path: Path, body: str) -> None:
     if BEGIN not in text or END not in text:
         raise ValueError(f'{path}: markers {BEGIN!r} … {END!r} not found')
     head, rest = text.split(BEGIN, 1)
-    path.write_text(f'{head}{BEGIN}\n{body}\n{END}{rest.split(END, 1)[1]}')
+    tail = rest.split(END, 1)[1] or '\n'
+    path.write_text(f'{head}{BEGIN}\n{body}\n{END}{tail}')
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m mesc3d_training.model_summary', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='python -m mesc3d_training.model_summary',
+                                     description=__doc__.splitlines()[0])
     parser.add_argument('configs', nargs='*', type=Path, default=list(PRESETS),
                         help='config YAMLs; the first is the reference for relative MACs (default: paper, small)')
     parser.add_argument('--timing', action='store_true', help='also time forward / forward+backward on this CPU')
