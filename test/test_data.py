@@ -392,6 +392,16 @@ def test_check_catches_truncated_png_missing_npy_and_nan_cloud(tiny: Path, tmp_p
     assert str(missing) in caplog.text
 
 
+def test_check_catches_a_camera_that_disagrees_with_the_masks(tiny: Path, tmp_path: Path) -> None:
+    root = _copy(tiny, tmp_path)
+    path = layout.cameras_path(root, 'mug', 'pybullet_mug')
+    cameras = json.loads(path.read_text())
+    cameras['centroid_m'][0] += 0.05  # 5 cm off: the cloud no longer sits on the rendered silhouette
+    path.write_text(json.dumps(cameras))
+    problems = check_dataset(root)
+    assert problems and all(str(path) in p and 'projects onto the mask' in p for p in problems)
+
+
 def test_check_catches_split_overlap(tiny: Path, tmp_path: Path) -> None:
     root = _copy(tiny, tmp_path)
     manifest = json.loads((root / layout.MANIFEST_FILE).read_text())

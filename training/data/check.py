@@ -3,8 +3,9 @@
 Every problem is one line naming the file and what is wrong; the command exits non-zero when there is any. Checked:
 the manifest and its hash; per object the cloud (present, loadable, (16384, 3) float32, finite, unit ball), the
 camera file (views, finite K, proper rotations), the done marker, and per view the RGB, mask and depth PNGs (fully
-decodable, so truncated files are caught; sizes; dtype; depth > 0 exactly on the mask); the splits (disjoint,
-complete, agreeing with the objects' own split field); object folders the manifest does not list.
+decodable, so truncated files are caught; sizes; dtype; depth > 0 exactly on the mask; the cloud projected through
+the stored camera lands on the mask); the splits (disjoint, complete, agreeing with the objects' own split field);
+clouds the manifest does not list.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
@@ -20,6 +22,8 @@ from mesc3d_training.data import layout
 from mesc3d_training.data.categories import SPLITS
 
 UNIT_BALL_TOLERANCE = 1e-3
+MIN_PROJECTED_ON_MASK = 0.9
+"""Share of cloud points that must project into the mask grown by one pixel (rounding on thin parts costs a few %)."""
 
 
 def _read_png(path: Path) -> np.ndarray:
@@ -67,6 +71,17 @@ def _check_cameras(path: Path, views: int, image_size: int) -> Iterator[str]:
         yield f'{path}: a pose rotation is not a proper rotation (error {orthogonality:.2e})'
 
 
+def projected_on_mask(points_unit: np.ndarray, cams: layout.ObjectCameras, view: int, mask: np.ndarray) -> float:
+    """Fraction of unit-ball points whose projection through the view's camera hits the (H, W) bool mask."""
+    uvw = cams.unit_ball_to_camera(points_unit, view) @ cams.K[view].T
+    uv = np.round(uvw[:, :2] / uvw[:, 2:3]).astype(np.int64)
+    height, width = mask.shape
+    inside = (uvw[:, 2] > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height)
+    hits = np.zeros(len(uv), dtype=bool)
+    hits[inside] = mask[uv[inside, 1], uv[inside, 0]]
+    return float(hits.mean())
+
+
 def _check_view(root: Path, category: str, object_id: str, view: int, size: int) -> Iterator[str]:
     images = {}
     for kind, path_of in (('rgb', layout.rgb_path), ('mask', layout.mask_path), ('depth', layout.depth_path)):
@@ -94,6 +109,27 @@ def _check_view(root: Path, category: str, object_id: str, view: int, size: int)
         yield f'{layout.depth_path(root, category, object_id, view)}: depth > 0 does not match the mask'
 
 
+def _check_alignment(root: Path, category: str, object_id: str, views: int) -> Iterator[str]:
+    """The cloud, the cameras and the masks must agree: catches a wrong pose, scale or centroid."""
+    try:
+        cams = layout.read_cameras(layout.cameras_path(root, category, object_id))
+        points = np.load(layout.points_path(root, category, object_id)).astype(np.float64)
+    except (layout.LayoutError, OSError, ValueError):
+        return  # already reported by the file checks
+    if points.ndim != 2 or points.shape[1] != 3 or not np.isfinite(points).all():
+        return
+    for view in range(min(views, cams.num_views)):
+        try:
+            mask = _read_png(layout.mask_path(root, category, object_id, view)) > 127
+        except (OSError, SyntaxError, ValueError):
+            continue
+        grown = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        fraction = projected_on_mask(points, cams, view, grown)
+        if fraction < MIN_PROJECTED_ON_MASK:
+            yield (f'{layout.cameras_path(root, category, object_id)}: view {view}: only {fraction:.1%} of the cloud '
+                   f'projects onto the mask (camera, scale or centroid wrong?)')
+
+
 def check_object(root: Path, object_id: str, entry: dict, manifest: dict) -> list[str]:
     category = entry['category']
     problems = list(_check_points(layout.points_path(root, category, object_id), manifest['num_surface_points']))
@@ -103,6 +139,7 @@ def check_object(root: Path, object_id: str, entry: dict, manifest: dict) -> lis
         problems.append(f'{layout.done_path(root, category, object_id)}: missing done marker (unfinished object)')
     for view in range(manifest['views']):
         problems += _check_view(root, category, object_id, view, manifest['image_size'])
+    problems += _check_alignment(root, category, object_id, manifest['views'])
     return problems
 
 
