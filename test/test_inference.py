@@ -142,3 +142,28 @@ def test_check_signature_wants_a_dynamic_batch_and_float32(random_model_contract
         check_signature(contract, 'm.onnx', half, outputs)
     trt_style = {'image': ((-1, 3, 64, 64), 'float32'), 'class_embedding': ((-1, 16), 'float32')}
     check_signature(contract, 'm.engine', trt_style, {'points': ((-1, 64, 3), 'float32')})
+
+
+def test_bench_times_every_backend_and_rewrites_only_its_section(tmp_path):
+    from model_fixtures import tiny_config
+
+    from mesc3d_ros.config import save_config
+    from mesc3d_training import bench
+
+    cfg_path = save_config(tiny_config(), tmp_path / 'tiny.yaml')
+    results = bench.benchmark(bench.random_small_model(cfg_path), tmp_path / 'work', batches=(1, 3), iterations=2,
+                              warmup=1)
+    assert [(r.backend, r.batch) for r in results] == [
+        ('torch eager (fp32)', 1), ('onnxruntime[CPUExecutionProvider]', 1),
+        ('torch eager (fp32)', 3), ('onnxruntime[CPUExecutionProvider]', 3)]
+    assert all(0 < r.p50_ms <= r.p95_ms and r.objects_per_s > 0 for r in results)
+
+    doc = tmp_path / 'benchmarks.md'
+    doc.write_text('# Benchmarks\n\nnode section by someone else\n')
+    bench.write_section(doc, bench.render_table(results, 'tiny', 'mesc3d bench'))
+    first = doc.read_text()
+    assert first.startswith('# Benchmarks\n\nnode section by someone else\n')
+    assert '| onnxruntime[CPUExecutionProvider] | 3 |' in first and 'vs torch eager' in first
+    bench.write_section(doc, 'replaced')
+    assert doc.read_text() == first.split(bench.START_MARKER)[0] + f'{bench.START_MARKER}\nreplaced\n' \
+        f'{bench.END_MARKER}\n'

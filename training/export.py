@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import onnxscript.optimizer
 import torch
 import yaml
 from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -45,6 +46,8 @@ MIN_OPSET = 18
 """Lowest opset torch's exporter implements; TensorRT 10.x parses opsets 9 … 20+."""
 FP32_TOLERANCE = 1e-4
 """Max abs error (unit-ball coordinates) allowed between ONNX Runtime and torch eager in float32."""
+FOLD_SIZE_LIMIT = 1 << 26
+"""Largest tensor (elements) constant folding may read or write: above the paper config's 1280 × 2048 gates."""
 PARITY_BATCH = 3
 """Batch of the parity check: > 1 so that batch mixing bugs show, odd so that it differs from the trace batch."""
 
@@ -182,6 +185,10 @@ def _to_onnx(model: torch.nn.Module, contract: ModelContract, opset: int) -> onn
                                     output_names=[OUTPUT_POINTS], opset_version=opset, dynamo=True,
                                     dynamic_shapes=dynamic_shapes, optimize=True, external_data=False,
                                     verbose=False)
+    # The exporter's pass skips constants above 512² elements; the small config's factorised selection maps slice
+    # such a weight (style conv weight[:, :, 0]), so fold again with a limit above any tensor of this model.
+    onnxscript.optimizer.optimize(program.model, input_size_limit=FOLD_SIZE_LIMIT,
+                                  output_size_limit=FOLD_SIZE_LIMIT)
     proto = program.model_proto
     actual = next(entry.version for entry in proto.opset_import if entry.domain in ('', 'ai.onnx'))
     if actual != opset:
