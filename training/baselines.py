@@ -1,0 +1,236 @@
+"""``mesc3d baselines CONFIG``: our model, two baselines and two ablations, one comparison table.
+
+Every entry sees the same data, the same budget (``cfg.train``: epochs, steps per epoch, batch, schedule, seed) and
+the same evaluation (``evaluate.py``) on the validation, test and zero-shot splits:
+
+- ``mesc3d``: the model of the config (``train.py``, 3DSPL stage included; its class table is reused below).
+- ``psgn``: PSGN-style direct regression, the same image encoder (:class:`ImageEncoder`, same tokens) -> MLP ->
+  N × 3 with tanh, trained with the same loss and loop (``train.fit``). The image only: no class embedding.
+- ``retrieval``: nearest neighbour. Each test image is embedded with the *trained psgn encoder* (the flattened
+  image tokens, cosine similarity) and answered with the ground-truth cloud of the closest training view, from a
+  bank of ``RETRIEVAL_VIEWS`` views per training object. It needs no training of its own beyond psgn's.
+- ``no_esm``: ours with ``use_selection_maps: false``; ``no_prior``: ours with ``use_class_prior: false``.
+
+Output in ``--out``: one folder per entry (training run + ``eval_<split>/``), ``comparison.md`` and
+``comparison.json``. Re-running the command skips finished entries and resumes interrupted ones, so the table is
+always reproduced by this one command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+
+from mesc3d_ros.config import Config, ModelConfig, save_config
+from mesc3d_ros.contract import write_atomic
+from mesc3d_training.checkpoint import load_model
+from mesc3d_training.data.categories import ZERO_SHOT_SPLIT
+from mesc3d_training.data.dataset import ReconstructionDataset
+from mesc3d_training.evaluate import evaluate_model, metric_table
+from mesc3d_training.model.image_encoder import ImageEncoder
+from mesc3d_training.prompt_learning import TABLE_FILE, ClassTable
+from mesc3d_training.train import (MODEL_STEM, add_config_arguments, config_from_arguments, fit, init_distributed,
+                                   load_best_weights, train)
+from mesc3d_training.train_checkpoint import has_train_checkpoint
+
+log = logging.getLogger(__name__)
+
+ENTRIES = ('mesc3d', 'psgn', 'retrieval', 'no_esm', 'no_prior')
+DESCRIPTIONS = {
+    'mesc3d': 'MESC-3D (ours): MIT + ESM decoder + 3DSPL class prior',
+    'psgn': 'PSGN-style: same image encoder -> MLP -> N×3',
+    'retrieval': 'retrieval: nearest training view by psgn image feature',
+    'no_esm': 'ours without ESM selection maps',
+    'no_prior': 'ours without the 3DSPL class prior',
+}
+EVAL_SPLITS = ('val', 'test')
+PSGN_HIDDEN = (1024, 1024)
+"""Hidden widths of the PSGN MLP head: its parameter count is in the range of our small decoder's."""
+RETRIEVAL_VIEWS = 4
+"""Views per training object in the retrieval bank (views 0..3): more views, more poses to match in viewer frame."""
+RESULT_FILE = 'result.json'
+
+
+class PSGN(nn.Module):
+    """Direct regression (Fan et al., CVPR 2017, fully connected branch): image -> MLP -> N × 3 in (-1, 1)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.num_points = cfg.num_points
+        self.image_encoder = ImageEncoder(cfg)
+        widths = (cfg.num_tokens * cfg.token_dim, *PSGN_HIDDEN)
+        layers = []
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(c_in, c_out), nn.ReLU()]
+        self.head = nn.Sequential(*layers, nn.Linear(widths[-1], cfg.num_points * 3))
+
+    def features(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, T·D) the flattened image tokens."""
+        return self.image_encoder(image).flatten(1)
+
+    def forward(self, image: torch.Tensor, class_embedding: torch.Tensor) -> torch.Tensor:
+        """image (B, 3, H, W) in [0, 1]; class_embedding is ignored (PSGN sees the image only) -> (B, N, 3)."""
+        return torch.tanh(self.head(self.features(image))).view(-1, self.num_points, 3)
+
+
+class Retrieval(nn.Module):
+    """Answers each image with the ground-truth cloud of the most similar bank image (cosine of features)."""
+
+    def __init__(self, encoder: PSGN, bank_features: torch.Tensor, bank_points: torch.Tensor):
+        super().__init__()
+        self.encoder = encoder
+        self.register_buffer('bank_features', F.normalize(bank_features, dim=1))   # (M, F)
+        self.register_buffer('bank_points', bank_points)                           # (M, N, 3)
+
+    def forward(self, image: torch.Tensor, class_embedding: torch.Tensor) -> torch.Tensor:
+        query = F.normalize(self.encoder.features(image), dim=1)                     # (B, F)
+        return self.bank_points[(query @ self.bank_features.T).argmax(dim=1)]       # (B, N, 3)
+
+
+@torch.no_grad()
+def build_retrieval(psgn: PSGN, cfg: Config, batch_size: int) -> Retrieval:
+    """Bank of the training split (RETRIEVAL_VIEWS views per object, evaluation crops, seeded GT subsets)."""
+    bank_cfg = replace(cfg.data, eval_views=RETRIEVAL_VIEWS, num_gt_points=cfg.model.num_points)
+    bank = ReconstructionDataset(bank_cfg, 'train', cfg.model.image_size, train=False)
+    psgn.eval()
+    features, points = [], []
+    for batch in DataLoader(bank, batch_size=batch_size, num_workers=cfg.train.num_workers):
+        features.append(psgn.features(batch['image']))
+        points.append(batch['points'])
+    log.info('retrieval bank: %d training views', len(bank))
+    return Retrieval(psgn, torch.cat(features), torch.cat(points))
+
+
+def entry_config(cfg: Config, entry: str) -> Config:
+    if entry == 'no_esm':
+        return replace(cfg, model=replace(cfg.model, name=f'{cfg.model.name}_no_esm', use_selection_maps=False))
+    if entry == 'no_prior':
+        return replace(cfg, model=replace(cfg.model, name=f'{cfg.model.name}_no_prior', use_class_prior=False))
+    return cfg
+
+
+def run_baselines(cfg: Config, out_dir: Path, batch_size: int = 16) -> Path:
+    """Train what is not trained yet, evaluate every entry, write comparison.md/json; returns comparison.md."""
+    ctx = init_distributed()
+    if ctx.world_size > 1:
+        raise RuntimeError('mesc3d baselines runs in one process; launch it without torchrun')
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out_dir / 'config.yaml')
+    reports, results = {}, {}
+    for entry in ENTRIES:
+        run = out_dir / entry
+        if entry == 'retrieval':
+            model, table = build_retrieval(psgn, cfg, batch_size), table_of_ours
+            results[entry] = results['psgn']
+        elif entry == 'psgn':
+            torch.manual_seed(cfg.train.seed)
+            psgn = PSGN(cfg.model)
+            results[entry] = _train_once(run, lambda: _fit_psgn(psgn, cfg, run, table_of_ours, ctx))
+            model, table = load_best_weights(psgn, run / 'best_weights.safetensors'), table_of_ours
+        else:
+            entry_cfg = entry_config(cfg, entry)
+            shared = None if entry == 'mesc3d' else table_of_ours
+            results[entry] = _train_once(run, lambda: _train_ours(entry_cfg, run, shared))
+            loaded = load_model(run / f'{MODEL_STEM}.yaml')
+            model, table = loaded.model, ClassTable(loaded.classes, loaded.generic_class, {})
+            if entry == 'mesc3d':
+                table_of_ours = ClassTable.load(run / TABLE_FILE, cfg.model.text_dim)
+        reports[entry] = {split: evaluate_model(model, table, entry_config(cfg, entry), split,
+                                                run / f'eval_{split}', name=entry, batch_size=batch_size,
+                                                zero_shot=split == 'test')
+                          for split in EVAL_SPLITS}
+    comparison = comparison_rows(reports, results)
+    write_atomic(out_dir / 'comparison.json', json.dumps(comparison, indent=1).encode())
+    path = write_atomic(out_dir / 'comparison.md', comparison_markdown(comparison, cfg).encode())
+    log.info('comparison table: %s', path)
+    return path
+
+
+def _train_once(run: Path, train_entry) -> dict:
+    """Run ``train_entry`` unless ``run`` already finished (result.json); resumes a checkpointed run."""
+    done = run / RESULT_FILE
+    if done.is_file():
+        log.info('%s: already trained, reusing it', run)
+        return json.loads(done.read_text())
+    started = time.perf_counter()
+    result = train_entry()
+    result['wall_s'] = round(time.perf_counter() - started, 1)
+    write_atomic(done, json.dumps(result, indent=1).encode())
+    return result
+
+
+def _train_ours(cfg: Config, run: Path, table: ClassTable | None) -> dict:
+    model_yaml = train(cfg, run, resume=has_train_checkpoint(run / 'checkpoints'), table=table)
+    metrics = load_model(model_yaml).metrics
+    return {'best_epoch': metrics['best_epoch'], 'samples_per_s': metrics['train_samples_per_s']}
+
+
+def _fit_psgn(psgn: PSGN, cfg: Config, run: Path, table: ClassTable, ctx) -> dict:
+    run.mkdir(parents=True, exist_ok=True)
+    result = fit(psgn, cfg, run, table, resume=has_train_checkpoint(run / 'checkpoints'), ctx=ctx)
+    return {'best_epoch': result.best_epoch, 'samples_per_s': round(result.samples_per_s, 2)}
+
+
+def comparison_rows(reports: dict, results: dict) -> dict:
+    """{'rows': [...]} one row per (entry, split) with the mean metrics, plus training facts per entry."""
+    rows = []
+    for entry, by_split in reports.items():
+        for split in (*EVAL_SPLITS, ZERO_SHOT_SPLIT):
+            report = by_split.get(split if split != ZERO_SHOT_SPLIT else 'test', {})
+            if split in report:
+                rows.append({'entry': entry, 'split': split, 'num_samples': report[split]['num_samples'],
+                             **report[split]['mean']})
+    return {'rows': rows, 'training': results}
+
+
+def comparison_markdown(comparison: dict, cfg: Config) -> str:
+    rows = comparison['rows']
+    tc = cfg.train
+    lines = ['# Comparison at equal budget', '',
+             f'Config `{cfg.model.name}`, data `{cfg.data.root}` (`{cfg.data.frame}` frame), {tc.epochs} epochs × '
+             f'{tc.max_steps_per_epoch or "all"} steps of batch {tc.batch_size}, seed {tc.seed}. Means over samples; '
+             'F@0.1 (paper) = F-score at squared distance < 0.01, F@1% = at Euclidean distance < 0.01 (unit ball). '
+             'Produced by `mesc3d baselines`.', '']
+    for split in (*EVAL_SPLITS, ZERO_SHOT_SPLIT):
+        split_rows = [r for r in rows if r['split'] == split]
+        if not split_rows:
+            continue
+        lines += [f'## `{split}`', '', metric_table(
+            [(DESCRIPTIONS[r['entry']], r['num_samples'], r) for r in split_rows], first_column='method'), '']
+    test = {r['entry']: r for r in rows if r['split'] == 'test'}
+    if {'mesc3d', 'psgn', 'retrieval'} <= set(test):
+        ours, psgn, retrieval = test['mesc3d'], test['psgn'], test['retrieval']
+        ratio = ours['cd_l1'] / psgn['cd_l1']
+        lines += ['## Quality bar (test split)', '',
+                  f'- CD-L1 ours / PSGN-style = {ratio:.3f} (bar: ≤ 0.90): {"met" if ratio <= 0.9 else "NOT met"}',
+                  f'- CD-L1 ours {ours["cd_l1"]:.4f} vs retrieval {retrieval["cd_l1"]:.4f}: '
+                  f'{"met" if ours["cd_l1"] < retrieval["cd_l1"] else "NOT met"}',
+                  f'- F@0.1 ours {ours["fscore_paper"]:.3f} vs PSGN-style {psgn["fscore_paper"]:.3f}, retrieval '
+                  f'{retrieval["fscore_paper"]:.3f}: '
+                  f'{"met" if ours["fscore_paper"] > max(psgn["fscore_paper"], retrieval["fscore_paper"]) else "NOT met"}',
+                  '']
+    lines += ['## Training', '', '| entry | best epoch (val CD-L1) | samples/s | wall (min) |', '|---|---:|---:|---:|']
+    for entry, result in comparison['training'].items():
+        wall = '(psgn\'s)' if entry == 'retrieval' else f'{result["wall_s"] / 60:.1f}'
+        lines.append(f'| {entry} | {result["best_epoch"]} | {result["samples_per_s"]} | {wall} |')
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog='mesc3d baselines', description=__doc__.splitlines()[0])
+    add_config_arguments(parser)
+    parser.add_argument('--out', type=Path, help='output folder (default runs/<model name>_baselines)')
+    parser.add_argument('--eval-batch-size', type=int, default=16)
+    args = parser.parse_args(argv)
+    cfg = config_from_arguments(args)
+    run_baselines(cfg, args.out or Path('runs') / f'{cfg.model.name}_baselines', args.eval_batch_size)
+    return 0
