@@ -243,6 +243,9 @@ def test_bad_config_is_rejected_naming_the_field(changes, field):
         build_model(tiny_model_config(**changes))
 
 
+# The TorchScript exporter is deprecated but is the one that emits opset 17 (the dynamo exporter's minimum is 18).
+@pytest.mark.filterwarnings('ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning')
+@pytest.mark.filterwarnings('ignore:The feature will be removed:DeprecationWarning')
 @pytest.mark.parametrize('dynamo, opset', [(False, 17), (True, 18)], ids=['torchscript-opset17', 'dynamo-opset18'])
 def test_onnx_export_with_dynamic_batch_matches_torch(tmp_path, dynamo, opset):
     torch.manual_seed(0)

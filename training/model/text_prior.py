@@ -94,7 +94,9 @@ class MiniLMTower(nn.Module):
 class OpenClipTower(nn.Module):
     """An open_clip ViT-B/16 text tower from a local checkpoint, frozen; causal attention, end-of-text pooling.
 
-    Not exercised by the test suite: open_clip is not installed here and no CLIP weights exist offline.
+    Expects a checkpoint of open_clip's ``ViT-B-16`` (GELU); OpenAI's original weights would need the QuickGELU
+    variant, which is not wired. Not exercised by the test suite: open_clip is not installed here and no CLIP weights
+    exist offline.
     """
 
     def __init__(self, checkpoint: str):
