@@ -117,27 +117,29 @@ def benchmark(loaded: LoadedModel, work_dir: Path, batches: tuple[int, ...], ite
     return results
 
 
-def machine_description() -> str:
-    """CPU model, cores, OS and library versions (plus TensorRT/GPU when usable), for the table's caption."""
+def machine_description(load_before: float) -> str:
+    """CPU model, cores, load, OS and library versions (plus TensorRT/GPU when usable), for the table's caption."""
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(line.split(':', 1)[1].strip() for line in Path('/proc/cpuinfo').read_text().splitlines()
                    if line.startswith('model name'))
     except (OSError, StopIteration):
         pass
-    usable, reason = tensorrt_usable()
-    return (f'{cpu}, {len(os.sched_getaffinity(0))} usable cores ({os.cpu_count()} online); '
+    _, reason = tensorrt_usable()
+    # Other processes compete for the same cores on shared machines; the load average before the run says how much.
+    return (f'{cpu}, {len(os.sched_getaffinity(0))} usable cores ({os.cpu_count()} online), 1-min load average '
+            f'{load_before:.1f} before the run; '
             f'{platform.system()} {platform.release()}; Python {platform.python_version()}, '
             f'torch {torch.__version__} ({torch.get_num_threads()} threads), onnxruntime {ort.__version__} '
             f'({", ".join(ort.get_available_providers())}), numpy {np.__version__}; TensorRT: {reason}')
 
 
-def render_table(results: list[Result], model_note: str, command: str) -> str:
+def render_table(results: list[Result], model_note: str, command: str, load_before: float) -> str:
     reference = {r.batch: r for r in results if r.backend.startswith('torch')}
     lines = [
         f'Measured {datetime.date.today().isoformat()} with `{command}`.',
         '',
-        f'- Machine: {machine_description()}',
+        f'- Machine: {machine_description(load_before)}',
         f'- Model: {model_note}',
         '- Latency: wall time of one call with `batch` objects (inputs already preprocessed, float32 in host '
         'memory; outputs back in host memory). Throughput: batch / mean call time.',
@@ -190,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         note = (f'**random weights** of `{args.config}` ({loaded.cfg.model.name} config; no shipped checkpoint yet — '
                 f'speed does not depend on the weights)')
     batches = tuple(int(b) for b in args.batches.split(','))
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix='mesc3d_bench_') as work_dir:
         results = benchmark(loaded, Path(work_dir), batches, args.iterations, args.warmup)
     command = 'mesc3d bench ' + ' '.join(argv if argv is not None else sys.argv[2:])
-    LOGGER.info('wrote %s', write_section(args.out, render_table(results, note, command.strip())))
+    LOGGER.info('wrote %s', write_section(args.out, render_table(results, note, command.strip(), load_before)))
     return 0
