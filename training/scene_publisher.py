@@ -46,7 +46,6 @@ from vision_msgs.msg import Detection2DArray
 from mesc3d_ros.conversions import CameraIntrinsics, arrays_to_detections, intrinsics_to_camera_info, numpy_to_image
 from mesc3d_training.data import render as _egl  # noqa: F401  (sets PYOPENGL_PLATFORM=egl before pyrender loads)
 from mesc3d_training.data.categories import SHAPE_CATEGORY, SplitMember, assign_splits
-from mesc3d_training.data.sample import mask_box
 from mesc3d_training.data.sources import (DegenerateMeshError, MeshSource, list_sources, load_object,
                                           sample_surface)
 
@@ -115,7 +114,7 @@ class ObjectTruth:
     category: str
     object_id: str
     box_xyxy: np.ndarray
-    """(4,) float64 pixels: bounds of the visible mask (``data.sample.mask_box``, the training crops' convention)."""
+    """(4,) float64 pixels: bounds of the visible mask (:func:`visible_box`, the training crops' convention)."""
     T_cam_obj: np.ndarray
     """(4, 4) object frame (metres) -> camera optical frame (metres)."""
     points_cam: np.ndarray
@@ -175,7 +174,7 @@ def mesh_file_sha256(sources: list[MeshSource]) -> dict[str, str]:
     return digests
 
 
-def test_split_sources(categories: set[str]) -> list[MeshSource]:
+def sources_in_test_split(categories: set[str]) -> list[MeshSource]:
     """The test-split objects of ``categories``: the data module's by-object split, computed from the packaged
     catalogs (a fresh clone has no dataset folder). It equals the dataset manifest's split whenever every mesh of
     the category rendered there."""
@@ -190,7 +189,7 @@ def load_demo_objects(categories: set[str], count: int, seed: int) -> list[DemoO
     """Up to ``count`` test-split objects, taken round-robin over ``categories`` in a seeded order."""
     rng = np.random.default_rng(seed)
     by_category: dict[str, list[MeshSource]] = {}
-    for source in test_split_sources(categories):
+    for source in sources_in_test_split(categories):
         by_category.setdefault(source.category, []).append(source)
     if not by_category:
         raise ValueError(f'no test-split objects in categories {sorted(categories)}')
@@ -285,6 +284,16 @@ def _camera_pose(rng: np.random.Generator, poses: list[_Pose], camera: CameraMod
 
 def obj_points_world(pose: _Pose) -> np.ndarray:
     return pose.obj.points @ pose.world_from_obj[:3, :3].T + pose.world_from_obj[:3, 3]
+
+
+def visible_box(mask: np.ndarray) -> np.ndarray:
+    """(4,) x0, y0, x1, y1 around a non-empty mask, in the training crops' convention (``data.sample.mask_box``).
+
+    Not imported from there: that module pulls torch and torchvision (seconds of start-up and hundreds of MB) into
+    what is a camera driver; test_demo.py checks that both agree.
+    """
+    rows, cols = np.nonzero(mask)
+    return np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], dtype=np.float64)
 
 
 # ---- rendering ----------------------------------------------------------------------------------------------------
@@ -383,7 +392,7 @@ def _render_scene(renderer: SceneRenderer, rng: np.random.Generator, objects: li
             mask = labels == k + 1
             if not mask.any() or mask.sum() < settings.min_visible_fraction * solo[k]:
                 break
-            box = mask_box(mask)  # the training crops' box convention (training/data/sample.py)
+            box = visible_box(mask)
             touches_border = box[0] == 0 or box[1] == 0 or box[2] == camera.width or box[3] == camera.height
             if touches_border or min(box[2] - box[0], box[3] - box[1]) < settings.min_box_px:
                 break

@@ -1,0 +1,83 @@
+"""The demo's scene publisher without ROS: which objects it plays, and that its ground truth matches its renders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mesc3d_training.data.categories import SplitMember, assign_splits
+from mesc3d_training.data.sample import mask_box
+from mesc3d_training.data.sources import list_sources, load_object
+from mesc3d_training.scene_publisher import (SceneSettings, load_demo_objects, load_sequence, mesh_file_sha256,
+                                             render_sequence, save_sequence, sources_in_test_split, visible_box)
+
+
+def test_visible_box_uses_the_training_crop_convention():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        mask = np.zeros((40, 50), bool)
+        r0, c0 = rng.integers(0, 30, size=2)
+        mask[r0:r0 + rng.integers(1, 10), c0:c0 + rng.integers(1, 20)] = True
+        np.testing.assert_array_equal(visible_box(mask), mask_box(mask))
+
+
+def test_mesh_digests_are_the_ones_the_dataset_splits_by():
+    sources = {s.object_id: s for s in list_sources(('sh3d', 'pybullet'))[0]}
+    chosen = [sources['pybullet_mug'], sources['sh3d_katorlegaz_coffee_mug']]
+    digests = mesh_file_sha256(chosen)
+    for source in chosen:
+        assert digests[source.object_id] == load_object(source).mesh_sha256
+
+
+def test_played_objects_are_test_split_only():
+    categories = {'mug', 'bottle'}
+    sources = [s for s in list_sources(('sh3d', 'pybullet'))[0] if s.category in categories]
+    digests = mesh_file_sha256(sources)
+    split = assign_splits(SplitMember(s.object_id, s.category, digests[s.object_id]) for s in sources)
+    played = sources_in_test_split(categories)
+    assert played and all(split[s.object_id] == 'test' for s in played)
+    assert {s.object_id for s in played} == {i for i, name in split.items() if name == 'test'}
+
+
+@pytest.fixture(scope='module')
+def sequence(tmp_path_factory):
+    pool = load_demo_objects({'mug', 'bottle', 'bowl'}, count=3, seed=0)
+    rendered = render_sequence(pool, SceneSettings(min_objects=2, max_objects=2, seed=1), num_scenes=2, rate_hz=15,
+                               frames_per_scene=4, num_frames=8)
+    return load_sequence(save_sequence(rendered, tmp_path_factory.mktemp('scenes') / 'scenes.npz'))
+
+
+def test_ground_truth_projects_onto_its_object_and_depth(sequence):
+    for scene in sequence.scenes:
+        assert scene.objects and scene.rgb.shape == (480, 640, 3) and scene.depth_mm.dtype == np.uint16
+        for label, truth in enumerate(scene.objects, start=1):
+            pixels = truth.points_cam @ sequence.K.T  # (M, 3) homogeneous
+            uv = np.round(pixels[:, :2] / pixels[:, 2:]).astype(int)
+            on_object = scene.labels[uv[:, 1], uv[:, 0]] == label
+            # Hidden sides project inside the silhouette too, unless another object covers them.
+            assert on_object.mean() > 0.8 * truth.visible_fraction
+            # Points on the visible front surface have the rendered depth (mm quantisation, sampling spacing).
+            depth_m = scene.depth_mm[uv[:, 1], uv[:, 0]] / 1000.0
+            front = on_object & (np.abs(depth_m - pixels[:, 2]) < 0.01)
+            assert front.mean() > 0.2
+            assert np.median(np.abs(depth_m - pixels[:, 2])[front]) < 0.003
+            x0, y0, x1, y1 = truth.box_xyxy
+            assert (uv[on_object, 0] >= x0 - 1).all() and (uv[on_object, 0] <= x1).all()
+
+
+def test_a_frame_plays_its_scene_with_the_ground_truth_detections(sequence):
+    from std_msgs.msg import Header
+
+    from mesc3d_ros.conversions import camera_info_to_intrinsics, detections_to_arrays, image_to_numpy
+    from mesc3d_training.scene_publisher import frame_messages
+
+    image, depth, info, detections = frame_messages(sequence, 5, Header(frame_id='cam'))
+    scene = sequence.scenes[sequence.scene_index(5)]
+    assert sequence.scene_index(5) == 1
+    np.testing.assert_array_equal(image_to_numpy(image), scene.rgb)
+    np.testing.assert_array_equal(image_to_numpy(depth), scene.depth_mm)
+    np.testing.assert_array_equal(camera_info_to_intrinsics(info).k, sequence.K)
+    arrays = detections_to_arrays(detections)
+    np.testing.assert_allclose(arrays.boxes, [truth.box_xyxy for truth in scene.objects])
+    assert arrays.class_ids == [truth.category for truth in scene.objects]
+    assert arrays.ids == [truth.object_id for truth in scene.objects]
