@@ -23,6 +23,7 @@ prior in metres, otherwise the generic class's is used.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import warnings
 from pathlib import Path
@@ -94,12 +95,12 @@ def export_model(loaded: LoadedModel, out_dir: Path, opset: int = MIN_OPSET,
     onnx_path = write_atomic(out_dir / draft.model_file, fp32.SerializeToString())
     fp16_path = write_atomic(out_dir / f'{name}.fp16.onnx', fp16.SerializeToString())
     write_atomic(out_dir / f'{name}.yaml', yaml.safe_dump(config_to_dict(cfg), sort_keys=False).encode())
-    contract = ModelContract(**{
-        **draft.__dict__, 'model_sha256': file_sha256(onnx_path), 'fp16_model_file': fp16_path.name,
-        'fp16_model_sha256': file_sha256(fp16_path),
-        'parity': {'fp32_max_abs': fp32_error, 'fp16_max_abs': fp16_error, 'batch': PARITY_BATCH,
-                   'fp16_method': 'onnxruntime CPU on the float16-weight ONNX (onnxruntime.transformers.float16, '
-                                  'float32 I/O) vs torch float32 eager'}})
+    contract = dataclasses.replace(
+        draft, model_sha256=file_sha256(onnx_path), fp16_model_file=fp16_path.name,
+        fp16_model_sha256=file_sha256(fp16_path),
+        parity={'fp32_max_abs': fp32_error, 'fp16_max_abs': fp16_error, 'batch': PARITY_BATCH,
+                'fp16_method': 'onnxruntime CPU on the float16-weight ONNX (onnxruntime.transformers.float16, '
+                               'float32 I/O) vs torch float32 eager'})
     contract_path = contract.save(out_dir / f'{name}.json')
     LOGGER.info('exported %s (%d classes, opset %d) to %s', name, len(classes), opset, contract_path)
     return contract_path
