@@ -486,8 +486,13 @@ class ReconstructNode(LifecycleNode):
             return
         more = f' ({suppressed} more since the last report)' if suppressed else ''
         line = f'[{cause}] {text}{more}; repeats are counted on /diagnostics, logged at most once a minute'
-        logger = self.get_logger()
-        (logger.error if error else logger.info if level == 'info' else logger.warning)(line)
+        # One call per severity: rclpy refuses a second severity from the same call site.
+        if error:
+            self.get_logger().error(line)
+        elif level == 'info':
+            self.get_logger().info(line)
+        else:
+            self.get_logger().warning(line)
 
     def _publish_diagnostics(self) -> None:
         pipeline = self._pipeline

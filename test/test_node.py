@@ -16,6 +16,7 @@ it); bad inputs get their own process, because "no camera_info yet" is only poss
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections import Counter
 from dataclasses import dataclass
@@ -25,8 +26,8 @@ import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
-from lifecycle_msgs.msg import Transition
-from lifecycle_msgs.srv import ChangeState
+from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.parameter_client import AsyncParameterClient
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
@@ -305,3 +306,127 @@ def test_lifecycle_reconfigure_to_size_prior_without_depth(ros_node, node_under_
     # At least: a frame re-sent before its answer arrived is reconstructed again.
     spin_until(ros_node, lambda: int(camera.diagnostic_values().get('placement_size_prior', 0)) >= 3, 10.0,
                'diagnostics counting the three size-prior placements')
+
+
+# ---- bad input ---------------------------------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def bad_input_node(contract_path: Path) -> ChildProcess:
+    cmd = [venv_script('reconstruct_node'), '--ros-args', '-r', '__ns:=/bad_input', '--params-file', PARAMS_FILE,
+           '-p', f'model_path:={contract_path}', '-p', 'use_depth:=true', '-p', 'cpu_threads:=1',
+           '-p', 'diagnostics_period_s:=0.2', '-p', "class_map:=['shape:bottle']"]
+    with start_process(cmd) as child:
+        yield child
+        assert child.stop() == 0, 'SIGINT should end the node cleanly (exit 0)'
+
+
+def test_each_bad_input_is_logged_once_and_good_frames_still_get_correct_answers(ros_node, bad_input_node, scene):
+    camera = Camera(ros_node, '/bad_input')
+    camera.wait_connected(with_depth=True)
+    stamps = iter(range(1000, 2000))
+
+    def issue_count(cause: str) -> int:
+        return int(camera.diagnostic_values().get(f'issue_{cause}', 0))
+
+    def repeat_unanswered(cause: str, **bad) -> None:
+        """A bad frame that gets no answer, three times, each time waiting until the node has counted it."""
+        for count in range(1, 4):
+            sec = next(stamps)
+            camera.publish(scene, sec, **bad)
+            spin_until(ros_node, lambda: issue_count(cause) >= count, 20.0, f'{cause} #{count} to be counted',
+                       on_tick=lambda: camera.publish(scene, sec, **bad), tick_s=2.0)
+
+    def repeat_answered(cause: str, **bad) -> list[tuple[int, PointCloud2, Detection3DArray]]:
+        """A bad frame that is still answered (degraded), three times."""
+        answers = []
+        for _ in range(3):
+            sec = next(stamps)
+            camera.publish(scene, sec, **bad)
+            answers.append((sec, *camera.answer(sec, lambda: camera.publish(scene, sec, **bad))))
+        spin_until(ros_node, lambda: issue_count(cause) >= 3, 20.0, f'three {cause} to be counted')
+        return answers
+
+    def good_frame(tolerance: float = 0.05) -> None:
+        sec = next(stamps)
+        camera.publish(scene, sec)
+        check_frame(*camera.answer(sec, lambda: camera.publish(scene, sec)), scene, sec, tolerance)
+
+    half = scene.rgb[::2, ::2].copy()
+    repeat_unanswered('no_camera_info', info=False)  # first: camera_info is latched by the node once it arrives
+    good_frame()
+    repeat_unanswered('bad_image_or_camera_info', image=scene.depth_mm.astype(np.float32), encoding='32FC1')
+    good_frame()
+    repeat_unanswered('size_mismatch', image=half)
+    good_frame()
+    # Detections whose image never comes: dropped by the synchroniser once a later frame matches.
+    for count in range(1, 4):
+        sec = next(stamps)
+        camera.publish(scene, sec, with_image=False)
+        good_frame()
+        spin_until(ros_node, lambda: issue_count('unmatched_detections') >= count, 10.0,
+                   f'unmatched detections #{count} to be counted')
+
+    for sec, cloud, objects in repeat_answered('empty_detections', boxes=np.zeros((0, 4)), classes=[]):
+        assert cloud.width == 0 and objects.detections == [] and cloud.header == header_at(sec)
+    good_frame()
+    bad_boxes = np.concatenate([scene.boxes, [[600.0, 10.0, 700.0, 90.0],  # outside the 480-px image
+                                              [50.0, 50.0, 50.0, 120.0],  # zero width
+                                              [440.0, -40.0, 520.0, 40.0]]])  # partly outside: clipped
+    for sec, cloud, objects in repeat_answered('box_off_image', boxes=bad_boxes,
+                                               classes=[o.category for o in scene.objects] + ['mug'] * 3):
+        assert [d.id for d in objects.detections] == [o.object_id for o in scene.objects] + ['5']
+        assert cloud.width == 4 * NUM_POINTS
+    assert issue_count('box_degenerate') >= 3 and issue_count('box_clipped') >= 3
+    good_frame()
+    for sec, cloud, objects in repeat_answered('unknown_class', classes=['teapot'] * 3):
+        assert [d.results[0].hypothesis.class_id for d in objects.detections] == ['teapot'] * 3
+    good_frame()
+    no_depth = np.zeros_like(scene.depth_mm)
+    for sec, cloud, objects in repeat_answered('depth_invalid', depth_mm=no_depth):
+        check_frame(cloud, objects, scene, sec, tolerance=0.20)  # the size prior took over
+    good_frame()
+    for sec, cloud, objects in repeat_answered('depth_size_mismatch', depth_mm=scene.depth_mm[::2, ::2].copy()):
+        check_frame(cloud, objects, scene, sec, tolerance=0.20)
+    good_frame()
+
+    output = bad_input_node.output()
+    causes = ['no_camera_info', 'bad_image_or_camera_info', 'size_mismatch', 'unmatched_detections',
+              'empty_detections', 'box_off_image', 'box_degenerate', 'box_clipped', 'unknown_class', 'depth_invalid',
+              'depth_size_mismatch']
+    assert {cause: output.count(f'[{cause}]') for cause in causes} == dict.fromkeys(causes, 1), output
+    assert 'Traceback' not in output and '[internal_error]' not in output, output
+
+
+# ---- parameters that stop the node -------------------------------------------------------------------------------
+INVALID = [  # (override, text the error must contain)
+    ('placement:=guess', 'parameter "placement" is \'guess\'; allowed: auto, depth, size_prior'),
+    ('min_score:=1.5', 'min_score out of range'),
+    ("class_map:=['41-cup']", 'entry \'41-cup\' is not "detector_id:model_class"'),
+    ('placement:=depth', 'placement is "depth" but use_depth is false'),
+    ('model_path:=/nonexistent/model.json', '/nonexistent/model.json: cannot read model contract'),
+]
+
+
+def test_invalid_values_stop_the_node_with_a_clear_message():
+    cmds = [[venv_script('reconstruct_node'), '--ros-args', '-r', f'__node:=invalid_{i}',
+             '--params-file', PARAMS_FILE, '-p', override] for i, (override, _) in enumerate(INVALID)]
+    with contextlib.ExitStack() as stack:  # all at once: each is a process start, most of the cost
+        children = [stack.enter_context(start_process(cmd)) for cmd in cmds]
+        results = [(child.wait_exit(timeout_s=60.0), child.output()) for child in children]
+    for (override, expected), (code, output) in zip(INVALID, results):
+        assert code == 1, f'{override}: exit {code}\n{output}'
+        assert expected in output, f'{override}:\n{output}'
+        assert 'Traceback' not in output, f'{override}:\n{output}'
+
+
+def test_without_autostart_the_node_waits_unconfigured(ros_node, contract_path):
+    cmd = [venv_script('reconstruct_node'), '--ros-args', '-r', '__ns:=/manual', '--params-file', PARAMS_FILE,
+           '-p', f'model_path:={contract_path}', '-p', 'autostart:=false']
+    with start_process(cmd) as child:
+        client = ros_node.create_client(GetState, '/manual/reconstruct_node/get_state')
+        assert client.wait_for_service(timeout_sec=30.0)
+        future = client.call_async(GetState.Request())
+        spin_until(ros_node, future.done, 10.0, 'the lifecycle state')
+        assert future.result().current_state.id == State.PRIMARY_STATE_UNCONFIGURED
+        assert ros_node.count_subscribers('/manual/image') == 0
+        assert 'configured:' not in child.output()
+        assert child.stop() == 0
