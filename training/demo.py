@@ -148,15 +148,27 @@ def console_script(name: str) -> str:
     return found
 
 
-def node_command(contract_path: Path, params_file: Path, backend: str) -> list[str]:
+def node_command(contract_path: Path, params_file: Path, backend: str, use_depth: bool = True) -> list[str]:
+    """``reconstruct_node`` as the launch file starts it, remapped onto the scene publisher's topics."""
     if not params_file.is_file():
         raise DemoError(f'node parameter file missing: {params_file}')
     command = [console_script(NODE_NAME), '--ros-args', '-r', f'__node:={NODE_NAME}', '--params-file',
-               str(params_file), '-p', f'model_path:={contract_path}', '-p', 'use_depth:=true',
+               str(params_file), '-p', f'model_path:={contract_path}', '-p', f'use_depth:={str(use_depth).lower()}',
                '-p', f'backend:={backend}']
     for name, topic in REMAPS.items():
         command += ['-r', f'{name}:={topic}']
     return command
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (Linux /proc/cpuinfo), else what platform knows."""
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 # ---- the run ------------------------------------------------------------------------------------------------------
@@ -269,7 +281,7 @@ def run_demo(settings: DemoSettings) -> int:
         'rate_hz': settings.rate_hz, 'duration_s': settings.duration_s, 'seed': settings.seed,
         'test_objects': len({truth.object_id for scene in sequence.scenes for truth in scene.objects}),
         'scenes': len(sequence.scenes), 'bag_messages': recording.counts,
-        'machine': {'cpu': platform.processor() or platform.machine(), 'cores': os.cpu_count(),
+        'machine': {'cpu': cpu_model(), 'cores': os.cpu_count(), 'load_average': os.getloadavg(),
                     'python': platform.python_version()},
     }
     summary = demo_report.summarise(run, context)
@@ -294,6 +306,11 @@ def _raise_interrupt(signum: int, frame) -> None:
     raise KeyboardInterrupt(f'signal {signum}')
 
 
+def interrupt_on_sigterm() -> None:
+    """SIGTERM raises KeyboardInterrupt as Ctrl-C does, so the ``finally`` clean-up (children, bag) runs for both."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='mesc3d demo', description=__doc__.splitlines()[0])
     parser.add_argument('--model', type=Path, default=DEFAULT_CHECKPOINT,
@@ -314,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                             duration_s=args.duration_s, rate_hz=args.rate_hz, objects=args.objects, seed=args.seed,
                             backend=args.backend, params_file=args.params_file,
                             startup_timeout_s=args.startup_timeout_s)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    interrupt_on_sigterm()
     try:
         return run_demo(settings)
     except DemoError as exc:
