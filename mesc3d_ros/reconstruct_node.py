@@ -52,6 +52,8 @@ from mesc3d_ros.sync import TimeSynchronizer
 
 NODE_NAME = 'reconstruct_node'
 IMAGE, DETECTIONS, DEPTH = 0, 1, 2  # stream indices in the synchroniser
+INPUT_TOPICS = ('image', 'detections', 'camera_info', 'depth')  # relative: remap them
+POINTS_TOPIC, OBJECTS_TOPIC, DIAGNOSTICS_TOPIC = 'mesc3d/points', 'mesc3d/objects', '/diagnostics'
 OUTPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)  # what RViz subscribes with by default
 
 
@@ -317,9 +319,9 @@ class ReconstructNode(LifecycleNode):
                 f'camera frame is unknown, so objects are placed by centre and scale only (axes = optical axes)')
         self._params = p
         self._publishers_made = {
-            'points': self.create_publisher(PointCloud2, 'mesc3d/points', OUTPUT_QOS),
-            'objects': self.create_publisher(Detection3DArray, 'mesc3d/objects', OUTPUT_QOS),
-            'diagnostics': self.create_publisher(DiagnosticArray, '/diagnostics', 10)}
+            'points': self.create_publisher(PointCloud2, POINTS_TOPIC, OUTPUT_QOS),
+            'objects': self.create_publisher(Detection3DArray, OBJECTS_TOPIC, OUTPUT_QOS),
+            'diagnostics': self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)}
         self._diagnostics_timer = self.create_timer(p['diagnostics_period_s'], self._publish_diagnostics)
         self._slot = FrameSlot()
         self._worker = threading.Thread(target=self._work, name='reconstruct_worker', daemon=True)
