@@ -136,8 +136,9 @@ def create_backend(contract_path: str | Path, kind: BackendKind = 'auto', max_ba
     """Load and check the contract, then build the requested backend.
 
     ``auto``: TensorRT when the ``tensorrt`` module, cuda-python and a GPU are all there (building or reusing a
-    cached engine in ``engine_dir``), else ONNX Runtime; the reason is logged either way. A contract or model file
-    that does not match is a :class:`ContractError` whatever the kind: falling back would hide a broken install.
+    cached engine in ``engine_dir``), else — or when the engine cannot be built or started — ONNX Runtime; the
+    reason is logged either way. A contract or model file that does not match is a :class:`ContractError` whatever
+    the kind: falling back would hide a broken install.
     """
     from mesc3d_ros import tensorrt_backend
 
@@ -145,13 +146,19 @@ def create_backend(contract_path: str | Path, kind: BackendKind = 'auto', max_ba
     contract = load_contract(contract_path)
     if kind not in ('auto', 'tensorrt', 'onnxruntime'):
         raise ValueError(f'backend kind must be auto, tensorrt or onnxruntime, got {kind!r}')
-    if kind in ('auto', 'tensorrt'):
+    if kind != 'onnxruntime':
         usable, reason = tensorrt_backend.tensorrt_usable()
-        if usable:
+        if not usable:
+            if kind == 'tensorrt':
+                raise RuntimeError(f'TensorRT backend requested but not usable: {reason}')
+            LOGGER.info('backend: ONNX Runtime, because TensorRT is not usable here: %s', reason)
+        else:
             LOGGER.info('backend: TensorRT (%s)', reason)
-            return tensorrt_backend.TensorRTBackend(contract, contract_path, max_batch=max_batch,
-                                                    engine_dir=engine_dir)
-        if kind == 'tensorrt':
-            raise RuntimeError(f'TensorRT backend requested but not usable: {reason}')
-        LOGGER.info('backend: ONNX Runtime, because TensorRT is not usable here: %s', reason)
+            try:
+                return tensorrt_backend.TensorRTBackend(contract, contract_path, max_batch=max_batch,
+                                                        engine_dir=engine_dir)
+            except RuntimeError as exc:   # engine build or CUDA failure; a ContractError is a ValueError and passes
+                if kind == 'tensorrt':
+                    raise
+                LOGGER.warning('backend: ONNX Runtime, because the TensorRT backend failed to start: %s', exc)
     return OnnxRuntimeBackend(contract, contract_path, max_batch=max_batch, threads=threads)
