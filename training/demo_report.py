@@ -209,8 +209,16 @@ def format_table(summary: dict) -> str:
         f'(unmatched to ground truth {summary["objects_unmatched"]})',
     ]
     if latency:
-        lines.append(f'  end-to-end latency p50 / p95    {latency["p50"]:.0f} / {latency["p95"]:.0f} ms '
+        lines.append(f'  end-to-end latency p50 / p95     {latency["p50"]:.0f} / {latency["p95"]:.0f} ms '
                      '(image stamp -> cloud received)')
+    node = summary['node_diagnostics']
+    if node:
+        placements = ', '.join(f'{key.removeprefix("placement_")} {value}' for key, value in sorted(node.items())
+                               if key.startswith('placement_') and key != 'placement_policy')
+        lines.append(f'  node (its last /diagnostics)     matched {node.get("total_matched", "?")} frames, processed '
+                     f'{node.get("total_processed", "?")}, dropped as stale {node.get("total_dropped_stale", "0")}; '
+                     f'placement: {placements or "none"}; processing mean/p95/max '
+                     f'{node.get("processing_ms_mean_p95_max", "?")} ms')
     t1, t2 = (round(t * 100) for t in summary['fscore_thresholds_m'])
     header = f'  {"category":<20}{"views":>6}{"CD-L1 [m]":>11}{f"F@{t1}cm":>8}{f"F@{t2}cm":>8}' \
              f'{"centroid err [m]":>18}{"(% of dist.)":>14}'
@@ -220,7 +228,8 @@ def format_table(summary: dict) -> str:
         lines.append(f'  {name:<20}{row["views"]:>6}{row["cd_l1_m"]:>11.4f}{row[f"fscore_{t1}cm"]:>8.2f}'
                      f'{row[f"fscore_{t2}cm"]:>8.2f}{row["centroid_error_m"]:>18.4f}'
                      f'{row["centroid_error_pct"]:>13.1f}%')
-    lines.append(f'  ({summary["metrics_note"]}; F@t: Euclidean distance < t)')
+    lines.append(f'  Metres, camera optical frame, placed cloud vs the whole ground-truth surface (hidden sides too);\n'
+                 f'  F@t: share of points within Euclidean distance t; each distinct view (scene x object) counts once.')
     return '\n'.join(lines)
 
 
