@@ -229,7 +229,7 @@ def format_table(summary: dict) -> str:
                      f'{row[f"fscore_{t2}cm"]:>8.2f}{row["centroid_error_m"]:>18.4f}'
                      f'{row["centroid_error_pct"]:>13.1f}%')
     lines.append(f'  Metres, camera optical frame, placed cloud vs the whole ground-truth surface (hidden sides too);\n'
-                 f'  F@t: share of points within Euclidean distance t; each distinct view (scene x object) counts once.')
+                 f'  F@t: F-score with precision and recall counted at Euclidean distance < t; each view (scene x object) counts once.')
     return '\n'.join(lines)
 
 
