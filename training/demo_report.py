@@ -228,8 +228,9 @@ def format_table(summary: dict) -> str:
         lines.append(f'  {name:<20}{row["views"]:>6}{row["cd_l1_m"]:>11.4f}{row[f"fscore_{t1}cm"]:>8.2f}'
                      f'{row[f"fscore_{t2}cm"]:>8.2f}{row["centroid_error_m"]:>18.4f}'
                      f'{row["centroid_error_pct"]:>13.1f}%')
-    lines.append(f'  Metres, camera optical frame, placed cloud vs the whole ground-truth surface (hidden sides too);\n'
-                 f'  F@t: F-score with precision and recall counted at Euclidean distance < t; each view (scene x object) counts once.')
+    lines.append('  Metres, camera optical frame, placed cloud vs the whole ground-truth surface (hidden sides too);\n'
+                 '  F@t: F-score, precision and recall counted at Euclidean distance < t; each view (scene x object)\n'
+                 '  counts once.')
     return '\n'.join(lines)
 
 
