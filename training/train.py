@@ -175,10 +175,10 @@ class EpochBatches(Sampler):
         order = torch.randperm(self.num_items, generator=torch.Generator().manual_seed(
             int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0])))
         for step in range(self.start_step, self.steps_per_epoch):
-            first = step * self.batch_size + self.rank * self.per_rank
-            positions = range(first, first + self.per_rank)
-            seeds = np.random.SeedSequence([self.seed, self.epoch, first]).generate_state(self.per_rank)
-            yield [(int(order[p]), int(s)) for p, s in zip(positions, seeds)]
+            # Seeds of the whole global batch, then this rank's share: any number of ranks sees the same samples.
+            seeds = np.random.SeedSequence([self.seed, self.epoch, step]).generate_state(self.batch_size)
+            mine = range(self.rank * self.per_rank, (self.rank + 1) * self.per_rank)
+            yield [(int(order[step * self.batch_size + i]), int(seeds[i])) for i in mine]
 
 
 # ---- logs --------------------------------------------------------------------------------------------------------
@@ -232,11 +232,15 @@ def fit(model: nn.Module, cfg: Config, run_dir: Path, table: ClassTable, resume:
     if tc.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, tc.max_steps_per_epoch)
     batches = EpochBatches(len(train_set), tc.batch_size, steps_per_epoch, tc.seed, ctx)
-    workers = dict(num_workers=tc.num_workers, persistent_workers=tc.num_workers > 0,
-                   pin_memory=ctx.device.type == 'cuda')
-    loader = DataLoader(SeededItems(train_set), batch_sampler=batches, **workers)
+    # Own generators: creating a loader iterator draws a worker base seed, which from the global generator would
+    # shift the dropout noise of a resumed run (it creates iterators at other points than an uninterrupted one).
+    loader = DataLoader(SeededItems(train_set), batch_sampler=batches, num_workers=tc.num_workers,
+                        persistent_workers=tc.num_workers > 0, pin_memory=ctx.device.type == 'cuda',
+                        generator=torch.Generator().manual_seed(tc.seed))
     val_loader = DataLoader(Subset(val_set, validation_indices(len(val_set), tc)[ctx.rank::ctx.world_size]),
-                            batch_size=batches.per_rank, **workers)
+                            batch_size=batches.per_rank, num_workers=tc.num_workers,
+                            persistent_workers=tc.num_workers > 0, pin_memory=ctx.device.type == 'cuda',
+                            generator=torch.Generator().manual_seed(tc.seed))
 
     model.to(ctx.device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr, eps=tc.adam_eps)
@@ -295,7 +299,9 @@ def fit(model: nn.Module, cfg: Config, run_dir: Path, table: ClassTable, resume:
                 epoch_s = time.perf_counter() - epoch_started
                 if losses:
                     throughput.append(len(losses) * tc.batch_size / epoch_s)
-                val = validate(network, val_loader, table, ctx, amp)
+                # The bare module: a DDP forward broadcasts buffers, a collective that ranks holding different
+                # numbers of validation batches would enter a different number of times.
+                val = validate(model, val_loader, table, ctx, amp)
                 best_val, best_epoch = progress.best_val, progress.best_epoch
                 if val['cd_l1'] < best_val:
                     best_val, best_epoch = val['cd_l1'], epoch + 1
@@ -349,14 +355,14 @@ def validation_indices(num_items: int, tc: TrainConfig) -> list[int]:
 
 
 @torch.no_grad()
-def validate(network: nn.Module, loader: DataLoader, table: ClassTable, ctx: Distributed, amp: bool) -> dict:
-    """Mean per-sample metrics over the validation items of all ranks."""
-    network.eval()
+def validate(model: nn.Module, loader: DataLoader, table: ClassTable, ctx: Distributed, amp: bool) -> dict:
+    """Mean per-sample metrics over the validation items of all ranks (``model``: the bare module, not DDP)."""
+    model.eval()
     sums = torch.zeros(1 + len(METRIC_KEYS), dtype=torch.float64, device=ctx.device)   # count, metric sums
     for batch in loader:
         embedding = table.embeddings_for(batch['category']).to(ctx.device)
         with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=amp):
-            pred = network(batch['image'].to(ctx.device), embedding)
+            pred = model(batch['image'].to(ctx.device), embedding)
         metrics = reconstruction_metrics(pred.float(), batch['points'].to(ctx.device))
         sums[0] += len(pred)
         for i, key in enumerate(METRIC_KEYS, start=1):
@@ -365,7 +371,7 @@ def validate(network: nn.Module, loader: DataLoader, table: ClassTable, ctx: Dis
         dist.all_reduce(sums)
     if sums[0] == 0:
         raise ValueError('the validation split is empty: nothing to choose the best epoch on')
-    network.train()
+    model.train()
     return {key: float(sums[i] / sums[0]) for i, key in enumerate(METRIC_KEYS, start=1)}
 
 
