@@ -18,6 +18,8 @@ from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader
 from sensor_msgs.msg import PointCloud2
 
+from mesc3d_ros.contract import file_sha256
+
 from model_fixtures import make_random_model
 from ros_helpers import venv_script
 
@@ -92,3 +94,28 @@ def test_node_failing_to_start_stops_the_demo_and_its_children(contract, tmp_pat
     assert result.returncode != 0
     assert 'reconstruct_node exited with status 1' in result.stderr and 'max_batch' in result.stderr, result.stderr
     assert not leftover_processes(str(out))
+
+
+def test_checkpoint_is_exported_once_and_again_when_it_changes(contract, tmp_path):
+    from mesc3d_training.demo import _export_is_current, ensure_exported
+
+    # The fixture saved its checkpoint beside its engines folder (model_fixtures.make_random_model).
+    source = contract.parent.parent / 'checkpoint'
+    checkpoint = tmp_path / 'models'
+    checkpoint.mkdir()
+    for path in source.glob('tiny.*'):
+        (checkpoint / path.name).write_bytes(path.read_bytes())
+    engines = tmp_path / 'engines'
+    exported = ensure_exported(checkpoint / 'tiny.safetensors', engines)
+    assert exported == engines / 'tiny.json' and (engines / 'tiny.onnx').is_file()
+    stamp = (engines / 'tiny.onnx').stat().st_mtime_ns
+    assert ensure_exported(checkpoint / 'tiny', engines) == exported
+    assert (engines / 'tiny.onnx').stat().st_mtime_ns == stamp  # current: not exported again
+
+    recorded = json.loads((engines / 'tiny.source.json').read_text())
+    meta = checkpoint / 'tiny.yaml'
+    meta.write_text(meta.read_text() + '# edited\n')  # other checkpoint bytes: the export is stale
+    changed = {**recorded, 'meta_sha256': file_sha256(meta)}
+    assert not _export_is_current(exported, engines / 'tiny.source.json', changed)
+    (engines / 'tiny.onnx').write_bytes(b'truncated')  # a damaged export is stale too
+    assert not _export_is_current(exported, engines / 'tiny.source.json', recorded)

@@ -83,6 +83,8 @@ def ensure_exported(model: Path, engines_dir: Path) -> Path:
     from mesc3d_training.checkpoint import load_model  # torch: only when an export is needed
     from mesc3d_training.export import export_model
 
+    for chatty in ('onnxscript', 'onnx_ir'):  # one INFO line per folded constant otherwise (as `mesc3d export`)
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     contract_path = export_model(load_model(weights), engines_dir)
     source_path.write_text(json.dumps(source, indent=1))
     return contract_path

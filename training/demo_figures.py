@@ -101,7 +101,7 @@ def overview_figure(frame: FrameResult, sequence: SceneSequence, path: Path) -> 
         ax_image.scatter(uv[:, 0], uv[:, 1], s=1, color=colour, alpha=0.5, linewidths=0)
         # 3D axes: x right, z (depth) into the picture, -y up, so the view matches the camera's.
         gt = obj.truth.points_cam[::2]
-        ax_3d.scatter(gt[:, 0], gt[:, 2], -gt[:, 1], s=1, color='0.6', alpha=0.25, linewidths=0)
+        ax_3d.scatter(gt[:, 0], gt[:, 2], -gt[:, 1], s=1.5, color='0.35', alpha=0.35, linewidths=0)
         ax_3d.scatter(obj.points[:, 0], obj.points[:, 2], -obj.points[:, 1], s=1.5, color=colour, linewidths=0)
     ax_image.set_xlim(0, width)
     ax_image.set_ylim(height, 0)
