@@ -21,6 +21,7 @@ executor and a frame that is overtaken before the worker gets to it is dropped a
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import traceback
@@ -532,3 +533,7 @@ def main(args: list[str] | None = None) -> int:
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

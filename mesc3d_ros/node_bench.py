@@ -1,0 +1,315 @@
+"""Node benchmark: end-to-end latency of reconstruct_node (image in → cloud out) against the raw backend.
+
+Method (ros2_benchmark style, docs/field.md §2): a publisher sends synthetic 640×480 rgb8 frames with camera_info and
+1 or 5 detection boxes at a fixed rate, stamped with the wall clock; the node runs as its own process over loopback
+DDS (``mesc3d_ros.ros_env``); latency = arrival of the frame's cloud − its stamp, so it includes both DDS hops,
+conversions, cropping, inference, placement and serialisation. Frames the node skips because a newer one arrived
+while it was busy are drops. Each object count is run at the camera rate (30 Hz) and at an unsaturated rate (a
+frame period three times the backend time), where no frame waits: the node's overhead is that latency minus the
+backend's own time for the same batch, measured in this process with the same inputs and thread count.
+
+    python -m mesc3d_ros.node_bench --model engines/model.json [--out docs/benchmarks.md]
+
+:func:`benchmark` and :func:`render_section` are what ``mesc3d bench`` can call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mesc3d_ros import preprocess
+from mesc3d_ros.contract import load_contract
+from mesc3d_ros.inference import create_backend
+from mesc3d_ros.ros_env import apply_ros_environment
+
+LOGGER = logging.getLogger(__name__)
+WIDTH, HEIGHT = 640, 480
+K = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])
+NAMESPACE = '/node_bench'
+START_MARKER, END_MARKER = '<!-- bench:node:start -->', '<!-- bench:node:end -->'
+
+
+@dataclass(frozen=True)
+class BackendTiming:
+    objects: int
+    batched_p50_ms: float
+    """One backend call with all objects."""
+    singles_p50_ms: float
+    """One call per object, in sequence."""
+    node_work_p50_ms: float
+    """The node's own work per frame without the backend call and without DDS: message conversions, crops,
+    placement and the output messages, measured in this process."""
+
+
+class TimedBackend:
+    """Delegates to a real backend and records how long its calls took, to subtract them from a frame's time."""
+
+    def __init__(self, backend) -> None:
+        self.backend = backend
+        self.name, self.max_batch = backend.name, backend.max_batch
+        self.seconds = 0.0
+
+    def run(self, image: np.ndarray, class_embedding: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        points = self.backend.run(image, class_embedding)
+        self.seconds += time.perf_counter() - start
+        return points
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+@dataclass(frozen=True)
+class NodeRun:
+    objects: int
+    rate_hz: float
+    sent: int
+    answered: int
+    latency_p50_ms: float
+    latency_p95_ms: float
+
+    @property
+    def dropped_pct(self) -> float:
+        return 100.0 * (self.sent - self.answered) / max(self.sent, 1)
+
+
+def synthetic_frame(objects: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) uint8 noise image and (objects, 4) xyxy boxes of 60-140 px spread over it."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, size=(HEIGHT, WIDTH, 3), dtype=np.uint8)
+    sizes = rng.uniform(60.0, 140.0, size=(objects, 2))
+    corners = rng.uniform([0.0, 0.0], [WIDTH, HEIGHT], size=(objects, 2)) * (1 - sizes / [[WIDTH, HEIGHT]])
+    return image, np.concatenate([corners, corners + sizes], axis=1)
+
+
+def time_backend(contract_path: Path, backend_kind: str, threads: int, objects: int, iterations: int) -> BackendTiming:
+    """p50 of the batched call and of ``objects`` single calls, on the crops the node would make."""
+    contract = load_contract(contract_path)
+    backend = create_backend(contract_path, backend_kind, max_batch=max(objects, 1), threads=threads)
+    image, boxes = synthetic_frame(objects)
+    crops = np.stack([preprocess.crop_and_resize(image, preprocess.square_window(box, contract.crop_padding),
+                                                 contract.image_size) for box in boxes])  # (B, S, S, 3) uint8
+    batch = preprocess.to_model_input(crops)  # (B, 3, S, S) float32
+    embeddings = np.repeat(contract.embedding_table()[:1], objects, axis=0)  # (B, D)
+    for _ in range(2):  # warm-up: first calls allocate
+        backend.run(batch, embeddings)
+    batched, singles = [], []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        backend.run(batch, embeddings)
+        batched.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        for index in range(objects):
+            backend.run(batch[index:index + 1], embeddings[index:index + 1])
+        singles.append(time.perf_counter() - start)
+    return BackendTiming(objects, 1e3 * float(np.median(batched)), 1e3 * float(np.median(singles)),
+                         node_work(contract_path, TimedBackend(backend), image, boxes, iterations))
+
+
+def node_work(contract_path: Path, backend: TimedBackend, image: np.ndarray, boxes: np.ndarray,
+              iterations: int) -> float:
+    """p50 ms of what ReconstructNode._process does per frame, minus the backend's share."""
+    from std_msgs.msg import Header
+
+    from mesc3d_ros.conversions import arrays_to_detections, detections_to_arrays, numpy_to_image
+    from mesc3d_ros.pipeline import PipelineSettings, ReconstructionPipeline
+    from mesc3d_ros.reconstruct_node import image_to_rgb, objects_to_messages
+
+    pipeline = ReconstructionPipeline(backend, load_contract(contract_path), PipelineSettings(placement='size_prior'))
+    header = Header(frame_id='bench_optical_frame')
+    image_msg = numpy_to_image(image, 'rgb8', header)
+    detections_msg = arrays_to_detections(boxes, ['object'] * len(boxes), np.ones(len(boxes)), header)
+    work = []
+    for _ in range(iterations):
+        backend.seconds = 0.0
+        start = time.perf_counter()
+        detections = detections_to_arrays(detections_msg)
+        objects = pipeline.process(image_to_rgb(image_msg), detections.boxes, detections.class_ids,
+                                   detections.scores, K)
+        objects_to_messages(objects, detections.ids, header)
+        work.append(time.perf_counter() - start - backend.seconds)
+    backend.close()
+    return 1e3 * float(np.median(work))
+
+
+def run_node(objects: int, rates_hz: tuple[float, ...], duration_s: float) -> list[NodeRun]:
+    """Publish frames with ``objects`` boxes at each rate for ``duration_s`` to the node under NAMESPACE."""
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+    from std_msgs.msg import Header
+    from vision_msgs.msg import Detection2DArray
+
+    from mesc3d_ros.conversions import (CameraIntrinsics, arrays_to_detections, intrinsics_to_camera_info,
+                                        numpy_to_image, stamp_to_ns)
+
+    context = Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node('node_bench_camera', context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    image, boxes = synthetic_frame(objects)
+    arrivals: dict[int, float] = {}  # stamp ns -> arrival ns
+
+    def on_cloud(msg: PointCloud2) -> None:
+        arrivals.setdefault(stamp_to_ns(msg.header.stamp), time.time_ns())
+
+    publishers = {'image': node.create_publisher(Image, f'{NAMESPACE}/image', 10),
+                  'info': node.create_publisher(CameraInfo, f'{NAMESPACE}/camera_info', 10),
+                  'detections': node.create_publisher(Detection2DArray, f'{NAMESPACE}/detections', 10)}
+    node.create_subscription(PointCloud2, f'{NAMESPACE}/mesc3d/points', on_cloud, 10)
+
+    def publish() -> int:
+        now = time.time_ns()
+        header = Header(frame_id='bench_optical_frame')
+        header.stamp.sec, header.stamp.nanosec = divmod(now, 1_000_000_000)
+        publishers['info'].publish(intrinsics_to_camera_info(CameraIntrinsics(k=K, width=WIDTH, height=HEIGHT),
+                                                             header))
+        publishers['image'].publish(numpy_to_image(image, 'rgb8', header))
+        publishers['detections'].publish(arrays_to_detections(boxes, ['object'] * objects, np.ones(objects), header))
+        return now
+
+    def spin_for(seconds: float, rate_hz: float | None) -> list[int]:
+        """Spin, publishing at ``rate_hz`` when given; the stamps sent."""
+        sent, end = [], time.monotonic() + seconds
+        next_due = time.monotonic()
+        while time.monotonic() < end:
+            if rate_hz is not None and time.monotonic() >= next_due:
+                sent.append(publish())
+                next_due += 1.0 / rate_hz
+            executor.spin_once(timeout_sec=max(0.0, min(next_due - time.monotonic(), 0.01)))
+        return sent
+
+    try:
+        deadline = time.monotonic() + 60.0
+        while not arrivals:  # discovery and the node's first (slow) inference
+            if time.monotonic() > deadline:
+                raise TimeoutError(f'reconstruct_node under {NAMESPACE} did not answer within 60 s')
+            spin_for(0.5, 2.0)
+        runs = []
+        for rate_hz in rates_hz:
+            spin_for(1.0, None)  # let the previous run drain
+            arrivals.clear()
+            sent = spin_for(duration_s, rate_hz)
+            spin_for(2.0, None)  # the last answers
+            latencies = [arrivals[stamp] - stamp for stamp in sent if stamp in arrivals]
+            p50, p95 = (np.percentile(latencies, [50, 95]) * 1e-6) if latencies else (np.nan, np.nan)
+            runs.append(NodeRun(objects, rate_hz, len(sent), len(latencies), float(p50), float(p95)))
+        return runs
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+def benchmark(contract_path: Path, backend_kind: str = 'onnxruntime', threads: int = 0,
+              object_counts: tuple[int, ...] = (1, 5), camera_hz: float = 30.0, duration_s: float = 10.0,
+              iterations: int = 20) -> list[tuple[BackendTiming, list[NodeRun]]]:
+    """Backend timings, then the node process at ``camera_hz`` and at an unsaturated rate, per object count."""
+    apply_ros_environment()  # this process and the node: loopback DDS, same domain, logs in build/
+    results = []
+    for objects in object_counts:
+        timing = time_backend(contract_path, backend_kind, threads, objects, iterations)
+        unsaturated_hz = min(camera_hz, 1e3 / (3 * timing.batched_p50_ms))
+        cmd = [sys.executable, '-m', 'mesc3d_ros.reconstruct_node', '--ros-args', '-r', f'__ns:={NAMESPACE}',
+               '-p', f'model_path:={contract_path}', '-p', f'backend:={backend_kind}', '-p', f'cpu_threads:={threads}',
+               '-p', f'max_batch:={max(object_counts)}', '-p', 'placement:=size_prior', '-p', 'unknown_class:=zero_shot']
+        with tempfile.TemporaryFile() as log:
+            node = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            try:
+                runs = run_node(objects, (camera_hz, unsaturated_hz), duration_s)
+            except TimeoutError as exc:
+                log.seek(0)
+                exc.add_note(f'node output:\n{log.read().decode(errors="replace")}')
+                raise
+            finally:
+                node.terminate()
+                node.wait(timeout=30)
+        LOGGER.info('%d object(s): backend %.1f ms batched, %.1f ms singles; node %s', objects,
+                    timing.batched_p50_ms, timing.singles_p50_ms, runs)
+        results.append((timing, runs))
+    return results
+
+
+def render_section(results: list[tuple[BackendTiming, list[NodeRun]]], backend_name: str, model_note: str,
+                   command: str) -> str:
+    """Markdown for docs/benchmarks.md §Node."""
+    cpu = platform.processor() or platform.machine()
+    lines = [f'Measured {time.strftime("%Y-%m-%d")} with `{command}`.', '',
+             f'- Machine: {cpu}, {len(os.sched_getaffinity(0))} usable cores, load average before '
+             f'{os.getloadavg()[0]:.1f} (shared machine); backend {backend_name}; node and publisher are two '
+             f'processes on loopback DDS (Fast DDS, shared memory).',
+             f'- Model: {model_note}. Frames: 640×480 rgb8 + camera_info + Detection2DArray, placement by size prior.',
+             '- Backend: one call with all objects (batched) and one call per object (1-by-1), p50. Node work: the '
+             'node\'s per-frame work without the backend call and without DDS (conversions, crops, placement, output '
+             'messages), p50, in-process; its ratio to the batched backend time is the node\'s CPU overhead.',
+             '- Latency = cloud arrival − image stamp (p50 / p95), through both DDS hops; at the camera rate it includes '
+             'waiting for the busy worker. Over backend = unsaturated latency p50 / batched backend p50 − 1: transport, '
+             'scheduling and the node work on a shared CPU.',
+             '', '| objects | backend batched ms | backend 1-by-1 ms | batching gain | node work ms (overhead) | '
+             'rate Hz | sent | dropped % | latency p50 ms | latency p95 ms | over backend |',
+             '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+    for timing, runs in results:
+        gain = timing.singles_p50_ms / timing.batched_p50_ms
+        for run in runs:
+            overhead = (run.latency_p50_ms - timing.batched_p50_ms) / timing.batched_p50_ms
+            work = f'{timing.node_work_p50_ms:.1f} ({100 * timing.node_work_p50_ms / timing.batched_p50_ms:.0f} %)'
+            lines.append(f'| {run.objects} | {timing.batched_p50_ms:.1f} | {timing.singles_p50_ms:.1f} | '
+                         f'{gain:.2f}× | {work} | {run.rate_hz:.1f} | {run.sent} | {run.dropped_pct:.0f} | '
+                         f'{run.latency_p50_ms:.1f} | {run.latency_p95_ms:.1f} | {100 * overhead:.0f} % |')
+    return '\n'.join(lines)
+
+
+def write_section(doc: Path, body: str) -> Path:
+    """Replace the text between this section's markers in ``doc``, or append a "## Node" section."""
+    section = f'{START_MARKER}\n{body}\n{END_MARKER}'
+    text = doc.read_text() if doc.exists() else '# Benchmarks\n'
+    if START_MARKER in text and END_MARKER in text:
+        head, rest = text.split(START_MARKER, 1)
+        text = head + section + rest.split(END_MARKER, 1)[1]
+    else:
+        text = text.rstrip('\n') + f'\n\n## Node\n\n{section}\n'
+    doc.write_text(text)
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m mesc3d_ros.node_bench', description=__doc__.splitlines()[0])
+    parser.add_argument('--model', type=Path, required=True, help='model contract JSON')
+    parser.add_argument('--model-note', default='', help='what the model is, for the table (e.g. random weights)')
+    parser.add_argument('--backend', default='onnxruntime', choices=('auto', 'tensorrt', 'onnxruntime'))
+    parser.add_argument('--threads', type=int, default=0, help='ONNX Runtime intra-op threads (0 = one per core)')
+    parser.add_argument('--objects', default='1,5', help='comma-separated detections per frame')
+    parser.add_argument('--rate-hz', type=float, default=30.0)
+    parser.add_argument('--duration-s', type=float, default=10.0)
+    parser.add_argument('--out', type=Path, help='markdown file whose "## Node" section is replaced')
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    counts = tuple(int(count) for count in args.objects.split(','))
+    results = benchmark(args.model, args.backend, args.threads, counts, args.rate_hz, args.duration_s)
+    backend_name = create_backend(args.model, args.backend, threads=args.threads).name
+    note = args.model_note or f'`{args.model.name}`'
+    command = shlex.join(['python', '-m', 'mesc3d_ros.node_bench', *(sys.argv[1:] if argv is None else argv)])
+    body = render_section(results, backend_name, note, command)
+    if args.out is not None:
+        LOGGER.info('wrote %s', write_section(args.out, body))
+    else:
+        sys.stdout.write(body + '\n')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
