@@ -1,4 +1,5 @@
-"""The demo's scene publisher without ROS: which objects it plays, and that its ground truth matches its renders."""
+"""The demo's scenes and publisher without a ROS graph: which objects play, and that the ground truth matches the
+renders and the messages of a frame."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import pytest
 from mesc3d_training.data.categories import SplitMember, assign_splits
 from mesc3d_training.data.sample import mask_box
 from mesc3d_training.data.sources import list_sources, load_object
-from mesc3d_training.scene_publisher import (SceneSettings, load_demo_objects, load_sequence, mesh_file_sha256,
-                                             render_sequence, save_sequence, sources_in_test_split, visible_box)
+from mesc3d_training.demo_scenes import (SceneSettings, load_sequence, render_sequence, save_sequence,
+                                         visible_box)
+from mesc3d_training.scene_publisher import load_demo_objects, mesh_file_sha256, sources_in_test_split
 
 
 def test_visible_box_uses_the_training_crop_convention():

@@ -4,8 +4,9 @@ One command, four processes' worth of work (``make demo`` = ``make setup`` + thi
 
 1. export the shipped checkpoint to ONNX + contract into ``engines/`` unless an export of exactly these weights is
    there already (``engines/<name>.source.json`` records which checkpoint bytes an export came from);
-2. start the scene publisher (``scene_publisher.py``, its own process): it renders test-split objects on a table,
-   then streams RGB, depth, camera info and ground-truth detections once the node and the recorder subscribe;
+2. start the scene publisher (``scene_publisher.py``, its own process): it renders test-split objects on a table
+   (``demo_scenes.py``), then streams RGB, depth, camera info and ground-truth detections once the node and the
+   recorder subscribe;
 3. start ``reconstruct_node`` (its own process) with ``--params-file config/reconstruct.yaml`` (what the launch
    file uses) and ``-p model_path:=…``, remapped onto the camera topics;
 4. record every topic into ``demo_out/bag`` (rosbag2 MCAP, ``demo_recorder.py``) in this process, then match the
@@ -272,7 +273,7 @@ def run_demo(settings: DemoSettings) -> int:
     recording = record_run(settings, contract_path)
 
     from mesc3d_training import demo_figures, demo_report  # torch and matplotlib: after the run
-    from mesc3d_training.scene_publisher import load_sequence
+    from mesc3d_training.demo_scenes import load_sequence
 
     sequence = load_sequence(settings.out_dir / 'scenes.npz')
     sent = json.loads((settings.out_dir / 'stamps.json').read_text())['frames']

@@ -4,8 +4,8 @@ Subscriptions are raw (``raw=True``): callbacks receive the serialised CDR bytes
 go into the bag unchanged (PyPI ``rosbags`` writes real rosbag2 MCAP bags, metadata version 9 = Jazzy; docs:
 ros2-from-pip.md §6). test_demo.py reads it back with rosbags and rclpy; ``ros2 bag play demo_out/bag`` needs a ROS
 install with the ros2 CLI, which this project's machines lack, so replay with it is untested. The bag's timestamps
-are receive times, as ``ros2 bag record`` writes them. Outputs (clouds, 3D detections, diagnostics) are also kept in memory with their
-receive time for matching to frames; only they are deserialised, after the run.
+are receive times, as ``ros2 bag record`` writes them. Outputs (clouds, 3D detections, diagnostics) are also kept
+in memory with their receive time for matching to frames; only they are deserialised, after the run.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from vision_msgs.msg import Detection3DArray
 from mesc3d_ros.conversions import cloud_to_structured, stamp_to_ns
 from mesc3d_training.demo_recorder import Recording
 from mesc3d_training.metrics import chamfer_l1, fscore, nearest_squared_distances
-from mesc3d_training.scene_publisher import ObjectTruth, SceneSequence
+from mesc3d_training.demo_scenes import ObjectTruth, SceneSequence
 
 F_THRESHOLDS_M = (0.01, 0.05)
 """1 cm: tight for a placed cloud (a grasp's tolerance on a mug); 5 cm: the object is where it should be."""

@@ -82,16 +82,16 @@ def soak(ctx: RunContext, duration_s: float, rate_hz: float, objects_per_frame: 
     from sensor_msgs.msg import PointCloud2
 
     from mesc3d_ros.conversions import stamp_to_ns
-    from mesc3d_training import scene_publisher
+    from mesc3d_training import demo_scenes, scene_publisher
 
     scenes_path, stamps_path = ctx.out_dir / 'soak_scenes.npz', ctx.out_dir / 'soak_stamps.json'
-    settings = scene_publisher.SceneSettings(min_objects=objects_per_frame, max_objects=objects_per_frame,
-                                             min_visible_fraction=0.6, layout_tries=30, seed=seed)
+    settings = demo_scenes.SceneSettings(min_objects=objects_per_frame, max_objects=objects_per_frame,
+                                         min_visible_fraction=0.6, layout_tries=30, seed=seed)
     pool = scene_publisher.load_demo_objects(SMALL_CATEGORIES & scene_publisher.demo_categories(ctx.contract_path),
                                              count=12, seed=seed)
     frames = round(duration_s * rate_hz)
     # 12 scenes of one second each, played round and round: memory must not grow with the number of distinct frames.
-    scene_publisher.save_sequence(scene_publisher.render_sequence(
+    demo_scenes.save_sequence(demo_scenes.render_sequence(
         pool, settings, num_scenes=12, rate_hz=rate_hz, frames_per_scene=round(rate_hz), num_frames=frames),
         scenes_path)
     children: list[Child] = []
@@ -177,11 +177,11 @@ class GoodFrame:
 def _good_frame(ctx: RunContext, seed: int) -> GoodFrame:
     from std_msgs.msg import Header
 
-    from mesc3d_training import scene_publisher
+    from mesc3d_training import demo_scenes, scene_publisher
 
     pool = scene_publisher.load_demo_objects(scene_publisher.demo_categories(ctx.contract_path), count=2, seed=seed)
-    sequence = scene_publisher.render_sequence(pool, scene_publisher.SceneSettings(min_objects=2, seed=seed),
-                                               num_scenes=1, rate_hz=1.0, frames_per_scene=1, num_frames=1)
+    sequence = demo_scenes.render_sequence(pool, demo_scenes.SceneSettings(min_objects=2, seed=seed),
+                                           num_scenes=1, rate_hz=1.0, frames_per_scene=1, num_frames=1)
     image, _, camera_info, detections = scene_publisher.frame_messages(sequence, 0, Header(frame_id='fuzz_camera'))
     return GoodFrame(image, detections, camera_info, len(sequence.scenes[0].objects))
 
