@@ -270,6 +270,8 @@ class ReconstructNode(LifecycleNode):
         self._slot: FrameSlot | None = None
         self._worker: threading.Thread | None = None
         self._sync: TimeSynchronizer | None = None
+        self._sync_dropped: tuple[int, ...] = ()
+        self._params: dict[str, object] = {}
         self._subscriptions_made: list = []
         self._publishers_made: dict = {}
         self._diagnostics_timer = None
@@ -295,12 +297,11 @@ class ReconstructNode(LifecycleNode):
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         p = self._values()
+        backend = None
         try:
             if not p['model_path']:
                 raise ParameterError('parameter "model_path" is empty: pass -p model_path:=<model contract .json>')
             contract = load_contract(p['model_path'])
-            backend = create_backend(p['model_path'], p['backend'], max_batch=p['max_batch'],
-                                     engine_dir=p['engine_dir'] or None, threads=p['cpu_threads'])
             settings = PipelineSettings(
                 min_score=p['min_score'], class_map=parse_class_map(p['class_map']),
                 unknown_class=p['unknown_class'],
@@ -310,8 +311,12 @@ class ReconstructNode(LifecycleNode):
                                            min_valid_fraction=p['min_valid_depth_fraction']),
                 prior=geometry.PlacementPrior(box_fill=p['placement_box_fill'],
                                               centre_offset=p['placement_centre_offset']))
+            backend = create_backend(p['model_path'], p['backend'], max_batch=p['max_batch'],
+                                     engine_dir=p['engine_dir'] or None, threads=p['cpu_threads'])
             self._pipeline = ReconstructionPipeline(backend, contract, settings)
         except Exception as exc:  # anything that stops the model from loading: say what, stay unconfigured
+            if backend is not None:
+                backend.close()
             self.get_logger().error(f'configure failed: {exc}')
             return TransitionCallbackReturn.FAILURE
         if contract.output_frame == 'canonical':

@@ -402,13 +402,16 @@ INVALID = [  # (override, text the error must contain)
     ('min_score:=1.5', 'min_score out of range'),
     ("class_map:=['41-cup']", 'entry \'41-cup\' is not "detector_id:model_class"'),
     ('placement:=depth', 'placement is "depth" but use_depth is false'),
+    ("class_map:=['41:teapot']", "class_map maps to ['teapot'], which the model does not know"),
     ('model_path:=/nonexistent/model.json', '/nonexistent/model.json: cannot read model contract'),
 ]
 
 
-def test_invalid_values_stop_the_node_with_a_clear_message():
-    cmds = [[venv_script('reconstruct_node'), '--ros-args', '-r', f'__node:=invalid_{i}',
-             '--params-file', PARAMS_FILE, '-p', override] for i, (override, _) in enumerate(INVALID)]
+def test_invalid_values_stop_the_node_with_a_clear_message(contract_path):
+    # A valid model first, so that the model-dependent checks (class_map targets) are reached; -p order wins.
+    cmds = [[venv_script('reconstruct_node'), '--ros-args', '-r', f'__node:=invalid_{i}', '--params-file',
+             PARAMS_FILE, '-p', f'model_path:={contract_path}', '-p', override]
+            for i, (override, _) in enumerate(INVALID)]
     with contextlib.ExitStack() as stack:  # all at once: each is a process start, most of the cost
         children = [stack.enter_context(start_process(cmd)) for cmd in cmds]
         results = [(child.wait_exit(timeout_s=60.0), child.output()) for child in children]
