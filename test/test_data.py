@@ -414,6 +414,14 @@ def test_check_catches_split_overlap(tiny: Path, tmp_path: Path) -> None:
     assert 'cannot read the dataset manifest' in check_dataset(root)[0]
 
 
+def test_alignment_stats_command(tiny: Path, capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(['stats', str(tiny), '--view-step', '1', '--depth-every', '1']) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats['views'] == 3 * VIEWS and stats['depth_objects'] == 3
+    assert stats['on_mask']['min'] >= 0.95 and stats['on_grown_mask']['min'] >= 0.99
+    assert stats['box_iou']['min'] > 0.9 and stats['depth_median_over_tolerance']['max'] < 1.5
+
+
 def test_preview_contact_sheet(tiny: Path, tmp_path: Path) -> None:
     out = tmp_path / 'preview.png'
     assert cli.main(['preview', str(tiny), '--out', str(out), '--columns', '3', '--rows', '2']) == 0

@@ -13,17 +13,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
 from mesc3d_training.data import layout
+from mesc3d_training.data.alignment import grow, projected_on_mask
 from mesc3d_training.data.categories import SPLITS
 
 UNIT_BALL_TOLERANCE = 1e-3
-MIN_PROJECTED_ON_MASK = 0.9
-"""Share of cloud points that must project into the mask grown by one pixel (rounding on thin parts costs a few %)."""
+MIN_PROJECTED_ON_MASK = 0.8
+"""Share of cloud points that must land on the mask grown by one pixel. On the full dataset the 1 % quantile is 0.999;
+sub-pixel wire structures that the rasteriser drops (a clothes horse's rods) reach 0.84; a camera off by a few
+object radii puts most points off the mask (docs/data.md §8)."""
 
 
 def _read_png(path: Path) -> np.ndarray:
@@ -71,17 +73,6 @@ def _check_cameras(path: Path, views: int, image_size: int) -> Iterator[str]:
         yield f'{path}: a pose rotation is not a proper rotation (error {orthogonality:.2e})'
 
 
-def projected_on_mask(points_unit: np.ndarray, cams: layout.ObjectCameras, view: int, mask: np.ndarray) -> float:
-    """Fraction of unit-ball points whose projection through the view's camera hits the (H, W) bool mask."""
-    uvw = cams.unit_ball_to_camera(points_unit, view) @ cams.K[view].T
-    uv = np.round(uvw[:, :2] / uvw[:, 2:3]).astype(np.int64)
-    height, width = mask.shape
-    inside = (uvw[:, 2] > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height)
-    hits = np.zeros(len(uv), dtype=bool)
-    hits[inside] = mask[uv[inside, 1], uv[inside, 0]]
-    return float(hits.mean())
-
-
 def _check_view(root: Path, category: str, object_id: str, view: int, size: int) -> Iterator[str]:
     images = {}
     for kind, path_of in (('rgb', layout.rgb_path), ('mask', layout.mask_path), ('depth', layout.depth_path)):
@@ -123,8 +114,7 @@ def _check_alignment(root: Path, category: str, object_id: str, views: int) -> I
             mask = _read_png(layout.mask_path(root, category, object_id, view)) > 127
         except (OSError, SyntaxError, ValueError):
             continue
-        grown = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-        fraction = projected_on_mask(points, cams, view, grown)
+        fraction = projected_on_mask(points, cams, view, grow(mask))
         if fraction < MIN_PROJECTED_ON_MASK:
             yield (f'{layout.cameras_path(root, category, object_id)}: view {view}: only {fraction:.1%} of the cloud '
                    f'projects onto the mask (camera, scale or centroid wrong?)')

@@ -1,8 +1,9 @@
-"""``mesc3d dataset make|check|preview``: argument parsing only; the work is in generate.py, check.py, preview.py."""
+"""``mesc3d dataset make|check|stats|preview``: argument parsing only; the work is in the module of each command."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 
 from mesc3d_training.data.generate import DEFAULT_IMAGE_SIZE, DEFAULT_VIEWS
@@ -32,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser('check', help='report missing, corrupt or inconsistent files (non-zero exit)')
     check.add_argument('root', help='dataset folder')
 
+    stats = commands.add_parser('stats', help='agreement of clouds, cameras, masks and depth (JSON summary)')
+    stats.add_argument('root', help='dataset folder')
+    stats.add_argument('--view-step', type=int, default=6, help='views 0, N, 2N, ... of every object')
+    stats.add_argument('--depth-every', type=int, default=10, help='depth check on every N-th object (view 0)')
+
     preview = commands.add_parser('preview', help='contact sheet: views, mask outlines, projected GT points')
     preview.add_argument('root', help='dataset folder')
     preview.add_argument('--out', required=True, help='PNG to write')
@@ -58,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
             log.error('%s: %d problem(s)', args.root, len(problems))
             return 1
         log.info('%s: no problems found', args.root)
+        return 0
+    if args.command == 'stats':
+        from mesc3d_training.data.alignment import dataset_alignment
+
+        print(json.dumps(dataset_alignment(args.root, args.view_step, args.depth_every), indent=1))  # the result, on stdout
         return 0
     from mesc3d_training.data.preview import write_preview
 

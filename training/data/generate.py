@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -32,6 +33,9 @@ from mesc3d_training.data import layout
 from mesc3d_training.data.categories import (HELD_OUT_CATEGORIES, SPLITS, SplitMember, assign_splits,
                                              typical_diameters)
 from mesc3d_training.data.sources import SOURCE_KINDS, MeshSource, list_sources, load_object, sample_surface
+
+if TYPE_CHECKING:  # render.py imports pyrender (an OpenGL platform); load it only where rendering happens
+    from mesc3d_training.data.render import ObjectRenderer
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +71,7 @@ def _write_png(path: Path, image: np.ndarray) -> None:
         raise OSError(f'{path}: cv2.imwrite failed')
 
 
-def render_object(job: ObjectJob, renderer) -> dict:
+def render_object(job: ObjectJob, renderer: ObjectRenderer) -> dict:
     """Load, sample, render and write one object; returns its manifest record (also stored in done.json)."""
     from mesc3d_training.data.render import ViewRanges, sample_camera
 
@@ -144,7 +148,7 @@ def _run_job(job: ObjectJob) -> dict:
     return _safe_render(job, _WORKER_RENDERER)
 
 
-def _safe_render(job: ObjectJob, renderer) -> dict:
+def _safe_render(job: ObjectJob, renderer: ObjectRenderer) -> dict:
     """Never raises: a broken mesh must not stop a 1,600-object run; the error goes to report.json."""
     try:
         return {'record': render_object(job, renderer)}
