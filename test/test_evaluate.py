@@ -45,9 +45,17 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_eval_writes_per_category_tables_and_a_gallery(checkpoint: Path, tmp_path: Path):
-    assert main([str(checkpoint), '--split', 'test', '--out', str(tmp_path)]) == 0
+    shipped = tmp_path / 'shipped' / 'tiny'
+    assert main([str(checkpoint), '--split', 'test', '--out', str(tmp_path), '--ship', str(shipped)]) == 0
     report = json.loads((tmp_path / 'metrics.json').read_text())
     loaded = load_model(checkpoint)
+    ship = load_model(shipped)
+    assert ship.metrics['evaluation']['test'] == {'mean': report['test']['mean'],
+                                                  'num_samples': report['test']['num_samples']}
+    assert ship.metrics['evaluation']['zero_shot']['mean'] == report['zero_shot']['mean']
+    assert ship.classes == loaded.classes and ship.cfg == loaded.cfg
+    weight = 'decoder.head.weight'
+    assert torch.equal(ship.model.state_dict()[weight], loaded.model.state_dict()[weight].half().float())
     test_set = ReconstructionDataset(loaded.cfg.data, 'test', loaded.cfg.model.image_size, train=False)
     assert report['test']['num_samples'] == len(test_set)
     assert set(report['test']['per_category']) == {test_set[i]['category'] for i in range(len(test_set))}

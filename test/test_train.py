@@ -80,12 +80,18 @@ def test_resume_after_sigint_repeats_the_uninterrupted_run(data_root: Path, fini
     run = tmp_path / 'run'
     process = subprocess.Popen([sys.executable, '-m', 'mesc3d_training.cli', 'train', str(config_path), '--out',
                                 str(run)], env=subprocess_env(), stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not ((run / 'steps.csv').is_file() and len(read_steps(run)) >= 1):
-        assert process.poll() is None and time.monotonic() < deadline, 'training ended before it could be interrupted'
-        time.sleep(0.02)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((run / 'steps.csv').is_file() and len(read_steps(run)) >= 1):
+            assert process.poll() is None, 'training ended before it could be interrupted'
+            assert time.monotonic() < deadline, 'no training step within 120 s'
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     assert process.returncode == 128 + signal.SIGINT, stderr[-2000:]
     assert 'continue with --resume' in stderr
     interrupted_at = len(read_steps(run))
@@ -147,11 +153,18 @@ def test_two_process_gloo_ddp_smoke_run(data_root: Path, tmp_path: Path):
     cfg = tiny_config(data_root, epochs=1, prompt_epochs=1)
     config_path = save_config(cfg, tmp_path / 'tiny.yaml')
     run = tmp_path / 'ddp'
-    result = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
-                             '-m', 'mesc3d_training.cli', 'train', str(config_path), '--out', str(run)],
-                            env=dict(subprocess_env(), OMP_NUM_THREADS='1'), capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    # Own session, so a hang kills torchrun *and* its workers (they would outlive a killed torchrun).
+    process = subprocess.Popen([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node',
+                                '2', '-m', 'mesc3d_training.cli', 'train', str(config_path), '--out', str(run)],
+                               env=dict(subprocess_env(), OMP_NUM_THREADS='1'), stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 0, stderr[-3000:]
     loaded = load_model(run / 'model.yaml')
     assert loaded.metrics['processes'] == 2 and loaded.metrics['device'] == 'cpu'
     assert [s for s, _ in read_steps(run)] == [1, 2]

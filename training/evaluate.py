@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 
 from mesc3d_ros.config import Config
 from mesc3d_ros.contract import write_atomic
-from mesc3d_training.checkpoint import checkpoint_stem, load_model
+from mesc3d_training.checkpoint import checkpoint_stem, load_model, save_model
 from mesc3d_training.data.categories import ZERO_SHOT_SPLIT
 from mesc3d_training.data.dataset import ReconstructionDataset
 from mesc3d_training.metrics import FSCORE_1PCT_SQ_THRESHOLD, FSCORE_PAPER_SQ_THRESHOLD, reconstruction_metrics
@@ -175,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--data-root', help='dataset folder, if not the one the checkpoint was trained on')
     parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--gallery-per-category', type=int, default=2)
+    parser.add_argument('--ship', type=Path, metavar='STEM',
+                        help='also write the evaluated model as a deployable checkpoint STEM.safetensors/.yaml with '
+                             'float16 weights and these results in its metrics (how models/ is made)')
     args = parser.parse_args(argv)
     loaded = load_model(args.checkpoint)
     cfg = loaded.cfg
@@ -185,6 +188,13 @@ def main(argv: list[str] | None = None) -> int:
                     loaded.data_manifest_hash[:12], data_manifest_hash(cfg)[:12])
     stem = checkpoint_stem(args.checkpoint)
     out = args.out or stem.parent / f'eval_{args.split}'
-    evaluate_model(loaded.model, ClassTable(loaded.classes, loaded.generic_class, {}), cfg, args.split, out,
-                   name=cfg.model.name, batch_size=args.batch_size, gallery_per_category=args.gallery_per_category)
+    report = evaluate_model(loaded.model, ClassTable(loaded.classes, loaded.generic_class, {}), cfg, args.split, out,
+                            name=cfg.model.name, batch_size=args.batch_size,
+                            gallery_per_category=args.gallery_per_category)
+    if args.ship:
+        results = {split: {'mean': report[split]['mean'], 'num_samples': report[split]['num_samples']}
+                   for split in (args.split, ZERO_SHOT_SPLIT) if split in report}
+        path = save_model(args.ship, loaded.model, loaded.cfg, loaded.classes, loaded.generic_class,
+                          loaded.data_manifest_hash, {**loaded.metrics, 'evaluation': results}, fp16=True)
+        log.info('shipped %s (float16 weights)', path)
     return 0
