@@ -231,7 +231,7 @@ def benchmark(contract_path: Path, backend_kind: str = 'onnxruntime', threads: i
         unsaturated_hz = min(camera_hz, 1e3 / (3 * timing.batched_p50_ms))
         cmd = [sys.executable, '-m', 'mesc3d_ros.reconstruct_node', '--ros-args', '-r', f'__ns:={NAMESPACE}',
                '-p', f'model_path:={contract_path}', '-p', f'backend:={backend_kind}', '-p', f'cpu_threads:={threads}',
-               '-p', f'max_batch:={max(object_counts)}', '-p', 'placement:=size_prior', '-p', 'unknown_class:=zero_shot']
+               '-p', f'max_batch:={max(object_counts)}', '-p', 'placement:=size_prior']
         with tempfile.TemporaryFile() as log:
             node = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             try:
@@ -261,8 +261,8 @@ def render_section(results: list[tuple[BackendTiming, list[NodeRun]]], backend_n
              '- Backend: one call with all objects (batched) and one call per object (1-by-1), alternating, p50. '
              'Node work: the node\'s per-frame work without the backend call and without DDS (conversions, crops, '
              'placement, output messages), p50, in-process, as a share of the backend time of the same frames.',
-             '- Latency = cloud arrival − image stamp (p50 / p95) through both DDS hops; at the camera rate it includes '
-             'waiting for the busy worker. The last column is unsaturated latency p50 − batched backend p50: '
+             '- Latency = cloud arrival − image stamp (p50 / p95) through both DDS hops; at the camera rate it '
+             'includes waiting for the busy worker. The last column is unsaturated latency p50 − batched backend p50: '
              'transport, hand-over and node work, but also CPU contention between the two processes.',
              '', '| objects | backend batched ms | backend 1-by-1 ms | batching gain | node work ms (of backend) | '
              'rate Hz | sent | dropped % | latency p50 ms | latency p95 ms | latency − backend ms |',

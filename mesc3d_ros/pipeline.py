@@ -22,7 +22,8 @@ from mesc3d_ros.inference import Backend
 
 UnknownClassPolicy = Literal['zero_shot', 'skip']
 PlacementPolicy = Literal['auto', 'depth', 'size_prior']
-IssueCause = Literal['box_degenerate', 'box_off_image', 'box_clipped', 'unknown_class', 'depth_invalid', 'depth_missing']
+IssueCause = Literal['box_degenerate', 'box_off_image', 'box_clipped', 'unknown_class', 'depth_invalid',
+                     'depth_missing']
 
 
 @dataclass(frozen=True)
