@@ -8,6 +8,9 @@ Metrics, all in metres in the camera optical frame (the placed cloud against the
 sides included, so placement and shape errors both count):
 
 - CD-L1 = ½ (mean over GT points of the distance to the nearest predicted point + the converse), ``metrics.py``;
+  also after moving the prediction onto the ground-truth centroid ("centred": the shape error without the
+  placement error), and as a percentage of the object's bounding-sphere diameter (small and large objects on one
+  scale);
 - F-score at :data:`F_THRESHOLDS_M` (Euclidean, precision and recall counted at distance < t);
 - centroid error = distance between the mean predicted point and the mean ground-truth point, also as a
   percentage of the object's distance from the camera.
@@ -49,11 +52,15 @@ class ObjectResult:
     points: np.ndarray
     """(N, 3) float32 metres, camera optical frame: what the node published for this object."""
     cd_l1_m: float
+    cd_l1_centred_m: float
+    """CD-L1 after translating the prediction onto the ground-truth centroid."""
     fscores: tuple[float, ...]
     """F-score at each of :data:`F_THRESHOLDS_M`."""
     centroid_error_m: float
     distance_m: float
     """Camera to the ground-truth centroid."""
+    diameter_m: float
+    """Ground-truth bounding-sphere diameter about its bounding-box centre."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,15 +91,19 @@ class RunResult:
         return [obj for frame in self.frames for obj in frame.objects]
 
 
-def score_object(points: np.ndarray, truth: ObjectTruth) -> tuple[float, tuple[float, ...], float, float]:
-    """(CD-L1 m, F-scores, centroid error m, distance m) of one placed cloud against its ground truth."""
-    pred = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))[None]  # (1, N, 3) metres
-    gt = torch.from_numpy(np.ascontiguousarray(truth.points_cam, dtype=np.float32))[None]  # (1, M, 3) metres
-    distances = nearest_squared_distances(pred, gt)
-    scores = tuple(float(fscore(distances, t * t)[0]) for t in F_THRESHOLDS_M)  # fscore takes squared thresholds
-    centre = truth.points_cam.mean(axis=0)
-    return (float(chamfer_l1(distances)[0]), scores, float(np.linalg.norm(points.mean(axis=0) - centre)),
-            float(np.linalg.norm(centre)))
+def score_object(points: np.ndarray, truth: ObjectTruth) -> dict[str, float | tuple[float, ...]]:
+    """The metric fields of :class:`ObjectResult` for one placed (N, 3) cloud against its ground truth."""
+    gt_points = np.ascontiguousarray(truth.points_cam, dtype=np.float32)  # (M, 3) metres, optical frame
+    centre = gt_points.mean(axis=0)
+    offset = points.mean(axis=0) - centre
+    gt = torch.from_numpy(gt_points)[None]  # (1, M, 3)
+    placed = nearest_squared_distances(torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))[None], gt)
+    centred = nearest_squared_distances(torch.from_numpy((points - offset).astype(np.float32))[None], gt)
+    low, high = gt_points.min(axis=0), gt_points.max(axis=0)
+    return {'cd_l1_m': float(chamfer_l1(placed)[0]), 'cd_l1_centred_m': float(chamfer_l1(centred)[0]),
+            'fscores': tuple(float(fscore(placed, t * t)[0]) for t in F_THRESHOLDS_M),  # fscore: squared threshold
+            'centroid_error_m': float(np.linalg.norm(offset)), 'distance_m': float(np.linalg.norm(centre)),
+            'diameter_m': 2.0 * float(np.linalg.norm(gt_points - (low + high) / 2, axis=1).max())}
 
 
 def evaluate(sequence: SceneSequence, sent: list[dict], recording: Recording) -> RunResult:
@@ -125,10 +136,9 @@ def evaluate(sequence: SceneSequence, sent: list[dict], recording: Recording) ->
                 missing += 1
                 continue
             points = xyz[table['object_index'] == index]
-            cd, scores, centroid_error, distance = score_object(points, truth)
             model_class = detection.results[0].hypothesis.class_id if detection.results else ''
-            results.append(ObjectResult(entry['frame'], entry['scene'], truth, model_class, points, cd, scores,
-                                        centroid_error, distance))
+            results.append(ObjectResult(frame=entry['frame'], scene=entry['scene'], truth=truth,
+                                        model_class=model_class, points=points, **score_object(points, truth)))
         frames.append(FrameResult(entry['frame'], entry['scene'], stamp, (received.receive_ns - stamp) / 1e6,
                                   tuple(results), missing))
     diagnostics = {}
@@ -148,6 +158,8 @@ def per_view(objects: list[ObjectResult]) -> dict[tuple[int, str], dict[str, flo
     for key, members in groups.items():
         views[key] = {'category': members[0].truth.category,
                       'cd_l1_m': float(np.mean([m.cd_l1_m for m in members])),
+                      'cd_l1_centred_m': float(np.mean([m.cd_l1_centred_m for m in members])),
+                      'cd_l1_pct_diameter': float(np.mean([100 * m.cd_l1_m / m.diameter_m for m in members])),
                       **{f'fscore_{round(t * 100)}cm': float(np.mean([m.fscores[i] for m in members]))
                          for i, t in enumerate(F_THRESHOLDS_M)},
                       'centroid_error_m': float(np.mean([m.centroid_error_m for m in members])),
@@ -220,15 +232,17 @@ def format_table(summary: dict) -> str:
                      f'placement: {placements or "none"}; processing mean/p95/max '
                      f'{node.get("processing_ms_mean_p95_max", "?")} ms')
     t1, t2 = (round(t * 100) for t in summary['fscore_thresholds_m'])
-    header = f'  {"category":<20}{"views":>6}{"CD-L1 [m]":>11}{f"F@{t1}cm":>8}{f"F@{t2}cm":>8}' \
-             f'{"centroid err [m]":>18}{"(% of dist.)":>14}'
+    header = f'  {"category":<18}{"views":>6}{"CD-L1 [m]":>11}{"centred":>9}{"% diam.":>9}{f"F@{t1}cm":>8}' \
+             f'{f"F@{t2}cm":>8}{"centroid err [m]":>18}{"% dist.":>9}'
     lines += ['', header, '  ' + '-' * (len(header) - 2)]
     rows = list(summary['metrics_per_category'].items()) + ([('all', summary['metrics'])] if summary['metrics'] else [])
     for name, row in rows:
-        lines.append(f'  {name:<20}{row["views"]:>6}{row["cd_l1_m"]:>11.4f}{row[f"fscore_{t1}cm"]:>8.2f}'
-                     f'{row[f"fscore_{t2}cm"]:>8.2f}{row["centroid_error_m"]:>18.4f}'
-                     f'{row["centroid_error_pct"]:>13.1f}%')
+        lines.append(f'  {name:<18}{row["views"]:>6}{row["cd_l1_m"]:>11.4f}{row["cd_l1_centred_m"]:>9.4f}'
+                     f'{row["cd_l1_pct_diameter"]:>8.1f}%{row[f"fscore_{t1}cm"]:>8.2f}{row[f"fscore_{t2}cm"]:>8.2f}'
+                     f'{row["centroid_error_m"]:>18.4f}{row["centroid_error_pct"]:>8.1f}%')
     lines.append('  Metres, camera optical frame, placed cloud vs the whole ground-truth surface (hidden sides too);\n'
+                 '  centred: CD-L1 with the prediction moved onto the ground-truth centroid (shape error only);\n'
+                 '  % diam.: CD-L1 as a share of the object\'s bounding-sphere diameter;\n'
                  '  F@t: F-score, precision and recall counted at Euclidean distance < t; each view (scene x object)\n'
                  '  counts once.')
     return '\n'.join(lines)
