@@ -64,8 +64,8 @@ def test_retrieval_answers_a_bank_image_with_its_own_cloud(data_root: Path):
     cfg = tiny_config(data_root)
     torch.manual_seed(0)
     retrieval = build_retrieval(PSGN(cfg.model), cfg, batch_size=4)
-    bank = ReconstructionDataset(replace(cfg.data, eval_views=RETRIEVAL_VIEWS, num_gt_points=cfg.model.num_points), 'train',
-                                 cfg.model.image_size, train=False)
+    bank_cfg = replace(cfg.data, eval_views=RETRIEVAL_VIEWS, num_gt_points=cfg.model.num_points)
+    bank = ReconstructionDataset(bank_cfg, 'train', cfg.model.image_size, train=False)
     assert retrieval.bank_points.shape == (len(bank), cfg.model.num_points, 3)
     items = [bank[i] for i in range(len(bank))]
     with torch.no_grad():

@@ -78,7 +78,8 @@ class ClassTable:
         try:
             data = yaml.safe_load(Path(path).read_text())
             return ClassTable(
-                classes=tuple(parse_class_entry(e, dim, f'{path}: classes[{i}]') for i, e in enumerate(data['classes'])),
+                classes=tuple(parse_class_entry(e, dim, f'{path}: classes[{i}]')
+                              for i, e in enumerate(data['classes'])),
                 generic=parse_class_entry(data['generic_class'], dim, f'{path}: generic_class'),
                 metrics=dict(data['metrics']))
         except (OSError, yaml.YAMLError, KeyError, TypeError, ContractError) as exc:
