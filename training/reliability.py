@@ -53,6 +53,11 @@ class RunContext:
     out_dir: Path
     params_file: Path
 
+    def model(self) -> str:
+        """The contract path as a reader of the docs can find it (relative to the repository when inside it)."""
+        path = self.contract_path.resolve()
+        return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
     def machine(self) -> str:
         load = ', '.join(f'{v:.1f}' for v in os.getloadavg())
         return (f'{cpu_model()}, {os.cpu_count()} cores, load average {load} at the '
@@ -147,7 +152,7 @@ def soak(ctx: RunContext, duration_s: float, rate_hz: float, objects_per_frame: 
     second_half = seconds >= seconds[-1] / 2
     slope = float(np.polyfit(seconds[second_half] / 60, memory[second_half], 1)[0]) if second_half.sum() > 2 else 0.0
     return {
-        'kind': 'soak', 'date': date.today().isoformat(), 'machine': ctx.machine(), 'model': str(ctx.contract_path),
+        'kind': 'soak', 'date': date.today().isoformat(), 'machine': ctx.machine(), 'model': ctx.model(),
         'backend': last.get('backend', 'onnxruntime'), 'duration_s': duration_s, 'rate_hz': rate_hz,
         'objects_per_frame': objects_per_frame, 'frames_sent': len(sent), 'clouds_received': len(clouds),
         'clouds_matched': len(matched), 'frames_dropped': len(sent) - len(matched),
@@ -232,7 +237,7 @@ def fuzz_strategy(good: GoodFrame):
         st.tuples(st.just('image'), bad_image(), st.none(), st.none()),
         st.tuples(st.just('detections'), st.none(), bad_detections(), st.none()),
         st.tuples(st.just('camera_info'), st.none(), st.none(), bad_camera_info()),
-        st.tuples(st.just('unmatched_detections'), st.just('skip'), st.none(), st.none()),
+        st.tuples(st.just('unmatched_detections'), st.just('skip'), st.one_of(st.none(), bad_detections()), st.none()),
     )
 
 
@@ -322,7 +327,7 @@ def fuzz(ctx: RunContext, examples: int, seed: int) -> dict:
         rclpy.try_shutdown()
     log = node.log_path.read_text(errors='replace').splitlines()
     return {
-        'kind': 'fuzz', 'date': date.today().isoformat(), 'machine': ctx.machine(), 'model': str(ctx.contract_path),
+        'kind': 'fuzz', 'date': date.today().isoformat(), 'machine': ctx.machine(), 'model': ctx.model(),
         'examples': examples, 'sent_by_kind': sent, 'fuzz_seconds': round(fuzz_s, 1), 'node_alive_after': alive,
         'crash': crash, 'good_frame_objects': good.num_objects, 'good_frame_points_before': before,
         'good_frame_points_after': after, 'node_exit_status_after_sigint': node.popen.returncode,
@@ -365,6 +370,7 @@ def fuzz_markdown(result: dict, command: str) -> str:
         f'Fuzz, measured {result["date"]} with `{command}`.',
         '',
         f'- Machine: {result["machine"]}.',
+        f'- Model: `{result["model"]}`, backend onnxruntime; the node runs with `config/reconstruct.yaml`.',
         f'- {result["examples"]} hypothesis-generated malformed cases in {result["fuzz_seconds"]:g} s: {kinds} '
         '(impossible sizes/steps and unknown encodings; NaN/inf/inverted/off-image boxes, up to 64 detections, '
         'junk class ids and scores; all-zero or non-finite K, zero or odd sizes; detections whose image never '
