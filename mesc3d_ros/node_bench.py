@@ -32,13 +32,14 @@ import numpy as np
 from mesc3d_ros import preprocess
 from mesc3d_ros.contract import load_contract
 from mesc3d_ros.inference import create_backend
+from mesc3d_ros.markdown_blocks import replace_block
 from mesc3d_ros.ros_env import apply_ros_environment
 
 LOGGER = logging.getLogger(__name__)
 WIDTH, HEIGHT = 640, 480
 K = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])
 NAMESPACE = '/node_bench'
-START_MARKER, END_MARKER = '<!-- bench:node:start -->', '<!-- bench:node:end -->'
+BLOCK, HEADING = 'bench:node', 'Node'
 
 
 @dataclass(frozen=True)
@@ -278,19 +279,6 @@ def render_section(results: list[tuple[BackendTiming, list[NodeRun]]], backend_n
     return '\n'.join(lines)
 
 
-def write_section(doc: Path, body: str) -> Path:
-    """Replace the text between this section's markers in ``doc``, or append a "## Node" section."""
-    section = f'{START_MARKER}\n{body}\n{END_MARKER}'
-    text = doc.read_text() if doc.exists() else '# Benchmarks\n'
-    if START_MARKER in text and END_MARKER in text:
-        head, rest = text.split(START_MARKER, 1)
-        text = head + section + rest.split(END_MARKER, 1)[1]
-    else:
-        text = text.rstrip('\n') + f'\n\n## Node\n\n{section}\n'
-    doc.write_text(text)
-    return doc
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m mesc3d_ros.node_bench', description=__doc__.splitlines()[0])
     parser.add_argument('--model', type=Path, required=True, help='model contract JSON')
@@ -310,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(['python', '-m', 'mesc3d_ros.node_bench', *(sys.argv[1:] if argv is None else argv)])
     body = render_section(results, backend_name, note, command)
     if args.out is not None:
-        LOGGER.info('wrote %s', write_section(args.out, body))
+        LOGGER.info('wrote %s', replace_block(args.out, BLOCK, body, HEADING))
     else:
         sys.stdout.write(body + '\n')
     return 0

@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 
 from mesc3d_ros.contract import ContractError, check_signature, file_sha256, load_contract
 from mesc3d_ros.inference import OnnxRuntimeBackend, create_backend
+from mesc3d_ros.markdown_blocks import replace_block
 from mesc3d_training.checkpoint import load_model
 
 
@@ -160,10 +161,7 @@ def test_bench_times_every_backend_and_rewrites_only_its_section(tmp_path):
 
     doc = tmp_path / 'benchmarks.md'
     doc.write_text('# Benchmarks\n\nnode section by someone else\n')
-    bench.write_section(doc, bench.render_table(results, 'tiny', 'mesc3d bench', 0.5))
-    first = doc.read_text()
-    assert first.startswith('# Benchmarks\n\nnode section by someone else\n')
-    assert '| onnxruntime[CPUExecutionProvider] | 3 |' in first and 'load average 0.5 before the run' in first
-    bench.write_section(doc, 'replaced')
-    assert doc.read_text() == first.split(bench.START_MARKER)[0] + f'{bench.START_MARKER}\nreplaced\n' \
-        f'{bench.END_MARKER}\n'
+    replace_block(doc, bench.BLOCK, bench.render_table(results, 'tiny', 'mesc3d bench', 0.5), bench.HEADING)
+    text = doc.read_text()
+    assert text.startswith('# Benchmarks\n\nnode section by someone else\n')
+    assert '| onnxruntime[CPUExecutionProvider] | 3 |' in text and 'load average 0.5 before the run' in text

@@ -14,12 +14,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import resnet18
 
 from mesc3d_ros.config import Config, ModelConfig, load_config, save_config
+from mesc3d_ros.markdown_blocks import markers
 from mesc3d_training.losses import reconstruction_loss
 from mesc3d_training.model import MESC3D, build_model
 from mesc3d_training.model.decoder import AdaptivePointNorm, SelectionMap
 from mesc3d_training.model.point_tokens import (SPHERE_RADIUS, farthest_point_sample, fibonacci_sphere, knn_groups,
                                                 sphere_tokens)
-from mesc3d_training.model_summary import BEGIN, END, summarise
+from mesc3d_training.model_summary import BLOCK, summarise
 from mesc3d_training.model_summary import main as model_summary_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -278,9 +279,10 @@ def test_model_summary_rewrites_only_its_block(tmp_path):
         save_config(Config(model=tiny_model_config(name=name, **changes)), path)
         configs.append(path)
     doc = tmp_path / 'model.md'
-    doc.write_text(f'intro\n{BEGIN}\nstale\n{END}\noutro\n')
+    begin, end = markers(BLOCK)
+    doc.write_text(f'intro\n{begin}\nstale\n{end}\noutro\n')
     assert model_summary_main([str(p) for p in configs] + ['--write', str(doc)]) == 0
     text = doc.read_text()
-    assert text.startswith(f'intro\n{BEGIN}\n') and text.endswith(f'{END}\noutro\n') and 'stale' not in text
+    assert text.startswith(f'intro\n{begin}\n') and text.endswith(f'{end}\noutro\n') and 'stale' not in text
     assert '| ref params | ref MMAC | narrow params | narrow MMAC |' in text and '| **total** |' in text
     assert '| decoder (output) | (1, 48, 3) |' in text

@@ -32,6 +32,7 @@ import torch
 from mesc3d_ros.config import load_config
 from mesc3d_ros.contract import ClassEntry, load_contract
 from mesc3d_ros.inference import Backend, OnnxRuntimeBackend
+from mesc3d_ros.markdown_blocks import replace_block
 from mesc3d_ros.tensorrt_backend import tensorrt_usable
 from mesc3d_training.checkpoint import LoadedModel, load_model
 from mesc3d_training.export import export_model, parity_inputs
@@ -42,7 +43,7 @@ LOGGER = logging.getLogger(__name__)
 SHIPPED_CHECKPOINT = Path('models/small.yaml')
 SMALL_CONFIG = Path('config/mesc3d_small.yaml')
 BENCHMARKS_DOC = Path('docs/benchmarks.md')
-START_MARKER, END_MARKER = '<!-- bench:backends:start -->', '<!-- bench:backends:end -->'
+BLOCK, HEADING = 'bench:backends', 'Inference backends (`mesc3d bench`)'
 
 
 @dataclass(frozen=True)
@@ -154,23 +155,6 @@ def render_table(results: list[Result], model_note: str, command: str, load_befo
     return '\n'.join(lines)
 
 
-def write_section(doc: Path, body: str) -> Path:
-    """Replace the text between this section's markers in ``doc`` (append the section, or create the file)."""
-    section = f'{START_MARKER}\n{body}\n{END_MARKER}'
-    if not doc.exists():
-        doc.parent.mkdir(parents=True, exist_ok=True)
-        doc.write_text(f'# Benchmarks\n\n## Inference backends (`mesc3d bench`)\n\n{section}\n')
-        return doc
-    text = doc.read_text()
-    if START_MARKER in text and END_MARKER in text:
-        head, rest = text.split(START_MARKER, 1)
-        text = head + section + rest.split(END_MARKER, 1)[1]
-    else:
-        text = text.rstrip('\n') + f'\n\n## Inference backends (`mesc3d bench`)\n\n{section}\n'
-    doc.write_text(text)
-    return doc
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='mesc3d bench', description=__doc__.splitlines()[0])
     parser.add_argument('--checkpoint', type=Path, help=f'model to time (default: {SHIPPED_CHECKPOINT} if present, '
@@ -196,5 +180,5 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix='mesc3d_bench_') as work_dir:
         results = benchmark(loaded, Path(work_dir), batches, args.iterations, args.warmup)
     command = 'mesc3d bench ' + ' '.join(argv if argv is not None else sys.argv[2:])
-    LOGGER.info('wrote %s', write_section(args.out, render_table(results, note, command.strip(), load_before)))
+    LOGGER.info('wrote %s', replace_block(args.out, BLOCK, render_table(results, note, command.strip(), load_before), HEADING))
     return 0

@@ -22,11 +22,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mesc3d_ros.config import ModelConfig, load_config
+from mesc3d_ros.markdown_blocks import replace_block
 from mesc3d_training.model import MESC3D, build_model
 
 LOGGER = logging.getLogger(__name__)
 PRESETS = (Path('config/mesc3d_paper.yaml'), Path('config/mesc3d_small.yaml'))
-BEGIN, END = '<!-- BEGIN model_summary (generated) -->', '<!-- END model_summary -->'
+BLOCK = 'model_summary'
 
 # Table rows: label -> regex over parameter / module names (relative to MESC3D). Modules matched by MACs are the
 # ones FlopCounterMode reports by name; the AdaPN row counts the whole modulation (selection + style conv), whose
@@ -163,15 +164,6 @@ def markdown(configs: list[ModelConfig], timing: bool) -> str:
     return '\n'.join(lines)
 
 
-def write_section(path: Path, body: str) -> None:
-    text = path.read_text()
-    if BEGIN not in text or END not in text:
-        raise ValueError(f'{path}: markers {BEGIN!r} … {END!r} not found')
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1] or '\n'
-    path.write_text(f'{head}{BEGIN}\n{body}\n{END}{tail}')
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m mesc3d_training.model_summary',
                                      description=__doc__.splitlines()[0])
@@ -184,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     body = markdown([load_config(path).model for path in args.configs], args.timing)
     if args.write:
-        write_section(args.write, body)
+        replace_block(args.write, BLOCK, body, '5. Generated tables')
         LOGGER.info('wrote the model summary into %s', args.write)
     else:
         print(body)   # the report itself is this command's output
