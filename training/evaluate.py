@@ -160,7 +160,7 @@ def write_gallery(samples: list[dict], path: Path, title: str) -> Path:
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))   # keep a strip for the title
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     plt.close(fig)
