@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='mesc3d eval', description=__doc__.splitlines()[0])
     parser.add_argument('checkpoint', type=Path, help='deployable model: <stem>, <stem>.yaml or <stem>.safetensors')
     parser.add_argument('--split', default='test', help='train, val, test or zero_shot (default test)')
-    parser.add_argument('--out', type=Path, help='output folder (default <checkpoint folder>/eval_<split>)')
+    parser.add_argument('--out', type=Path, help='output folder (default runs/eval_<checkpoint name>_<split>)')
     parser.add_argument('--data-root', help='dataset folder, if not the one the checkpoint was trained on')
     parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--gallery-per-category', type=int, default=2)
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         log.warning('%s was trained on dataset %s…, evaluating on %s…', args.checkpoint,
                     loaded.data_manifest_hash[:12], data_manifest_hash(cfg)[:12])
     stem = checkpoint_stem(args.checkpoint)
-    out = args.out or stem.parent / f'eval_{args.split}'
+    out = args.out or Path('runs') / f'eval_{stem.name}_{args.split}'
     report = evaluate_model(loaded.model, ClassTable(loaded.classes, loaded.generic_class, {}), cfg, args.split, out,
                             name=cfg.model.name, batch_size=args.batch_size,
                             gallery_per_category=args.gallery_per_category)
