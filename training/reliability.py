@@ -360,7 +360,19 @@ def soak_markdown(result: dict, command: str) -> str:
         'Dropped frames are by design: the node reconstructs the newest matched frame and skips frames that arrive '
         'while it works (counted on /diagnostics). Latency = cloud received − image stamp, through DDS and the node. '
         'RSS is sampled every 5 s from the first cloud on; the slope is a least-squares fit over the second half.',
+        '',
+        f'Memory after warm-up: {_rss_after(result, 60.0)}',
     ])
+
+
+def _rss_after(result: dict, warmup_s: float) -> str:
+    """One sentence on the RSS series after ``warmup_s``: its range, against the start."""
+    series = [(t, m) for t, m in result['rss_series_mib'] if t >= warmup_s]
+    if not series:
+        return f'the run was shorter than {warmup_s:g} s.'
+    values = [m for _, m in series]
+    return (f'from {warmup_s:g} s to the end ({series[-1][0]:g} s) the node\'s RSS stayed between {min(values):.1f} '
+            f'and {max(values):.1f} MiB ({result["rss_mib"]["start"]:.1f} MiB at the first cloud).')
 
 
 def fuzz_markdown(result: dict, command: str) -> str:
