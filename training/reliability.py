@@ -14,7 +14,7 @@ node's log lines (it logs each cause once, then counts).
 
 Both reuse the demo's pieces: ``demo.ensure_exported`` for the model, ``demo.start_child`` / ``node_command`` for
 the node process, ``scene_publisher`` for the frames. ``--write-docs`` replaces this tool's block in
-docs/benchmarks.md (between ``<!-- reliability:KIND:start -->`` and ``…:end -->``).
+docs/benchmarks.md (between ``<!-- reliability:KIND:start -->`` and ``…:end -->``, ``mesc3d_ros.markdown_blocks``).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from mesc3d_ros.markdown_blocks import replace_block
 from mesc3d_ros.ros_env import REPO_ROOT, apply_ros_environment
 from mesc3d_training.demo import (DEFAULT_CHECKPOINT, cpu_model, NODE_NAME, PARAMS_FILE, REMAPS, Child, DemoError,
                                   ensure_exported, interrupt_on_sigterm, node_command, start_child)
@@ -398,23 +399,6 @@ def fuzz_markdown(result: dict, command: str) -> str:
     ])
 
 
-def write_docs_block(kind: str, markdown: str, doc: Path = BENCHMARKS_DOC) -> None:
-    """Replace this tool's ``kind`` block under "## Reliability" (created when absent), nothing else."""
-    start, end = f'<!-- reliability:{kind}:start -->', f'<!-- reliability:{kind}:end -->'
-    text = doc.read_text() if doc.is_file() else '# Benchmarks\n'
-    if '## Reliability' not in text:
-        text = text.rstrip('\n') + '\n\n## Reliability\n'
-    if start not in text:
-        heading = text.index('## Reliability')
-        after = text.find('\n## ', heading + 1)
-        insert_at = len(text) if after < 0 else after + 1
-        block = f'\n{start}\n{end}\n'
-        text = text[:insert_at].rstrip('\n') + '\n' + block + ('\n' + text[insert_at:] if after >= 0 else '')
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    doc.write_text(f'{head}{start}\n{markdown}\n{end}{tail}')
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m mesc3d_training.reliability', description=__doc__.splitlines()[0])
     parser.add_argument('kind', choices=('soak', 'fuzz'))
@@ -450,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / f'{args.kind}.json').write_text(json.dumps(result, indent=1))
     print(markdown)
     if args.write_docs:
-        write_docs_block(args.kind, markdown)
+        replace_block(BENCHMARKS_DOC, f'reliability:{args.kind}', markdown, heading='Reliability')
     healthy = not result.get('node_crashed') and result.get('node_alive_after', True) and \
         result.get('good_frame_points_after', 1)
     return 0 if healthy else 1
