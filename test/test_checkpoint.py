@@ -169,7 +169,7 @@ def test_prompts_round_trip_beside_the_model_weights(tmp_path):
     model = build_model(cfg.model)
     prompts = PromptParameters(context=2, deep_prompts=3, layers=6, width=16)
     table = random_class_table(('mug', 'object'), cfg.model.text_dim, seed=0)
-    meta = save_model(tmp_path / 'p', model, cfg, table[:1], table[1], 'h', metrics={}, prompts=prompts)
+    meta = save_model(tmp_path / 'p', model, cfg, table[:1], table[1], 'h', metrics={}, prompts=prompts.state_dict())
     loaded = load_model(meta)
     assert loaded.prompts.keys() == prompts.state_dict().keys() == {'before', 'after', 'deep'}
     assert all(torch.equal(loaded.prompts[key], value) for key, value in prompts.state_dict().items())

@@ -42,7 +42,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory, prior: TextPrior) -> tupl
     entries = tuple(ClassEntry(name=name, embedding=tuple(float(v) for v in row), size_m=size)
                     for name, row, size in zip(('mug', 'bottle', 'object'), table, (0.1, 0.25, 0.2)))
     checkpoint = save_model(folder / 'tiny', build_model(cfg.model).eval(), cfg, entries[:2], entries[2],
-                            data_manifest_hash='manifest-1', metrics={'cd_l1': 0.042}, prompts=prior.prompts)
+                            data_manifest_hash='manifest-1', metrics={'cd_l1': 0.042}, prompts=prior.prompts.state_dict())
     assert cli.main(['export', str(checkpoint), '--out-dir', str(folder / 'engines'),
                      '--extra-classes', 'kettle:0.3, stapler']) == 0
     return checkpoint, folder / 'engines' / 'tiny.json'

@@ -62,6 +62,7 @@ def test_both_stages_write_a_deployable_model_and_logs(finished_run: Path):
     assert all(e.size_m > 0 for e in loaded.classes)
     assert 1 <= loaded.metrics['best_epoch'] <= 3 and loaded.metrics['val']['cd_l1'] > 0
     assert loaded.metrics['prompt_stage']['epoch'] in (1, 2)
+    assert loaded.prompts, 'the trained 3DSPL prompts travel with the model (for export --extra-classes)'
     steps = read_steps(finished_run)
     assert [s for s, _ in steps] == list(range(1, 7)) and all(math.isfinite(loss) for _, loss in steps)
     with open(finished_run / 'epochs.csv', newline='') as handle:

@@ -18,6 +18,7 @@ the final name. Every problem on load is a :class:`CheckpointError` naming the f
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,11 +65,12 @@ def checkpoint_stem(path: str | Path) -> Path:
 
 def save_model(stem: Path, model: nn.Module, cfg: Config, classes: tuple[ClassEntry, ...],
                generic_class: ClassEntry, data_manifest_hash: str, metrics: dict, fp16: bool = False,
-               prompts: nn.Module | None = None) -> Path:
+               prompts: Mapping[str, torch.Tensor] | None = None) -> Path:
     """Write ``<stem>.safetensors`` and ``<stem>.yaml`` atomically; returns the YAML path.
 
     ``fp16`` stores floating-point tensors as float16 (halves the shipped file); they are widened back to float32
-    on load, so the model always runs in float32. ``prompts``: the trained ``TextPrior.prompts`` module, if any.
+    on load, so the model always runs in float32. ``prompts``: the state dict of the trained ``TextPrior.prompts``, if any (what
+    ``load_model`` returns as ``LoadedModel.prompts``).
     """
     stem = checkpoint_stem(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +83,7 @@ def save_model(stem: Path, model: nn.Module, cfg: Config, classes: tuple[ClassEn
     # Copies, so tensors that share storage (safetensors refuses those) and non-contiguous views both serialise.
     state = dict(model.state_dict())
     if prompts is not None:
-        state.update({PROMPTS_PREFIX + key: value for key, value in prompts.state_dict().items()})
+        state.update({PROMPTS_PREFIX + key: value for key, value in prompts.items()})
     tensors = {key: (value.detach().to('cpu', torch.float16 if fp16 and value.is_floating_point() else None,
                                        copy=True).contiguous())
                for key, value in state.items()}

@@ -195,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         results = {split: {'mean': report[split]['mean'], 'num_samples': report[split]['num_samples']}
                    for split in (args.split, ZERO_SHOT_SPLIT) if split in report}
         path = save_model(args.ship, loaded.model, loaded.cfg, loaded.classes, loaded.generic_class,
-                          loaded.data_manifest_hash, {**loaded.metrics, 'evaluation': results}, fp16=True)
+                          loaded.data_manifest_hash, {**loaded.metrics, 'evaluation': results}, fp16=True,
+                          prompts=loaded.prompts)
         log.info('shipped %s (float16 weights)', path)
     return 0

@@ -113,7 +113,7 @@ def embed_extra_classes(loaded: LoadedModel, names: tuple[str, ...],
 
     if not loaded.prompts:
         raise ExportError('extra classes need the trained 3DSPL prompts, and this checkpoint has none '
-                          '(save it with save_model(..., prompts=text_prior.prompts))')
+                          '(save it with save_model(..., prompts=text_prior.prompts.state_dict()))')
     prior = TextPrior(loaded.cfg.model)
     try:
         prior.prompts.load_state_dict(loaded.prompts)

@@ -54,7 +54,7 @@ from mesc3d_training.data.dataset import ReconstructionDataset
 from mesc3d_training.losses import reconstruction_loss
 from mesc3d_training.metrics import reconstruction_metrics
 from mesc3d_training.model import build_model
-from mesc3d_training.prompt_learning import TABLE_FILE, ClassTable, learn_class_table
+from mesc3d_training.prompt_learning import PROMPTS_FILE, TABLE_FILE, ClassTable, learn_class_table
 from mesc3d_training.schedule import WarmupCosine, step_scheduler
 from mesc3d_training.train_checkpoint import (Progress, capture_rng, has_train_checkpoint, load_train_checkpoint,
                                               restore_rng, save_train_checkpoint)
@@ -431,7 +431,12 @@ def train(cfg: Config, out_dir: Path, resume: bool = False, table: ClassTable | 
         metrics = {'val': {k: round(v, 6) for k, v in result.best_val.items()}, 'best_epoch': result.best_epoch,
                    'prompt_stage': table.metrics, 'train_samples_per_s': round(result.samples_per_s, 2),
                    'processes': ctx.world_size, 'device': ctx.device.type}
-        save_model(out_dir / MODEL_STEM, model, cfg, table.classes, table.generic, data_manifest_hash(cfg), metrics)
+        # The trained 3DSPL prompts travel with the model so `mesc3d export --extra-classes` can embed new names
+        # exactly as the table was embedded (absent when the class table came from another run).
+        prompts_file = out_dir / PROMPTS_FILE
+        prompts = load_safetensors_bytes(prompts_file.read_bytes()) if prompts_file.is_file() else None
+        save_model(out_dir / MODEL_STEM, model, cfg, table.classes, table.generic, data_manifest_hash(cfg), metrics,
+                   prompts=prompts)
         log.info('best model (epoch %d, val CD-L1 %.4f): %s', result.best_epoch, result.best_val['cd_l1'], model_yaml)
     if ctx.world_size > 1:
         dist.barrier()
