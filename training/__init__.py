@@ -3,3 +3,8 @@
 Installed from the repository's ``training/`` folder under this name. May import ``mesc3d_ros``; the reverse never
 happens.
 """
+
+from pathlib import Path
+
+SHIPPED_MODEL = Path(__file__).resolve().parent.parent / 'models' / 'mesc3d_small.yaml'
+"""The model the package ships with (``mesc3d demo`` and ``mesc3d bench`` use it by default)."""

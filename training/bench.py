@@ -7,7 +7,7 @@ hits all of them alike. Reported: median (p50) and p95 latency per call, through
 time) and the speed-up over torch eager. The table, with the machine description and the exact command, replaces
 the ``bench:backends`` section of ``docs/benchmarks.md`` (created if absent); other sections are left alone.
 
-The model is the shipped checkpoint when it exists (``models/small.yaml``), else a random-weight model of the
+The model is the shipped checkpoint when it exists (``models/mesc3d_small.yaml``), else a random-weight model of the
 ``small`` config (``config/mesc3d_small.yaml``): speed does not depend on the weights, and the table says which.
 """
 
@@ -34,13 +34,13 @@ from mesc3d_ros.contract import ClassEntry, load_contract
 from mesc3d_ros.inference import Backend, OnnxRuntimeBackend
 from mesc3d_ros.markdown_blocks import replace_block
 from mesc3d_ros.tensorrt_backend import tensorrt_usable
+from mesc3d_training import SHIPPED_MODEL
 from mesc3d_training.checkpoint import LoadedModel, load_model
 from mesc3d_training.export import export_model, parity_inputs
 from mesc3d_training.model import build_model
 
 LOGGER = logging.getLogger(__name__)
 
-SHIPPED_CHECKPOINT = Path('models/small.yaml')
 SMALL_CONFIG = Path('config/mesc3d_small.yaml')
 BENCHMARKS_DOC = Path('docs/benchmarks.md')
 BLOCK, HEADING = 'bench:backends', 'Inference backends (`mesc3d bench`)'
@@ -157,7 +157,7 @@ def render_table(results: list[Result], model_note: str, command: str, load_befo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='mesc3d bench', description=__doc__.splitlines()[0])
-    parser.add_argument('--checkpoint', type=Path, help=f'model to time (default: {SHIPPED_CHECKPOINT} if present, '
+    parser.add_argument('--checkpoint', type=Path, help=f'model to time (default: {SHIPPED_MODEL} if present, '
                         f'else random weights of {SMALL_CONFIG})')
     parser.add_argument('--config', type=Path, default=SMALL_CONFIG, help='config of the random-weight model')
     parser.add_argument('--batches', default='1,4,8', help='comma-separated objects per call')
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for chatty in ('onnxscript', 'onnx_ir'):
         logging.getLogger(chatty).setLevel(logging.WARNING)
-    checkpoint = args.checkpoint or (SHIPPED_CHECKPOINT if SHIPPED_CHECKPOINT.exists() else None)
+    checkpoint = args.checkpoint or (SHIPPED_MODEL if SHIPPED_MODEL.exists() else None)
     if checkpoint is not None:
         loaded = load_model(checkpoint)
         note = f'`{checkpoint}` ({loaded.cfg.model.name} config, trained weights)'

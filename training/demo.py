@@ -38,10 +38,10 @@ import yaml
 
 from mesc3d_ros.contract import ContractError, file_sha256, load_contract, verify_model_file
 from mesc3d_ros.ros_env import REPO_ROOT, apply_ros_environment
+from mesc3d_training import SHIPPED_MODEL
 
 LOGGER = logging.getLogger(__name__)
 
-DEFAULT_CHECKPOINT = REPO_ROOT / 'models' / 'mesc3d_small.safetensors'
 PARAMS_FILE = REPO_ROOT / 'config' / 'reconstruct.yaml'
 RECORDER_NODE = 'mesc3d_demo_recorder'
 NODE_NAME = 'reconstruct_node'
@@ -316,7 +316,7 @@ def interrupt_on_sigterm() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='mesc3d demo', description=__doc__.splitlines()[0])
-    parser.add_argument('--model', type=Path, default=DEFAULT_CHECKPOINT,
+    parser.add_argument('--model', type=Path, default=SHIPPED_MODEL,
                         help='checkpoint (.safetensors/.yaml/stem, exported when needed) or an exported contract '
                              'JSON (default: the shipped model)')
     parser.add_argument('--out', type=Path, default=REPO_ROOT / 'demo_out', help='output folder')
