@@ -122,19 +122,8 @@ def load_model(path: str | Path) -> LoadedModel:
     if not classes:
         raise CheckpointError(f'{meta_path}: key "classes" is empty: a deployable model needs a class table')
 
-    try:
-        blob = weights_path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f'{weights_path}: cannot read the weights: {exc}') from exc
-    actual_sha = hashlib.sha256(blob).hexdigest()
-    expected_sha = _typed(meta, 'weights_sha256', str, meta_path)
-    if actual_sha != expected_sha:
-        raise CheckpointError(f'{weights_path}: sha256 {actual_sha[:12]}… does not match key "weights_sha256" '
-                              f'{expected_sha[:12]}… in {meta_path} (truncated, corrupt or replaced)')
-    try:
-        tensors = load_safetensors_bytes(blob)
-    except SafetensorError as exc:
-        raise CheckpointError(f'{weights_path}: not a readable safetensors file: {exc}') from exc
+    tensors = read_verified_safetensors(weights_path, _typed(meta, 'weights_sha256', str, meta_path), meta_path,
+                                        CheckpointError)
 
     prompts = {key.removeprefix(PROMPTS_PREFIX): value.float() for key, value in tensors.items()
                if key.startswith(PROMPTS_PREFIX)}
@@ -181,3 +170,21 @@ def _match_state_dict(model: nn.Module, tensors: dict[str, torch.Tensor], weight
             raise CheckpointError(f'{weights_path}: key "{key}" has shape {tuple(tensors[key].shape)}, the config '
                                   f'builds {tuple(reference.shape)}')
     return {key: tensors[key].to(reference.dtype) for key, reference in expected.items()}
+
+
+def read_verified_safetensors(weights_path: Path, expected_sha256: str, recorded_in: Path,
+                              error: type[Exception]) -> dict[str, torch.Tensor]:
+    """Tensors of ``weights_path`` after checking its bytes against the sha256 recorded in ``recorded_in``;
+    every failure is ``error`` naming the file (a truncated copy and a swapped file both fail the hash)."""
+    try:
+        blob = weights_path.read_bytes()
+    except OSError as exc:
+        raise error(f'{weights_path}: cannot read the weights: {exc}') from exc
+    actual_sha256 = hashlib.sha256(blob).hexdigest()
+    if actual_sha256 != expected_sha256:
+        raise error(f'{weights_path}: sha256 {actual_sha256[:12]}… does not match key "weights_sha256" '
+                    f'{expected_sha256[:12]}… in {recorded_in} (truncated, corrupt or replaced)')
+    try:
+        return load_safetensors_bytes(blob)
+    except SafetensorError as exc:
+        raise error(f'{weights_path}: not a readable safetensors file: {exc}') from exc

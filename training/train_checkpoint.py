@@ -23,13 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 
 from mesc3d_ros.config import Config, config_hash, config_to_dict
 from mesc3d_ros.contract import write_atomic
+from mesc3d_training.checkpoint import read_verified_safetensors
 
 LATEST_FILE = 'latest.json'
 KEEP_CHECKPOINTS = 2
@@ -147,17 +146,7 @@ def load_train_checkpoint(ckpt_dir: Path, model: nn.Module, optimizer: torch.opt
     if state['config_hash'] != config_hash(cfg):
         raise TrainCheckpointError(f'{state_path}: written for another config; differing keys: '
                                    f'{config_differences(state["config"], config_to_dict(cfg))}')
-    try:
-        blob = weights_path.read_bytes()
-    except OSError as exc:
-        raise TrainCheckpointError(f'{weights_path}: cannot read the weights: {exc}') from exc
-    if hashlib.sha256(blob).hexdigest() != state['weights_sha256']:
-        raise TrainCheckpointError(f'{weights_path}: sha256 does not match the one recorded in {state_path} '
-                                   f'(truncated, corrupt or replaced)')
-    try:
-        weights = load_safetensors_bytes(blob)
-    except SafetensorError as exc:
-        raise TrainCheckpointError(f'{weights_path}: not a readable safetensors file: {exc}') from exc
+    weights = read_verified_safetensors(weights_path, state['weights_sha256'], state_path, TrainCheckpointError)
     try:
         model.load_state_dict(weights)
         optimizer.load_state_dict(state['optimizer'])
