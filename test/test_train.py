@@ -136,7 +136,7 @@ def test_resume_refuses_corrupt_or_mismatched_checkpoints(data_root: Path, finis
         (broken / path.name).write_bytes(path.read_bytes())
     weights = sorted(broken.glob('step_*.safetensors'))[-1]
     weights.write_bytes(weights.read_bytes()[:1000])
-    with pytest.raises(TrainCheckpointError, match=rf'{weights.name}: sha256 does not match'):
+    with pytest.raises(TrainCheckpointError, match=rf'{weights.name}: sha256 .* does not match'):
         load(broken)
     state = sorted(broken.glob('step_*.pt'))[-1]
     state.write_bytes(state.read_bytes()[:500])
