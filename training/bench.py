@@ -14,6 +14,7 @@ The model is the shipped checkpoint when it exists (``models/mesc3d_small.yaml``
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import logging
 import os
@@ -83,6 +84,21 @@ def time_backends(runners: dict[str, Callable[[np.ndarray, np.ndarray], object]]
     return seconds
 
 
+def cuda_runners(model: torch.nn.Module) -> dict[str, Callable[[np.ndarray, np.ndarray], object]]:
+    """torch on the GPU in float32 and float16; host arrays in, host array out, like the other backends."""
+    runners = {}
+    for name, dtype in (('torch cuda (fp32)', torch.float32), ('torch cuda (fp16)', torch.float16)):
+        gpu_model = copy.deepcopy(model).to('cuda', dtype).eval()
+
+        def run(image: np.ndarray, embedding: np.ndarray, gpu_model=gpu_model, dtype=dtype) -> np.ndarray:
+            with torch.inference_mode():
+                points = gpu_model(torch.from_numpy(image).to('cuda', dtype),
+                                   torch.from_numpy(embedding).to('cuda', dtype))
+                return points.float().cpu().numpy()   # the copy back synchronises, so the timing is complete
+        runners[name] = run
+    return runners
+
+
 def benchmark(loaded: LoadedModel, work_dir: Path, batches: tuple[int, ...], iterations: int,
               warmup: int) -> list[Result]:
     """Export ``loaded`` into ``work_dir``, open every usable backend and time them all on the same inputs."""
@@ -102,7 +118,10 @@ def benchmark(loaded: LoadedModel, work_dir: Path, batches: tuple[int, ...], ite
         with torch.inference_mode():
             return loaded.model(torch.from_numpy(image), torch.from_numpy(embedding))
 
-    runners = {'torch eager (fp32)': torch_eager} | {backend.name: backend.run for backend in backends}
+    runners = {'torch eager (fp32)': torch_eager}
+    if torch.cuda.is_available():
+        runners |= cuda_runners(loaded.model)
+    runners |= {backend.name: backend.run for backend in backends}
     results = []
     for batch in batches:
         image, embedding = parity_inputs(contract, batch, seed=batch)
@@ -132,11 +151,12 @@ def machine_description(load_before: float) -> str:
             f'{load_before:.1f} before the run; '
             f'{platform.system()} {platform.release()}; Python {platform.python_version()}, '
             f'torch {torch.__version__} ({torch.get_num_threads()} threads), onnxruntime {ort.__version__} '
-            f'({", ".join(ort.get_available_providers())}), numpy {np.__version__}; TensorRT: {reason}')
+            f'({", ".join(ort.get_available_providers())}), numpy {np.__version__}; TensorRT: {reason}'
+            + (f'; GPU: {torch.cuda.get_device_name()}' if torch.cuda.is_available() else ''))
 
 
 def render_table(results: list[Result], model_note: str, command: str, load_before: float) -> str:
-    reference = {r.batch: r for r in results if r.backend.startswith('torch')}
+    reference = {r.batch: r for r in results if r.backend == 'torch eager (fp32)'}
     lines = [
         f'Measured {datetime.date.today().isoformat()} with `{command}`.',
         '',
