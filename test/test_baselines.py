@@ -11,9 +11,13 @@ import pytest
 import torch
 
 from mesc3d_ros.config import save_config
-from mesc3d_training.baselines import DESCRIPTIONS, ENTRIES, PSGN, RETRIEVAL_VIEWS, build_retrieval, main
+from mesc3d_ros.contract import ClassEntry
+from mesc3d_training.baselines import (DESCRIPTIONS, ENTRIES, PSGN, RETRIEVAL_VIEWS, build_class_medoid,
+                                      build_retrieval, main)
 from mesc3d_training.checkpoint import load_model
 from mesc3d_training.data.dataset import ReconstructionDataset
+from mesc3d_training.metrics import chamfer_l1, nearest_squared_distances
+from mesc3d_training.prompt_learning import ClassTable
 from train_fixtures import make_tiny_dataset, tiny_config
 
 pytestmark = pytest.mark.slow
@@ -72,3 +76,25 @@ def test_retrieval_answers_a_bank_image_with_its_own_cloud(data_root: Path):
         answers = retrieval(torch.stack([item['image'] for item in items]), torch.zeros(len(items), 1))
     for item, answer in zip(items, answers):
         assert torch.equal(answer, item['points'])
+
+
+def test_class_mean_answers_with_a_training_cloud_of_the_named_class(data_root: Path):
+    cfg = tiny_config(data_root)
+    bank_cfg = replace(cfg.data, eval_views=1, num_gt_points=cfg.model.num_points)
+    bank = ReconstructionDataset(bank_cfg, 'train', cfg.model.image_size, train=False)
+    items = [bank[i] for i in range(len(bank))]
+    names = sorted({item['category'] for item in items})
+    # Distinct, unrelated embeddings per class stand in for the 3DSPL table here.
+    rows = torch.eye(len(names) + 1)
+    table = ClassTable(classes=tuple(ClassEntry(n, tuple(rows[i].tolist()), 0.1) for i, n in enumerate(names)),
+                       generic=ClassEntry('object', tuple(rows[-1].tolist()), 0.1), metrics={})
+    model = build_class_medoid(cfg, table)
+    with torch.no_grad():
+        answers = model(torch.rand(len(items), 3, 8, 8), table.embeddings_for([item['category'] for item in items]))
+    for item, answer in zip(items, answers):
+        own = torch.stack([other['points'] for other in items if other['category'] == item['category']])
+        assert any(torch.equal(answer, cloud) for cloud in own)
+        # The medoid: no member of the class has a smaller mean CD-L1 to the class's clouds.
+        def mean_cd(cloud):
+            return chamfer_l1(nearest_squared_distances(own, cloud.expand_as(own))).mean()
+        assert mean_cd(answer) <= min(mean_cd(cloud) for cloud in own) + 1e-6

@@ -18,12 +18,15 @@ from mesc3d_ros.markdown_blocks import markers
 from mesc3d_training.losses import reconstruction_loss
 from mesc3d_training.model import MESC3D, build_model
 from mesc3d_training.model.decoder import AdaptivePointNorm, SelectionMap
+from mesc3d_training.model.image_encoder import pretrained_mobilenet_v2
 from mesc3d_training.model.point_tokens import (SPHERE_RADIUS, farthest_point_sample, fibonacci_sphere, knn_groups,
                                                 sphere_tokens)
 from mesc3d_training.model_summary import BLOCK, summarise
 from mesc3d_training.model_summary import main as model_summary_main
 
 REPO = Path(__file__).resolve().parents[1]
+SOCCER_BALL = 805
+"""ImageNet-1k class index of 'soccer ball'."""
 
 
 def preset(name: str) -> ModelConfig:
@@ -111,6 +114,8 @@ VARIANTS = {
     'default (low rank)': {},
     'full-rank maps': {'selection_rank': 0},
     'spatial image tokens': {'image_tokens': 'spatial'},
+    'mobilenet_v2 spatial tokens': {'image_backbone': 'mobilenet_v2', 'image_tokens': 'spatial', 'image_size': 64},
+    'mobilenet_v2 pooled tokens': {'image_backbone': 'mobilenet_v2', 'image_tokens': 'pooled'},
     'learnable point tokens': {'point_tokens': 'learnable'},
     'no selection maps (ESM ablation)': {'use_selection_maps': False},
     'six stages': {'decoder_widths': (32, 32, 24, 24, 16, 16)},
@@ -236,6 +241,48 @@ def test_image_weights_load_from_a_local_file(tmp_path):
         build_model(dataclasses.replace(cfg, resnet_layers=(1, 1, 1, 1)))
 
 
+def render_soccer_ball(size: int) -> list[np.ndarray]:
+    """(size, size, 3) uint8 renders of pybullet_data's soccer ball on white, from three sides."""
+    from mesc3d_training.data.render import ObjectRenderer, look_at_pose
+    from mesc3d_training.data.sources import load_object, pybullet_sources
+
+    ball = load_object(next(s for s in pybullet_sources() if s.object_id == 'pybullet_soccerball'))
+    radius = max(float(np.linalg.norm(part.vertices, axis=1).max()) for part in ball.meshes)
+    centre = np.mean([part.vertices.mean(0) for part in ball.meshes], axis=0)
+    K = np.array([[size, 0.0, (size - 1) / 2], [0.0, size, (size - 1) / 2], [0.0, 0.0, 1.0]])
+    cameras = [(K, look_at_pose(centre + 3 * radius * np.array([math.sin(a), 0.4, math.cos(a)]), centre, 0.0))
+               for a in (0.3, 1.5, 3.0)]
+    renderer = ObjectRenderer(size)
+    try:
+        views = renderer.render_views(ball, cameras, np.random.default_rng(0))
+    finally:
+        renderer.close()
+    return [np.where(mask[..., None], rgb, 255).astype(np.uint8) for rgb, mask, _ in views]
+
+
+def test_mobilenet_v2_carries_the_imagenet_weights_of_its_wheel():
+    """The packaged weights load strictly and are the trained ones: renders of a soccer ball are ImageNet class 805
+    ('soccer ball') with high confidence, through the encoder's own normalisation and trunk."""
+    cfg = tiny_model_config(image_backbone='mobilenet_v2', image_weights='imagenet', image_tokens='pooled',
+                            image_size=224)
+    encoder = build_model(cfg).image_encoder.eval()
+    reference = pretrained_mobilenet_v2('imagenet').eval()
+    images = torch.from_numpy(np.stack(render_soccer_ball(224))).permute(0, 3, 1, 2).float() / 255   # (3, 3, S, S)
+    with torch.no_grad():
+        pooled = encoder.last_conv(encoder.trunk_features(images)).mean(dim=(2, 3))           # (3, 1280)
+        probabilities = reference.classifier(pooled).softmax(dim=1)
+    assert probabilities.argmax(dim=1).tolist() == [SOCCER_BALL] * 3
+    assert probabilities[:, SOCCER_BALL].min() > 0.9
+    with torch.no_grad():
+        random_init = build_model(dataclasses.replace(cfg, image_weights='')).image_encoder.eval()
+        guess = reference.classifier(random_init.last_conv(random_init.trunk_features(images)).mean(dim=(2, 3)))
+    assert guess.softmax(dim=1)[:, SOCCER_BALL].max() < 0.5     # the test can fail: random weights do not know balls
+    with pytest.raises(ValueError, match='mobilenet_v2 only'):
+        build_model(tiny_model_config(image_weights='imagenet'))
+    with pytest.raises(ValueError, match='pooled or spatial'):
+        build_model(dataclasses.replace(cfg, image_tokens='fc'))
+
+
 @pytest.mark.parametrize('changes, field', [({'mit_heads': 5}, 'mit_heads'), ({'mit_depth': 3}, 'mit_depth'),
                                             ({'decoder_widths': ()}, 'decoder_widths'),
                                             ({'selection_rank': -1}, 'selection_rank')])
@@ -247,10 +294,13 @@ def test_bad_config_is_rejected_naming_the_field(changes, field):
 # The TorchScript exporter is deprecated but is the one that emits opset 17 (the dynamo exporter's minimum is 18).
 @pytest.mark.filterwarnings('ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning')
 @pytest.mark.filterwarnings('ignore:The feature will be removed:DeprecationWarning')
-@pytest.mark.parametrize('dynamo, opset', [(False, 17), (True, 18)], ids=['torchscript-opset17', 'dynamo-opset18'])
-def test_onnx_export_with_dynamic_batch_matches_torch(tmp_path, dynamo, opset):
+@pytest.mark.parametrize('dynamo, opset, changes', [
+    (False, 17, {}), (True, 18, {}),
+    (False, 17, {'image_backbone': 'mobilenet_v2', 'image_weights': 'imagenet', 'image_tokens': 'spatial',
+                 'image_size': 64})], ids=['torchscript-opset17', 'dynamo-opset18', 'mobilenet-v2-opset17'])
+def test_onnx_export_with_dynamic_batch_matches_torch(tmp_path, dynamo, opset, changes):
     torch.manual_seed(0)
-    cfg = tiny_model_config()
+    cfg = tiny_model_config(**changes)
     model = build_model(cfg).eval()
     path = tmp_path / 'model.onnx'
     names = {'input_names': ['image', 'class_embedding'], 'output_names': ['points']}

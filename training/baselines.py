@@ -1,4 +1,4 @@
-"""``mesc3d baselines CONFIG``: our model, two baselines and two ablations, one comparison table.
+"""``mesc3d baselines CONFIG``: our model, three baselines and two ablations, one comparison table.
 
 Every entry sees the same data, the same budget (``cfg.train``: epochs, steps per epoch, batch, schedule, seed) and
 the same evaluation (``evaluate.py``) on the validation, test and zero-shot splits:
@@ -9,6 +9,7 @@ the same evaluation (``evaluate.py``) on the validation, test and zero-shot spli
 - ``retrieval``: nearest neighbour. Each test image is embedded with the *trained psgn encoder* (the flattened
   image tokens, cosine similarity) and answered with the ground-truth cloud of the closest training view, from a
   bank of ``RETRIEVAL_VIEWS`` views per training object. It needs no training of its own beyond psgn's.
+- ``class_mean``: per-class mean shape: the medoid training cloud of the image's class (no image at all).
 - ``no_esm``: ours with ``use_selection_maps: false``; ``no_prior``: ours with ``use_class_prior: false``.
 
 Output in ``--out``: one folder per entry (training run + ``eval_<split>/``), ``comparison.md`` and
@@ -36,6 +37,7 @@ from mesc3d_training.checkpoint import load_model
 from mesc3d_training.data.categories import ZERO_SHOT_SPLIT
 from mesc3d_training.data.dataset import ReconstructionDataset
 from mesc3d_training.evaluate import evaluate_model, metric_table
+from mesc3d_training.metrics import chamfer_l1, nearest_squared_distances
 from mesc3d_training.model.image_encoder import ImageEncoder
 from mesc3d_training.prompt_learning import TABLE_FILE, ClassTable
 from mesc3d_training.train import (MODEL_STEM, add_config_arguments, config_from_arguments, fit, init_distributed,
@@ -44,11 +46,12 @@ from mesc3d_training.train_checkpoint import has_train_checkpoint
 
 log = logging.getLogger(__name__)
 
-ENTRIES = ('mesc3d', 'psgn', 'retrieval', 'no_esm', 'no_prior')
+ENTRIES = ('mesc3d', 'psgn', 'retrieval', 'class_mean', 'no_esm', 'no_prior')
 DESCRIPTIONS = {
     'mesc3d': 'MESC-3D (ours): MIT + ESM decoder + 3DSPL class prior',
     'psgn': 'PSGN-style: same image encoder -> MLP -> N×3',
     'retrieval': 'retrieval: nearest training view by psgn image feature',
+    'class_mean': 'per-class mean shape: the class medoid training cloud',
     'no_esm': 'ours without ESM selection maps',
     'no_prior': 'ours without the 3DSPL class prior',
 }
@@ -57,6 +60,8 @@ PSGN_HIDDEN = (1024, 1024)
 """Hidden widths of the PSGN MLP head: its parameter count is in the range of our small decoder's."""
 RETRIEVAL_VIEWS = 4
 """Views per training object in the retrieval bank (views 0..3): more views, more poses to match in viewer frame."""
+MEDOID_CANDIDATES = 48
+"""Training objects per class among which the per-class mean shape (medoid) is chosen: O(M²) Chamfer distances."""
 RESULT_FILE = 'result.json'
 
 
@@ -79,7 +84,12 @@ class PSGN(nn.Module):
 
     def forward(self, image: torch.Tensor, class_embedding: torch.Tensor) -> torch.Tensor:
         """image (B, 3, H, W) in [0, 1]; class_embedding is ignored (PSGN sees the image only) -> (B, N, 3)."""
-        return torch.tanh(self.head(self.features(image))).view(-1, self.num_points, 3)
+        return self.from_trunk(self.image_encoder.trunk_features(image), class_embedding)
+
+    def from_trunk(self, trunk_features: torch.Tensor, class_embedding: torch.Tensor) -> torch.Tensor:
+        """The graph after the image trunk, as ``MESC3D.from_trunk`` (the cached recipe trains this part)."""
+        tokens = self.image_encoder.tokens(trunk_features).flatten(1)              # (B, T·D)
+        return torch.tanh(self.head(tokens)).view(-1, self.num_points, 3)
 
 
 class Retrieval(nn.Module):
@@ -94,6 +104,41 @@ class Retrieval(nn.Module):
     def forward(self, image: torch.Tensor, class_embedding: torch.Tensor) -> torch.Tensor:
         query = F.normalize(self.encoder.features(image), dim=1)                     # (B, F)
         return self.bank_points[(query @ self.bank_features.T).argmax(dim=1)]       # (B, N, 3)
+
+
+class ClassMedoid(nn.Module):
+    """Per-class mean shape: answers every image with its class's medoid training cloud (the class is read from
+    the class embedding: nearest row of the class table, so an unseen name gets the closest seen class's shape)."""
+
+    def __init__(self, class_embeddings: torch.Tensor, class_points: torch.Tensor):
+        super().__init__()
+        self.register_buffer('class_embeddings', F.normalize(class_embeddings, dim=1))   # (K, text_dim)
+        self.register_buffer('class_points', class_points)                               # (K, N, 3)
+
+    def forward(self, image: torch.Tensor, class_embedding: torch.Tensor) -> torch.Tensor:
+        similarity = F.normalize(class_embedding, dim=1) @ self.class_embeddings.T         # (B, K)
+        return self.class_points[similarity.argmax(dim=1)]                                 # (B, N, 3)
+
+
+@torch.no_grad()
+def build_class_medoid(cfg: Config, table: ClassTable) -> ClassMedoid:
+    """Per training class, the cloud (evaluation crop of one view per object, output frame) with the least mean
+    CD-L1 to the class's other clouds, from up to ``MEDOID_CANDIDATES`` objects."""
+    bank_cfg = replace(cfg.data, eval_views=1, num_gt_points=cfg.model.num_points)
+    bank = ReconstructionDataset(bank_cfg, 'train', cfg.model.image_size, train=False)
+    by_class: dict[str, list[torch.Tensor]] = {}
+    for item in (bank[i] for i in range(len(bank))):
+        members = by_class.setdefault(item['category'], [])
+        if len(members) < MEDOID_CANDIDATES:
+            members.append(item['points'])
+    names, medoids = sorted(by_class), []
+    for name in names:
+        clouds = torch.stack(by_class[name])                                               # (M, N, 3)
+        cost = torch.stack([chamfer_l1(nearest_squared_distances(clouds, cloud.expand_as(clouds)))
+                            for cloud in clouds])                                          # (M, M)
+        medoids.append(clouds[cost.mean(dim=1).argmin()])
+    log.info('class medoids: %d classes', len(names))
+    return ClassMedoid(table.embeddings_for(names), torch.stack(medoids))
 
 
 @torch.no_grad()
@@ -118,17 +163,25 @@ def entry_config(cfg: Config, entry: str) -> Config:
     return cfg
 
 
-def run_baselines(cfg: Config, out_dir: Path, batch_size: int = 16) -> Path:
-    """Train what is not trained yet, evaluate every entry, write comparison.md/json; returns comparison.md."""
+def run_baselines(cfg: Config, out_dir: Path, batch_size: int = 16, entries: tuple[str, ...] = ENTRIES) -> Path:
+    """Train what is not trained yet, evaluate ``entries`` (in ENTRIES order; ``mesc3d`` always, its class table
+    serves the others, and ``retrieval`` brings ``psgn``), write comparison.md/json; returns comparison.md."""
+    unknown = sorted(set(entries) - set(ENTRIES))
+    if unknown:
+        raise ValueError(f'unknown entries {unknown}; choose from {list(ENTRIES)}')
+    wanted = {'mesc3d', *entries, *(['psgn'] if 'retrieval' in entries else [])}
     ctx = init_distributed()
     if ctx.world_size > 1:
         raise RuntimeError('mesc3d baselines runs in one process; launch it without torchrun')
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out_dir / 'config.yaml')
     reports, results = {}, {}
-    for entry in ENTRIES:
+    for entry in (e for e in ENTRIES if e in wanted):
         run = out_dir / entry
-        if entry == 'retrieval':
+        if entry == 'class_mean':
+            model, table = build_class_medoid(cfg, table_of_ours), table_of_ours
+            results[entry] = {'best_epoch': 0, 'samples_per_s': 0, 'wall_s': 0.0}
+        elif entry == 'retrieval':
             model, table = build_retrieval(psgn, cfg, batch_size), table_of_ours
             results[entry] = results['psgn']
         elif entry == 'psgn':
@@ -231,7 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     add_config_arguments(parser)
     parser.add_argument('--out', type=Path, help='output folder (default runs/<model name>_baselines)')
     parser.add_argument('--eval-batch-size', type=int, default=16)
+    parser.add_argument('--entries', default=','.join(ENTRIES),
+                        help=f'comma-separated subset of {",".join(ENTRIES)} (mesc3d always runs)')
     args = parser.parse_args(argv)
     cfg = config_from_arguments(args)
-    run_baselines(cfg, args.out or Path('runs') / f'{cfg.model.name}_baselines', args.eval_batch_size)
+    run_baselines(cfg, args.out or Path('runs') / f'{cfg.model.name}_baselines', args.eval_batch_size,
+                  tuple(e for e in args.entries.split(',') if e))
     return 0

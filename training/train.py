@@ -51,9 +51,10 @@ from mesc3d_ros.contract import write_atomic
 from mesc3d_training.checkpoint import save_model
 from mesc3d_training.data import layout
 from mesc3d_training.data.dataset import ReconstructionDataset
+from mesc3d_training.feature_cache import CachedFeatures, build_cache
 from mesc3d_training.losses import reconstruction_loss
 from mesc3d_training.metrics import reconstruction_metrics
-from mesc3d_training.model import build_model
+from mesc3d_training.model import build_model, check_model_config
 from mesc3d_training.prompt_learning import PROMPTS_FILE, TABLE_FILE, ClassTable, learn_class_table
 from mesc3d_training.schedule import WarmupCosine, step_scheduler
 from mesc3d_training.train_checkpoint import (Progress, capture_rng, has_train_checkpoint, load_train_checkpoint,
@@ -204,6 +205,31 @@ class CsvLog:
 
 
 # ---- stage (b): reconstruction -----------------------------------------------------------------------------------
+class AfterTrunk(nn.Module):
+    """``(trunk features, class embedding) -> points``: what the cached recipe trains of a model with ``from_trunk``
+    (the trunk's parameters stay in ``model``, frozen, so checkpoints and the deployable file hold the whole model)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor, class_embedding: torch.Tensor) -> torch.Tensor:
+        return self.model.from_trunk(features, class_embedding)
+
+
+def check_train_config(cfg: Config) -> None:
+    """Raise ValueError for a config that cannot train, before any stage runs."""
+    check_model_config(cfg.model)
+    if cfg.train.feature_cache:
+        if not cfg.model.image_weights:
+            raise ValueError('train.feature_cache freezes the image trunk: it needs pretrained model.image_weights '
+                             '(e.g. imagenet with image_backbone: mobilenet_v2)')
+        if cfg.data.layout != 'generated':
+            raise ValueError(f'train.feature_cache needs data.layout: generated, not {cfg.data.layout!r}')
+        if cfg.train.cache_draws < 1:
+            raise ValueError(f'train.cache_draws={cfg.train.cache_draws} must be >= 1')
+
+
 @dataclass(frozen=True)
 class FitResult:
     best_epoch: int
@@ -224,7 +250,17 @@ def fit(model: nn.Module, cfg: Config, run_dir: Path, table: ClassTable, resume:
     started = time.perf_counter()
     if tc.batch_size % ctx.world_size:
         raise ValueError(f'train.batch_size={tc.batch_size} is not divisible by the {ctx.world_size} processes')
-    train_set = ReconstructionDataset(cfg.data, 'train', cfg.model.image_size, train=True)
+    if tc.feature_cache:
+        # The CPU-first recipe: the frozen trunk's features of every view and draw, built once (rank 0) and shared.
+        encoder = model.image_encoder
+        encoder.frozen_part.requires_grad_(False)
+        if ctx.is_main:
+            build_cache(cfg, encoder)
+        if ctx.world_size > 1:
+            dist.barrier()
+        train_set = CachedFeatures(build_cache(cfg, encoder), cfg)
+    else:
+        train_set = ReconstructionDataset(cfg.data, 'train', cfg.model.image_size, train=True)
     val_set = ReconstructionDataset(cfg.data, 'val', cfg.model.image_size, train=False)
     if len(train_set) < tc.batch_size:
         raise ValueError(f'train.batch_size={tc.batch_size} exceeds the {len(train_set)} training items')
@@ -258,7 +294,8 @@ def fit(model: nn.Module, cfg: Config, run_dir: Path, table: ClassTable, resume:
         log.info('resuming at epoch %d, step %d of %d', progress.epoch + 1, progress.step_in_epoch, steps_per_epoch)
     elif has_train_checkpoint(ckpt_dir):
         raise FileExistsError(f'{ckpt_dir} already holds a training run: pass --resume, or choose another --out')
-    network = DistributedDataParallel(model) if ctx.world_size > 1 else model
+    trained = AfterTrunk(model) if tc.feature_cache else model
+    network = DistributedDataParallel(trained) if ctx.world_size > 1 else trained
     amp = tc.amp and ctx.device.type == 'cuda'
 
     logs = writer = None
@@ -334,11 +371,12 @@ def fit(model: nn.Module, cfg: Config, run_dir: Path, table: ClassTable, resume:
 
 def train_step(network: nn.Module, batch: dict, table: ClassTable, loss_kind: str,
                optimizer: torch.optim.Optimizer, device: torch.device, amp: bool) -> float:
-    image = batch['image'].to(device, non_blocking=True)                   # (B, 3, S, S) RGB in [0, 1]
+    # (B, 3, S, S) RGB in [0, 1], or the cached recipe's trunk features (B, C, h, w)
+    inputs = batch['features' if 'features' in batch else 'image'].to(device, non_blocking=True)
     gt = batch['points'].to(device, non_blocking=True)                     # (B, G, 3) unit ball, data frame
     embedding = table.embeddings_for(batch['category']).to(device)         # (B, D) frozen 3DSPL rows
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        pred = network(image, embedding)                                   # (B, N, 3)
+        pred = network(inputs, embedding)                                  # (B, N, 3)
     loss = reconstruction_loss(pred.float(), gt, loss_kind)                # nearest neighbours in float32
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -416,6 +454,7 @@ def train(cfg: Config, out_dir: Path, resume: bool = False, table: ClassTable | 
     ``resume`` continues from ``out_dir``'s checkpoint (and reuses its class table). Under torchrun every rank calls
     this; rank 0 alone runs stage (a) and writes files.
     """
+    check_train_config(cfg)
     ctx = init_distributed()
     out_dir = Path(out_dir)
     if ctx.is_main:

@@ -73,12 +73,33 @@ class ReconstructionDataset(torch.utils.data.Dataset):
         cams = layout.read_cameras(layout.cameras_path(self.root, category, object_id))
         image = read_rgb(layout.rgb_path(self.root, category, object_id, view))
         mask = read_mask(layout.mask_path(self.root, category, object_id, view))
-        canonical = np.load(layout.points_path(self.root, category, object_id)).astype(np.float64)
+        canonical = self.canonical_points(object_id)
         return build_sample(
             image_rgb=image, box=mask_box(mask), window=None, canonical=canonical,
             rotation_cam_obj=cams.T_cam_obj[view, :3, :3], K=cams.K[view], cfg=self.cfg, image_size=self.image_size,
             train=self.train, rng=rng, category=category, category_index=self.categories.index(category),
             object_id=object_id, view=view, scale_m=cams.scale_m, center_cam_m=cams.centre_in_camera(view))
+
+    @property
+    def object_ids(self) -> list[str]:
+        """The split's object ids (generated layout)."""
+        return list(self._objects)
+
+    @property
+    def num_views(self) -> int:
+        """Rendered views per object (generated layout)."""
+        return self._num_views
+
+    def category_of(self, object_id: str) -> str:
+        return self._objects[object_id]
+
+    def view_sample(self, object_id: str, view: int) -> dict:
+        """The sample of one rendered view (augmented when ``train``, from torch's generator); generated layout."""
+        return self._generated_item(object_id, view)
+
+    def canonical_points(self, object_id: str) -> np.ndarray:
+        """(P, 3) float64 the object's dense canonical unit-ball cloud (generated layout)."""
+        return np.load(layout.points_path(self.root, self._objects[object_id], object_id)).astype(np.float64)
 
     # ---- ShapeNet --------------------------------------------------------------------------------------------
     def _init_shapenet(self) -> None:

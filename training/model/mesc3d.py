@@ -20,7 +20,7 @@ from torch import nn
 
 from mesc3d_ros.config import ModelConfig
 from mesc3d_training.model.decoder import Decoder
-from mesc3d_training.model.image_encoder import RESNET18_LAYERS, ImageEncoder
+from mesc3d_training.model.image_encoder import IMAGENET_WEIGHTS, RESNET18_LAYERS, ImageEncoder
 from mesc3d_training.model.mit import MIT
 from mesc3d_training.model.point_tokens import PointTokens
 
@@ -44,8 +44,13 @@ def check_model_config(cfg: ModelConfig) -> None:
         problems.append(f'selection_rank={cfg.selection_rank} must be >= 0')
     if len(cfg.resnet_layers) != 4 or min(cfg.resnet_layers) < 1:
         problems.append(f'resnet_layers={cfg.resnet_layers}: need four block counts >= 1')
-    if cfg.image_weights and tuple(cfg.resnet_layers) != RESNET18_LAYERS:
-        problems.append(f'image_weights needs resnet_layers={RESNET18_LAYERS}, got {cfg.resnet_layers}')
+    if cfg.image_backbone == 'resnet':
+        if cfg.image_weights == IMAGENET_WEIGHTS:
+            problems.append('image_weights: imagenet ships for mobilenet_v2 only; give a local ResNet-18 file')
+        elif cfg.image_weights and tuple(cfg.resnet_layers) != RESNET18_LAYERS:
+            problems.append(f'image_weights needs resnet_layers={RESNET18_LAYERS}, got {cfg.resnet_layers}')
+    elif cfg.image_tokens == 'fc':
+        problems.append(f'image_tokens=fc is the ResNet logits path; {cfg.image_backbone} takes pooled or spatial')
     if not 0.0 <= cfg.dropout < 1.0 or not 0.0 <= cfg.drop_path < 1.0:
         problems.append(f'dropout={cfg.dropout}, drop_path={cfg.drop_path} must be in [0, 1)')
     if problems:
@@ -70,8 +75,13 @@ class MESC3D(nn.Module):
 
         Returns points (B, N, 3) float32 in (-1, 1): the unit-ball shape in the training data's output frame.
         """
-        image_tokens = self.image_encoder(image)                                     # (B, T, D)
-        fused = self.mit(self.point_tokens(image.shape[0]), image_tokens)            # (B, T·D)
+        return self.from_trunk(self.image_encoder.trunk_features(image), class_embedding)
+
+    def from_trunk(self, trunk_features: torch.Tensor, class_embedding: torch.Tensor) -> torch.Tensor:
+        """The graph after the image trunk (what the cached recipe trains): trunk output -> points (B, N, 3)."""
+        image_tokens = self.image_encoder.tokens(trunk_features)                     # (B, T, D)
+        batch = image_tokens.shape[0]
+        fused = self.mit(self.point_tokens(batch), image_tokens)            # (B, T·D)
         if not self.cfg.use_class_prior:
             # 3DSPL ablation: same graph and inputs, the embedding carries nothing (the branch keeps its bias).
             class_embedding = torch.zeros_like(class_embedding)
