@@ -4,8 +4,9 @@ Per frame: keep detections scoring at least ``min_score``; clip each box to the 
 map the detector's class id to a model class (or the contract's generic class, zero-shot); crop the padded square
 window and resize it to the model input (``preprocess.square_window``, ``crop_and_resize``); run every crop of the
 frame through the backend in one batch (the backend splits it at its ``max_batch``); then place each unit-ball shape
-in the camera optical frame (``geometry``), in metres, from depth when it is there and valid, else from the class
-size prior. Problems with single detections never stop the frame: they skip or degrade that detection and are
+in the camera optical frame (``geometry``), in metres: with depth, the shape is fitted to the object's measured
+visible surface (``visible_surface``, ``shape_fit``); when that fails, from the box and the median depth of its
+centre; without depth, from the box and the class size prior. Problems with single detections never stop the frame: they skip or degrade that detection and are
 reported as :class:`Issue` records. No rclpy, no message types.
 """
 
@@ -19,11 +20,14 @@ import numpy as np
 from mesc3d_ros import geometry, preprocess
 from mesc3d_ros.contract import ClassEntry, ModelContract
 from mesc3d_ros.inference import Backend
+from mesc3d_ros.shape_fit import FitSettings, ShapeFit, fit_shape
+from mesc3d_ros.visible_surface import SurfaceSettings, visible_surface
 
 UnknownClassPolicy = Literal['zero_shot', 'skip']
 PlacementPolicy = Literal['auto', 'depth', 'size_prior']
+OutputCloud = Literal['predicted', 'fused']
 IssueCause = Literal['box_degenerate', 'box_off_image', 'box_clipped', 'unknown_class', 'depth_invalid',
-                     'depth_missing']
+                     'depth_missing', 'fit_no_surface', 'fit_rejected']
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,13 @@ class PipelineSettings:
     depth: geometry.DepthWindow = field(default_factory=geometry.DepthWindow)
     prior: geometry.PlacementPrior = field(default_factory=geometry.PlacementPrior)
     """How boxes and depth relate to the bounding sphere; ``geometry.SPHERE`` for spherical objects."""
+    depth_fit: bool = True
+    """With depth: fit each shape to its measured visible surface (else: box + median depth only)."""
+    output_cloud: OutputCloud = 'predicted'
+    """``predicted``: the placed predicted shape; ``fused``: the measured visible points of a fitted object plus
+    its predicted hidden side (objects without a fit: the predicted shape)."""
+    surface: SurfaceSettings = field(default_factory=SurfaceSettings)
+    fit: FitSettings = field(default_factory=FitSettings)
 
 
 @dataclass(frozen=True)
@@ -68,12 +79,17 @@ class ObjectCloud:
     zero_shot: bool
     score: float
     points: np.ndarray
-    """(N, 3) float32 metres, camera optical frame (x right, y down, z forward); their mean is the placed centroid."""
+    """(N, 3) float32 metres, camera optical frame (x right, y down, z forward): the placed predicted shape, whose
+    mean is the placed centroid, or with ``output_cloud: fused`` the measured and predicted-hidden points."""
     placement: geometry.Placement
     box_centre: np.ndarray
     """(3,) metres, optical frame: centre of the shape's bounding box, whose axes are ``placement.rotation``'s."""
     box_size_m: np.ndarray
     """(3,) full extents of that box."""
+    fit_rms_m: float = float('nan')
+    """Trimmed RMS distance of the measured surface to the fitted shape; NaN when the shape was not fitted."""
+    visible_points: int = 0
+    """Measured surface points the fit used (0: not fitted)."""
 
 
 class ReconstructionPipeline:
@@ -151,19 +167,57 @@ class ReconstructionPipeline:
         orientation_known = self.contract.output_frame == 'viewer'
         objects = []
         for (index, box, detector_class, entry, zero_shot), shape in zip(selected, shapes):
-            surface = geometry.surface_distance(depth, K, box, self.settings.depth) if use_depth else None
-            if use_depth and surface is None:
-                issues.append(Issue('depth_invalid', f'too few valid depth readings in the centre of box '
-                                    f'{np.round(box, 1).tolist()}; using the size prior', index))
-            placement = geometry.place(K, box, entry.size_m, surface, orientation_known, self.settings.prior)
             unit = geometry.normalise_shape(shape)  # (N, 3) unit ball, shape frame
+            fit = None
+            if use_depth and self.settings.depth_fit:
+                placement, fit = self._fitted(unit, depth, K, box, entry.size_m, orientation_known, index, issues)
+            else:
+                placement = self._box_placement(depth if use_depth else None, K, box, entry.size_m,
+                                                orientation_known, index, issues)
+            points = placement.transform(unit)  # (N, 3) float32 metres, optical frame
+            if fit is not None and self.settings.output_cloud == 'fused':
+                points = np.concatenate([fit.inliers.astype(np.float32), points[fit.hidden]])  # (P' + H, 3)
             low, high = unit.min(axis=0), unit.max(axis=0)
             objects.append(ObjectCloud(
                 detection_index=index, detector_class=detector_class, model_class=entry.name, zero_shot=zero_shot,
-                score=float(scores[index]), points=placement.transform(unit), placement=placement,
+                score=float(scores[index]), points=points, placement=placement,
                 box_centre=placement.centre + placement.radius_m * placement.rotation @ ((low + high) / 2),
-                box_size_m=(high - low) * placement.radius_m))
+                box_size_m=(high - low) * placement.radius_m,
+                fit_rms_m=fit.rms_m if fit is not None else float('nan'),
+                visible_points=fit.visible_points if fit is not None else 0))
         return objects
+
+    def _box_placement(self, depth: np.ndarray | None, K: np.ndarray, box: np.ndarray, size_m: float,
+                       orientation_known: bool, index: int, issues: list[Issue]) -> geometry.Placement:
+        """Placement from the box and the median depth of its centre, or the size prior (no or invalid depth)."""
+        surface = geometry.surface_distance(depth, K, box, self.settings.depth) if depth is not None else None
+        if depth is not None and surface is None:
+            issues.append(Issue('depth_invalid', f'too few valid depth readings in the centre of box '
+                                f'{np.round(box, 1).tolist()}; using the size prior', index))
+        return geometry.place(K, box, size_m, surface, orientation_known, self.settings.prior)
+
+    def _fitted(self, unit: np.ndarray, depth: np.ndarray, K: np.ndarray, box: np.ndarray, size_m: float,
+                orientation_known: bool, index: int,
+                issues: list[Issue]) -> tuple[geometry.Placement, ShapeFit | None]:
+        """The shape fitted to its visible surface; the box placement (and an issue) when that is not possible."""
+        surface = visible_surface(depth, K, box, self.settings.depth, self.settings.prior.box_fill,
+                                  self.settings.surface)
+        if surface is None:
+            issues.append(Issue('fit_no_surface', f'too few usable depth readings of the object in box '
+                                f'{np.round(box, 1).tolist()} to fit its shape; placing it from the box', index))
+            return self._box_placement(depth, K, box, size_m, orientation_known, index, issues), None
+        x0, y0, x1, y1 = (float(v) for v in box)
+        ray = geometry.pixel_ray(K, (x0 + x1) / 2, (y0 + y1) / 2)
+        # The box placement at the measured front depth (z-depth → distance along the ray) gives the initial scale.
+        front_m = surface.front_depth_m / float(ray[2])
+        start = geometry.place(K, box, size_m, front_m, orientation_known, self.settings.prior)
+        q = unit @ start.rotation.T  # (N, 3) unit scale, optical-frame axes
+        fit = fit_shape(q, surface.points, start.radius_m, ray, K, box, self.settings.fit)
+        if not fit.accepted:
+            issues.append(Issue('fit_rejected', f'shape fit in box {np.round(box, 1).tolist()} rejected '
+                                f'({fit.reason}); placing it from the box', index))
+            return self._box_placement(depth, K, box, size_m, orientation_known, index, issues), None
+        return geometry.Placement(centre=fit.centre, radius_m=fit.radius_m, rotation=start.rotation, mode='fit'), fit
 
     def _model_class(self, detector_class: str) -> ClassEntry | None:
         name = self.settings.class_map.get(detector_class, detector_class)

@@ -12,7 +12,8 @@ Topics (relative names, remap at launch):
 - out ``mesc3d/points``  sensor_msgs/PointCloud2, reliable: every object of one frame, x, y, z float32 metres in the
   camera optical frame (REP-103: x right, y down, z forward) + uint32 ``object_index`` = index of the object in
   the same frame's ``mesc3d/objects``; header = the image's (``output_frame`` renames the frame id)
-- out ``mesc3d/objects`` vision_msgs/Detection3DArray, same header: class, score, id and 3D box of every object
+- out ``mesc3d/objects`` vision_msgs/Detection3DArray, same header: class, score, id and 3D box of every object;
+  with depth, the shape fit's residual and visible point count (:func:`objects_to_messages`)
 - out ``/diagnostics``   diagnostic_msgs/DiagnosticArray every ``diagnostics_period_s``
 
 Callbacks only match messages; a worker thread reconstructs the newest matched frame, so inference never blocks the
@@ -90,6 +91,11 @@ PARAMETERS = (
               'same, but missing depth is reported; size_prior = ignore depth',
               choices=('auto', 'depth', 'size_prior')),
     ParamSpec('use_depth', False, 'Subscribe to `depth` (registered to the image) and match it by stamp too'),
+    ParamSpec('depth_fit', True, 'With depth: fit each predicted shape (scale, translation) to the object\'s '
+              'measured visible surface; false = box and median depth only'),
+    ParamSpec('output_cloud', 'predicted', 'Points published per object: predicted = the placed predicted shape; '
+              'fused = the measured visible points of a fitted object plus its predicted hidden side',
+              choices=('predicted', 'fused')),
     ParamSpec('depth_scale_m', 0.001, 'Metres per count of a 16UC1 depth image', value_range=(1e-6, 1.0)),
     ParamSpec('depth_roi_fraction', 0.5, 'Side of the central box region whose median depth is the front '
               'surface, as a fraction of the box side', value_range=(0.05, 1.0)),
@@ -228,9 +234,30 @@ def _point(xyz: np.ndarray) -> Point:
     return Point(x=float(xyz[0]), y=float(xyz[1]), z=float(xyz[2]))
 
 
+FIT_RESIDUAL_ID, VISIBLE_POINTS_ID = 'mesc3d/fit_residual_m', 'mesc3d/visible_points'
+"""class_id of the extra hypotheses that carry a fitted object's fit quality (docs/node.md §Outputs)."""
+
+
+def fit_hypotheses(obj: ObjectCloud, pose: PoseWithCovariance) -> list[ObjectHypothesisWithPose]:
+    """A fitted object's fit quality as two more ``results`` after its class: score = the fit's trimmed RMS residual
+    in metres, and score = the number of measured visible points it used; none for an object that was not fitted."""
+    if obj.placement.mode != 'fit':
+        return []
+    return [ObjectHypothesisWithPose(hypothesis=ObjectHypothesis(class_id=FIT_RESIDUAL_ID, score=obj.fit_rms_m),
+                                     pose=pose),
+            ObjectHypothesisWithPose(hypothesis=ObjectHypothesis(class_id=VISIBLE_POINTS_ID,
+                                                                 score=float(obj.visible_points)), pose=pose)]
+
+
 def objects_to_messages(objects: list[ObjectCloud], ids: list[str],
                         header: Header) -> tuple[PointCloud2, Detection3DArray]:
-    """The frame's cloud (x, y, z, object_index) and its Detection3DArray, both with ``header``."""
+    """The frame's cloud (x, y, z, object_index) and its Detection3DArray, both with ``header``.
+
+    Each Detection3D's ``results[0]`` is the detector's class and score with the centroid pose; a fitted object
+    has ``results[1]`` (class_id ``mesc3d/fit_residual_m``) and ``results[2]`` (``mesc3d/visible_points``), and
+    its pose covariance carries the residual² on the position diagonal (m²), so a planner can tell a tight fit
+    from a guess with standard fields.
+    """
     if objects:
         points = np.concatenate([obj.points for obj in objects])  # (M·N, 3) float32 metres, optical frame
         index = np.repeat(np.arange(len(objects), dtype=np.uint32), [len(obj.points) for obj in objects])
@@ -244,10 +271,14 @@ def objects_to_messages(objects: list[ObjectCloud], ids: list[str],
         centroid = Pose(position=_point(obj.placement.centre), orientation=orientation)
         box = BoundingBox3D(center=Pose(position=_point(obj.box_centre), orientation=orientation), size=Vector3(
             x=float(obj.box_size_m[0]), y=float(obj.box_size_m[1]), z=float(obj.box_size_m[2])))
+        pose = PoseWithCovariance(pose=centroid)
+        if obj.placement.mode == 'fit':
+            variance = np.zeros(36)  # 6 x 6 row-major (x, y, z, rotations); only the position is estimated
+            variance[[0, 7, 14]] = obj.fit_rms_m ** 2
+            pose.covariance = variance
         hypothesis = ObjectHypothesisWithPose(
-            hypothesis=ObjectHypothesis(class_id=obj.detector_class, score=obj.score),
-            pose=PoseWithCovariance(pose=centroid))
-        detections.append(Detection3D(header=header, results=[hypothesis], bbox=box,
+            hypothesis=ObjectHypothesis(class_id=obj.detector_class, score=obj.score), pose=pose)
+        detections.append(Detection3D(header=header, results=[hypothesis, *fit_hypotheses(obj, pose)], bbox=box,
                                       id=ids[obj.detection_index] or str(obj.detection_index)))
     return cloud, Detection3DArray(header=header, detections=detections)
 
@@ -306,6 +337,7 @@ class ReconstructNode(LifecycleNode):
                 min_score=p['min_score'], class_map=parse_class_map(p['class_map']),
                 unknown_class=p['unknown_class'],
                 crop_padding=None if p['crop_padding'] < 0 else p['crop_padding'], placement=p['placement'],
+                depth_fit=p['depth_fit'], output_cloud=p['output_cloud'],
                 depth=geometry.DepthWindow(roi_fraction=p['depth_roi_fraction'], min_depth_m=p['min_depth_m'],
                                            max_depth_m=p['max_depth_m'],
                                            min_valid_fraction=p['min_valid_depth_fraction']),
@@ -485,6 +517,7 @@ class ReconstructNode(LifecycleNode):
         publishers['objects'].publish(objects_msg)
         age_s = (self.get_clock().now().nanoseconds - stamp_to_ns(stamp)) * 1e-9
         self.stats.frame_done(time.monotonic() - frame.matched_s, age_s, [o.placement.mode for o in objects])
+        self.stats.fits_done([(o.fit_rms_m, o.visible_points) for o in objects if o.placement.mode == 'fit'])
 
     def _report(self, cause: str, text: str, level: str = 'warning', error: bool = False) -> None:
         """Count an input problem; log it the first time, then at most once per CauseLog period with a count."""
@@ -508,7 +541,8 @@ class ReconstructNode(LifecycleNode):
             return
         context = {'state': self._state, 'backend': pipeline.backend.name, 'model': pipeline.contract.name,
                    'output_frame': pipeline.contract.output_frame, 'placement_policy': self._params['placement'],
-                   'use_depth': str(self._params['use_depth']).lower()}
+                   'use_depth': str(self._params['use_depth']).lower(),
+                   'depth_fit': str(self._params['depth_fit']).lower(), 'output_cloud': self._params['output_cloud']}
         header = Header(stamp=self.get_clock().now().to_msg())
         self._publishers_made['diagnostics'].publish(diagnostic_array(
             self.stats.snapshot(), f'{self.get_fully_qualified_name()}: reconstruction', pipeline.backend.name,
