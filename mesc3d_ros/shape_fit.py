@@ -35,7 +35,7 @@ from scipy.spatial import cKDTree
 class FitSettings:
     """Fit parameters (demo scenes and the synthetic tests hold with these; docs/node.md §Shape fit)."""
 
-    max_iterations: int = 15
+    max_iterations: int = 6
     trim_fraction: float = 0.8
     """Share of the matches kept each round: the rest is background, neighbour or shape error."""
     visible_cell: float = 0.12
@@ -48,10 +48,10 @@ class FitSettings:
     """Fitted scale relative to the box estimate; outside: a poor fit (fallback)."""
     box_tolerance: float = 0.15
     """How much the fitted shape's projection may exceed the box, as a share of the box side."""
-    point_weight: float = 3.0
-    """Weight of the point-to-point term next to the point-to-plane one (``_solve_plane``): mostly point-to-point,
-    which placed the demo's objects best (centroid error 3.2 % of the distance against 4.5 % point-to-plane alone);
-    the plane term keeps the synthetic cuboid's scale within 5 %."""
+    point_weight: float = 0.3
+    """Weight of the point-to-point term next to the point-to-plane one (``_solve_plane``). Measured: 0.3 recovers
+    the synthetic cuboid's and the test spheres' scale within 4 % (3.0: spheres 8 % too small, point-to-point
+    shrinks a convex shape) and places the demo's objects with a 3.4 % centroid error (point-to-plane alone 4.5 %)."""
     densify_neighbours: int = 4
     """Midpoints added per visible predicted point (:func:`densify`)."""
     converged_m: float = 1e-4
@@ -93,8 +93,9 @@ def visible_mask(q: np.ndarray, view_ray: np.ndarray, cell: float, tolerance: fl
     return depth <= nearest[flat] + tolerance
 
 
-def densify(points: np.ndarray, neighbours: int) -> np.ndarray:
-    """(V, 3) points plus the midpoints to each one's ``neighbours`` nearest: ((1 + neighbours) V, 3).
+def densify(points: np.ndarray, tree: cKDTree, neighbours: int) -> np.ndarray:
+    """(V, 3) points (``tree`` over them) plus the midpoints to each one's ``neighbours`` nearest, point by point:
+    ((1 + neighbours) V, 3).
 
     A measured point's nearest predicted point lies on average half a sample spacing away, and at the shape's rim
     always inwards, which pulls the scale down (4 % on the synthetic cuboid with 1,024 predicted points); halving
@@ -102,7 +103,7 @@ def densify(points: np.ndarray, neighbours: int) -> np.ndarray:
     """
     if neighbours < 1 or len(points) <= neighbours:
         return points
-    _, index = cKDTree(points).query(points, k=neighbours + 1)  # (V, k + 1), itself first
+    _, index = tree.query(points, k=neighbours + 1)  # (V, k + 1), itself first
     midpoints = (points[:, None] + points[index[:, 1:]]) / 2  # (V, k, 3)
     return np.concatenate([points, midpoints.reshape(-1, 3)])
 
@@ -128,9 +129,9 @@ def _solve_plane(m: np.ndarray, q: np.ndarray, n: np.ndarray, point_weight: floa
     points' normals, w = ``point_weight``.
 
     Point-to-plane lets a measured point slide along the predicted surface: point-to-point alone pulls the rims of
-    a sparse prediction inwards (a rim point's nearest predicted point lies inside), which shrank the scale ~5 %
-    on the synthetic cuboid. Point-to-plane alone slides along a wrongly predicted surface: on the demo's scenes
-    the centroid error grew from 3.2 to 4.5 % of the distance. The weighted sum keeps both in check.
+    a sparse prediction inwards (a rim point's nearest predicted point lies inside), which shrank the scale 5-9 %
+    on the synthetic cuboid and spheres. Point-to-plane alone slides along a wrongly predicted surface: on the
+    demo's scenes the centroid error grew from 3.2 to 4.5 % of the distance. The weighted sum keeps both in check.
     """
     nq = np.einsum('ki,ki->k', n, q)  # (K,)
     nm = np.einsum('ki,ki->k', n, m)
@@ -158,14 +159,18 @@ def fit_shape(q: np.ndarray, measured: np.ndarray, radius0_m: float, view_ray: n
     box-centre ray; K (3, 3) intrinsics; box_xyxy the (clipped) detection box in pixels.
     """
     hidden = ~visible_mask(q, view_ray, settings.visible_cell, settings.visible_tolerance)
-    front = densify(q[~hidden], settings.densify_neighbours)  # (V', 3) unit scale, optical-frame axes
+    seen = q[~hidden]  # (V, 3) unit scale, optical-frame axes
+    sparse_tree = cKDTree(seen)
+    # Normals from the prediction's own points; a midpoint takes its first end's (densify's order).
+    normals = _normals(seen, sparse_tree)  # (V, 3) unit, sign arbitrary: a squared residual ignores it
+    front = densify(seen, sparse_tree, settings.densify_neighbours)  # (V · (1 + k), 3)
+    normals = np.concatenate([normals, np.repeat(normals, len(front) // len(seen) - 1, axis=0)])
     tree = cKDTree(front)
     scale = radius0_m
     keep_count = max(3, int(round(settings.trim_fraction * len(measured))))
     # Start with the visible parts' centroids on each other: the box placement's depth is only a prior guess.
     centre = measured.mean(axis=0) - scale * front.mean(axis=0)
     kept = np.arange(len(measured))
-    normals = _normals(front, tree)  # (V, 3) unit, sign arbitrary (a squared point-to-plane residual ignores it)
     for _ in range(settings.max_iterations):
         distance, match = tree.query((measured - centre) / scale)
         kept = np.argpartition(distance, keep_count - 1)[:keep_count]

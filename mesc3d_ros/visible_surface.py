@@ -42,7 +42,7 @@ class SurfaceSettings:
 
     max_pixels: int = 4096
     """Readings kept from one box (strided): enough for ~600 fit points, bounded time for any box size."""
-    max_points: int = 600
+    max_points: int = 400
     """Visible points returned (evenly subsampled): the fit's cost grows with them, its accuracy barely."""
     edge_jump_fraction: float = 0.03
     """A reading differing from both row (or both column) neighbours by more than this share of its depth is a
