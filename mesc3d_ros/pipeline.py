@@ -6,7 +6,8 @@ window and resize it to the model input (``preprocess.square_window``, ``crop_an
 frame through the backend in one batch (the backend splits it at its ``max_batch``); then place each unit-ball shape
 in the camera optical frame (``geometry``), in metres: with depth, the shape is fitted to the object's measured
 visible surface (``visible_surface``, ``shape_fit``); when that fails, from the box and the median depth of its
-centre; without depth, from the box and the class size prior. Problems with single detections never stop the frame: they skip or degrade that detection and are
+centre; without depth, from the box and the class size prior. Problems with single detections never stop the
+frame: they skip or degrade that detection and are
 reported as :class:`Issue` records. No rclpy, no message types.
 """
 

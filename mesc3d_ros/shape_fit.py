@@ -35,7 +35,7 @@ from scipy.spatial import cKDTree
 class FitSettings:
     """Fit parameters (demo scenes and the synthetic tests hold with these; docs/node.md §Shape fit)."""
 
-    max_iterations: int = 6
+    max_iterations: int = 15
     trim_fraction: float = 0.8
     """Share of the matches kept each round: the rest is background, neighbour or shape error."""
     visible_cell: float = 0.12
@@ -93,18 +93,15 @@ def visible_mask(q: np.ndarray, view_ray: np.ndarray, cell: float, tolerance: fl
     return depth <= nearest[flat] + tolerance
 
 
-def densify(points: np.ndarray, tree: cKDTree, neighbours: int) -> np.ndarray:
-    """(V, 3) points (``tree`` over them) plus the midpoints to each one's ``neighbours`` nearest, point by point:
-    ((1 + neighbours) V, 3).
+def densify(points: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """(V, 3) points plus the midpoints to each one's neighbours (``neighbours`` (V, k) indices, not itself),
+    point by point: ((1 + k) V, 3).
 
     A measured point's nearest predicted point lies on average half a sample spacing away, and at the shape's rim
     always inwards, which pulls the scale down (4 % on the synthetic cuboid with 1,024 predicted points); halving
     the spacing halves that bias.
     """
-    if neighbours < 1 or len(points) <= neighbours:
-        return points
-    _, index = tree.query(points, k=neighbours + 1)  # (V, k + 1), itself first
-    midpoints = (points[:, None] + points[index[:, 1:]]) / 2  # (V, k, 3)
+    midpoints = (points[:, None] + points[neighbours]) / 2  # (V, k, 3)
     return np.concatenate([points, midpoints.reshape(-1, 3)])
 
 
@@ -117,16 +114,30 @@ def _solve(m: np.ndarray, q: np.ndarray, scale: float | None) -> tuple[float, np
     return scale, m_mean - scale * q_mean
 
 
-def _normals(points: np.ndarray, tree: cKDTree, neighbours: int = 8) -> np.ndarray:
-    """(V, 3) unit normals of (V, 3) points: the least-variance axis of each point's ``neighbours`` nearest."""
-    _, index = tree.query(points, k=min(neighbours, len(points)))
+NORMAL_NEIGHBOURS = 8
+"""Points (the point itself included) whose spread gives a predicted point's normal."""
+
+
+def _normals(points: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """(V, 3) unit normals of (V, 3) points: the least-variance axis of each point's nearest, ``index`` (V, k).
+
+    Power iteration on the adjugate of each 3 x 3 covariance (its largest eigenvalue λ1·λ2 belongs to the smallest
+    covariance axis): vectorised cross products, 10 x cheaper than one LAPACK eigh per point.
+    """
     local = points[index] - points[index].mean(axis=1, keepdims=True)  # (V, k, 3)
-    return np.linalg.eigh(np.einsum('vki,vkj->vij', local, local))[1][:, :, 0]  # eigenvalues ascend
+    cov = np.einsum('vki,vkj->vij', local, local)  # (V, 3, 3)
+    adjugate = np.stack([np.cross(cov[:, 1], cov[:, 2]), np.cross(cov[:, 2], cov[:, 0]),
+                         np.cross(cov[:, 0], cov[:, 1])], axis=1)  # (V, 3, 3), symmetric
+    normal = adjugate[np.arange(len(points)), np.argmax(np.einsum('vij,vij->vi', adjugate, adjugate), axis=1)]
+    for _ in range(2):
+        normal = np.einsum('vij,vj->vi', adjugate, normal)
+        normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-30)
+    return normal
 
 
 def _solve_plane(m: np.ndarray, q: np.ndarray, n: np.ndarray, point_weight: float) -> tuple[float, np.ndarray]:
-    """(s, t) minimising Σ (n·(m − s q − t))² + w Σ |m − s q − t|² over matched (K, 3) pairs, n the predicted
-    points' normals, w = ``point_weight``.
+    """(s, t) minimising Σ (n·(m − s q − t))² + w Σ |m − s q − t|² over matched (K, 3) pairs, n the
+    predicted points' normals, w = ``point_weight``.
 
     Point-to-plane lets a measured point slide along the predicted surface: point-to-point alone pulls the rims of
     a sparse prediction inwards (a rim point's nearest predicted point lies inside), which shrank the scale 5-9 %
@@ -139,7 +150,8 @@ def _solve_plane(m: np.ndarray, q: np.ndarray, n: np.ndarray, point_weight: floa
     normal[0, 0] = nq @ nq + point_weight * np.einsum('ki,ki->', q, q)
     normal[0, 1:] = normal[1:, 0] = nq @ n + point_weight * q.sum(axis=0)
     normal[1:, 1:] = n.T @ n + point_weight * len(q) * np.eye(3)
-    rhs = np.concatenate([[nq @ nm + point_weight * np.einsum('ki,ki->', q, m)], n.T @ nm + point_weight * m.sum(axis=0)])
+    rhs = np.concatenate([[nq @ nm + point_weight * np.einsum('ki,ki->', q, m)],
+                          n.T @ nm + point_weight * m.sum(axis=0)])
     solution = np.linalg.solve(normal, rhs)
     return float(solution[0]), solution[1:]
 
@@ -160,10 +172,10 @@ def fit_shape(q: np.ndarray, measured: np.ndarray, radius0_m: float, view_ray: n
     """
     hidden = ~visible_mask(q, view_ray, settings.visible_cell, settings.visible_tolerance)
     seen = q[~hidden]  # (V, 3) unit scale, optical-frame axes
-    sparse_tree = cKDTree(seen)
+    _, near = cKDTree(seen).query(seen, k=min(NORMAL_NEIGHBOURS, len(seen)))  # (V, k), each point first
     # Normals from the prediction's own points; a midpoint takes its first end's (densify's order).
-    normals = _normals(seen, sparse_tree)  # (V, 3) unit, sign arbitrary: a squared residual ignores it
-    front = densify(seen, sparse_tree, settings.densify_neighbours)  # (V · (1 + k), 3)
+    normals = _normals(seen, near)  # (V, 3) unit, sign arbitrary: a squared residual ignores it
+    front = densify(seen, near[:, 1:settings.densify_neighbours + 1])  # (V · (1 + k), 3)
     normals = np.concatenate([normals, np.repeat(normals, len(front) // len(seen) - 1, axis=0)])
     tree = cKDTree(front)
     scale = radius0_m
@@ -174,7 +186,8 @@ def fit_shape(q: np.ndarray, measured: np.ndarray, radius0_m: float, view_ray: n
     for _ in range(settings.max_iterations):
         distance, match = tree.query((measured - centre) / scale)
         kept = np.argpartition(distance, keep_count - 1)[:keep_count]
-        new_scale, new_centre = _solve_plane(measured[kept], front[match[kept]], normals[match[kept]], settings.point_weight)
+        new_scale, new_centre = _solve_plane(measured[kept], front[match[kept]], normals[match[kept]],
+                                             settings.point_weight)
         if not new_scale > 0:  # a degenerate match set (all on one point): keep the previous estimate
             break
         moved = float(np.linalg.norm(new_centre - centre))

@@ -184,7 +184,7 @@ def test_bad_boxes_are_skipped_or_clipped_and_reported(contract_path, scene):
                                                    depth, issues)
     assert [(i.cause, i.detection_index) for i in issues] == [
         ('box_off_image', 0), ('box_degenerate', 1), ('box_degenerate', 2), ('box_clipped', 3),
-        ('fit_no_surface', 3), ('depth_invalid', 3)]  # the clipped box holds only background, which has no depth in this render
+        ('fit_no_surface', 3), ('depth_invalid', 3)]  # the clipped box holds only background: no depth in this render
     assert [o.detection_index for o in objects] == [3, 4, 5]
     # The good detections are unaffected by the bad ones in the same frame.
     for obj, (centre, radius) in zip(objects[1:], SCENE):
@@ -194,7 +194,8 @@ def test_bad_boxes_are_skipped_or_clipped_and_reported(contract_path, scene):
 def test_canonical_models_are_placed_by_centre_with_optical_axes(tmp_path, scene):
     path = make_sphere_model(tmp_path, classes=(BALL, EGG), generic=GENERIC, output_frame='canonical')
     rgb, depth, boxes = scene
-    objects = make_pipeline(path).process(rgb, boxes, ['egg', 'egg'], np.ones(2), K, depth)
+    # The box + depth placement: an egg fitted to a rendered ball is a shape error, not what this test is about.
+    objects = make_pipeline(path, depth_fit=False).process(rgb, boxes, ['egg', 'egg'], np.ones(2), K, depth)
     for obj, (centre, _) in zip(objects, SCENE):
         np.testing.assert_array_equal(obj.placement.rotation, np.eye(3))
         assert np.linalg.norm(obj.placement.centre - centre) < 0.02 * np.linalg.norm(centre)
