@@ -48,7 +48,7 @@ $(STAMP)/vision_msgs: $(STAMP)/venv $(wildcard interfaces/vision_msgs/msg/*.msg)
 	@touch $@
 
 # Editable install, then the ament index entries pip does not make, so `ros2 launch mesc3d_ros ...` finds it.
-$(STAMP)/editable: $(STAMP)/venv setup.py setup.cfg scripts/register_editable.sh
+$(STAMP)/editable: $(STAMP)/venv setup.py setup.cfg scripts/register_editable.sh $(wildcard launch/*.launch.py)
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	bash scripts/register_editable.sh $(VENV)
 	@touch $@

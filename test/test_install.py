@@ -2,14 +2,17 @@
 
 - ``pip install .`` (a wheel into a fresh prefix, no ament environment): share/mesc3d_ros beside the prefix;
 - ``make setup``'s editable install: scripts/register_editable.sh links the checkout into the venv's ament index,
-  so ``ros2 launch mesc3d_ros ...`` finds it (run with the real ros2 where the upstream tools are installed).
+  so ``ros2 launch mesc3d_ros ...`` finds it. Run on a stand-in venv prefix (the shared venv's own install is never
+  touched), then with the real ``ros2 launch`` where the upstream tools are installed.
 colcon installs are tested with the real colcon in test_ros_tools.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from mesc3d_ros.package_share import DEFAULT_MODEL
+from ros_helpers import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -24,6 +28,14 @@ PROBE = ('from mesc3d_ros.package_share import share_dir, resolve_model; from me
          'ros_environment; from mesc3d_ros.inference import create_backend; import mesc3d_ros; '
          'print(mesc3d_ros.__file__); print(share_dir()); print(resolve_model("")); '
          'print(ros_environment()["FASTRTPS_DEFAULT_PROFILES_FILE"]); print(create_backend(resolve_model("")).name)')
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def clean_environment(**extra: str) -> dict[str, str]:
@@ -69,7 +81,7 @@ def test_editable_registration_links_the_checkout_into_the_ament_index(tmp_path:
     venv = tmp_path / 'venv'
     (venv / 'bin').mkdir(parents=True)
     for name in ('reconstruct_node', 'box_cloud_node', 'reconstruct_image'):  # what `pip install -e .` makes
-        (venv / 'bin' / name).write_text('#!/bin/sh\n')
+        (venv / 'bin' / name).write_text(f'#!/bin/sh\nexec {sys.executable} -m mesc3d_ros.{name} "$@"\n')
         (venv / 'bin' / name).chmod(0o755)
     result = subprocess.run(['bash', str(REPO / 'scripts' / 'register_editable.sh'), str(venv)],
                             capture_output=True, text=True, timeout=60)
@@ -82,7 +94,26 @@ def test_editable_registration_links_the_checkout_into_the_ament_index(tmp_path:
     assert (venv / 'lib' / 'mesc3d_ros' / 'reconstruct_node').resolve() == venv / 'bin' / 'reconstruct_node'
     if not (VENV_BIN / 'ros2').is_file():
         return  # without the upstream ros2 CLI the links are all there is to check
+    env = clean_environment(AMENT_PREFIX_PATH=f'{venv}{os.pathsep}{VENV_BIN.parent}', PYTHONPATH=str(REPO))
     result = subprocess.run([str(VENV_BIN / 'ros2'), 'pkg', 'prefix', 'mesc3d_ros'], capture_output=True, text=True,
-                            env=clean_environment(AMENT_PREFIX_PATH=f'{venv}{os.pathsep}{VENV_BIN.parent}'),
-                            timeout=60)
+                            env=env, timeout=60)
     assert result.returncode == 0 and Path(result.stdout.strip()) == venv, result
+    # ros2 launch through the registration runs the checkout's node on the checkout's shipped model.
+    log = tmp_path / 'launch.log'
+    with open(log, 'wb') as out:
+        launch = subprocess.Popen([str(VENV_BIN / 'ros2'), 'launch', 'mesc3d_ros', 'reconstruct.launch.py'],
+                                  stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        wait_for(lambda: 'active: ' in log.read_text() or launch.poll() is not None, 90, 'the node to activate')
+        assert f'from {REPO / "models" / DEFAULT_MODEL}.json' in log.read_text(), log.read_text()
+    finally:  # the whole process group: launch and the node it started
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(launch.pid, signal.SIGINT)
+        try:
+            launch.wait(timeout=20)
+            wait_for(lambda: not group_alive(launch.pid), 20, 'the node to exit after launch')
+        except (subprocess.TimeoutExpired, TimeoutError):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(launch.pid, signal.SIGKILL)
+            launch.wait()
+            raise
