@@ -14,10 +14,12 @@ PURE=()
 for pkg in launch launch_xml launch_yaml launch_ros ros2cli ros2pkg ros2launch sensor_msgs_py; do
   PURE+=("$(dirname "$(find "$BUILD" -path "*/$pkg/setup.py" -not -path '*/test/*' | head -1)")")
 done
-"$VENV/bin/pip" install -q --no-deps --no-build-isolation "${PURE[@]}"
-"$VENV/bin/pip" install -q --no-deps osrf-pycommon==2.0.2 argcomplete==3.6.3
+# The old setup.py files make setuptools print pages of deprecation warnings: keep them in a log, show it on failure.
+pip_install() { "$VENV/bin/pip" install -q --no-deps "$@" >> "$BUILD/pip.log" 2>&1 || { tail -40 "$BUILD/pip.log"; exit 1; }; }
+pip_install --no-build-isolation "${PURE[@]}"
+pip_install osrf-pycommon==2.0.2 argcomplete==3.6.3
 # colcon with --no-deps: its declared deps would downgrade setuptools (ros2-jazzy-src/README.md lists this set).
-"$VENV/bin/pip" install -q --no-deps colcon-core==0.21.3 colcon-ros==0.5.0 colcon-python-setup-py==0.2.9 \
+pip_install colcon-core==0.21.3 colcon-ros==0.5.0 colcon-python-setup-py==0.2.9 \
   colcon-bash==0.5.0 colcon-library-path==0.2.1 colcon-recursive-crawl==0.2.3 colcon-package-selection==0.2.10 \
   colcon-parallel-executor==0.4.0 colcon-output==0.2.15 colcon-pkg-config==0.1.0 colcon-cmake==0.2.30 \
   colcon-test-result==0.3.8 distlib==0.4.4
