@@ -353,7 +353,7 @@ def test_each_bad_input_is_logged_once_and_good_frames_still_get_correct_answers
     half = scene.rgb[::2, ::2].copy()
     repeat_unanswered('no_camera_info', info=False)  # first: camera_info is latched by the node once it arrives
     good_frame()
-    repeat_unanswered('bad_image_or_camera_info', image=scene.depth_mm.astype(np.float32), encoding='32FC1')
+    repeat_unanswered('bad_image', image=scene.depth_mm.astype(np.float32), encoding='32FC1')
     good_frame()
     repeat_unanswered('size_mismatch', image=half)
     good_frame()
@@ -389,7 +389,7 @@ def test_each_bad_input_is_logged_once_and_good_frames_still_get_correct_answers
     good_frame()
 
     output = bad_input_node.output()
-    causes = ['no_camera_info', 'bad_image_or_camera_info', 'size_mismatch', 'unmatched_detections',
+    causes = ['no_camera_info', 'bad_image', 'size_mismatch', 'unmatched_detections',
               'empty_detections', 'box_off_image', 'box_degenerate', 'box_clipped', 'unknown_class', 'depth_invalid',
               'depth_size_mismatch']
     assert {cause: output.count(f'[{cause}]') for cause in causes} == dict.fromkeys(causes, 1), output
