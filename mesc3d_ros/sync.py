@@ -105,12 +105,14 @@ class StampedHistory(Generic[Message]):
         return len(self._entries)
 
     def match(self, stamp_ns: int, usable: Callable[[Message], bool]) -> Message | None:
-        """The newest message stamped exactly ``stamp_ns`` (usable or not: it is *the* one of that frame); else the
-        usable message with the latest stamp before ``stamp_ns`` (the newest arrival among equal stamps); else None.
+        """A message stamped exactly ``stamp_ns``, an unusable one first (it is *the* one of that frame: two that
+        disagree about the same instant leave it unknown, whatever their order); else the usable message with the
+        latest stamp before ``stamp_ns`` (the newest arrival among equal stamps); else None.
         """
         exact = [message for stamp, message in self._entries if stamp == stamp_ns]
         if exact:
-            return exact[-1]
+            unusable = [message for message in exact if not usable(message)]
+            return unusable[-1] if unusable else exact[-1]
         best: tuple[int, Message] | None = None
         for stamp, message in self._entries:
             if stamp < stamp_ns and usable(message) and (best is None or stamp >= best[0]):

@@ -17,11 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mesc3d_ros import output_guard
+from mesc3d_ros import geometry, output_guard
 from mesc3d_ros.contract import load_contract
 from mesc3d_ros.inference import create_backend
-from mesc3d_ros.pipeline import IssueCause, Issue, ObjectCloud, PipelineSettings, ReconstructionPipeline
-from mesc3d_ros import geometry
+from mesc3d_ros.pipeline import Issue, IssueCause, ObjectCloud, PipelineSettings, ReconstructionPipeline
 from sphere_model import class_entry, make_sphere_model
 
 WIDTH, HEIGHT = 64, 48

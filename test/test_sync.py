@@ -129,16 +129,16 @@ def test_every_message_is_matched_dropped_or_queued_and_sets_respect_the_slop(sl
 
 
 def test_history_prefers_the_frames_own_stamp_then_the_newest_usable_before_it():
-    history: StampedHistory[str] = StampedHistory(4)
+    history: StampedHistory[str] = StampedHistory(5)
     assert history.match(10, lambda m: True) is None
-    history.add(5, 'good5')
-    history.add(9, 'bad9')
-    history.add(10, 'bad10')
-    history.add(12, 'good12')
+    for stamp, message in ((5, 'good5'), (9, 'bad9'), (10, 'bad10'), (12, 'good12')):
+        history.add(stamp, message)
     usable = lambda message: message.startswith('good')  # noqa: E731
     assert history.match(10, usable) == 'bad10'  # its own stamp wins, even if unusable: the frame is skipped
     assert history.match(11, usable) == 'good5'  # newest usable before it; 12 is after the frame
     assert history.match(13, usable) == 'good12'
     assert history.match(4, usable) is None
+    history.add(10, 'good10')  # a good one with the same stamp does not overrule the bad one, in either order
+    assert history.match(10, usable) == 'bad10'
     history.add(20, 'good20')  # evicts the oldest arrival (good5)
-    assert history.match(11, usable) is None and len(history) == 4
+    assert history.match(7, usable) is None and history.match(11, usable) == 'good10' and len(history) == 5
