@@ -408,10 +408,11 @@ def test_each_bad_input_is_logged_once_and_good_frames_still_get_correct_answers
     good_frame()
     assert not set(skipped) & set(camera.clouds), 'a frame whose own CameraInfo is implausible was answered'
     # NaN, inf and 7.5 are no probabilities: those detections are dropped, the frame is answered without them.
-    for sec, cloud, objects in repeat_answered('bad_score', scores=np.array([np.nan, 0.9])):
-        check_frame(cloud, objects, scene, sec, tolerance=0.05, expected_ids=[scene.objects[1].object_id])
-    for sec, cloud, objects in repeat_answered('bad_score', scores=np.array([0.9, 7.5])):
-        check_frame(cloud, objects, scene, sec, tolerance=0.05, expected_ids=[scene.objects[0].object_id])
+    ids = [o.object_id for o in scene.objects]
+    for sec, cloud, objects in repeat_answered('bad_score', scores=np.array([np.nan, 0.9, 0.9])):
+        check_frame(cloud, objects, scene, sec, tolerance=0.05, expected_ids=ids[1:])
+    for sec, cloud, objects in repeat_answered('bad_score', scores=np.array([0.9, 7.5, -np.inf])):
+        check_frame(cloud, objects, scene, sec, tolerance=0.05, expected_ids=ids[:1])
     # sec S with nanosec 2^32 - 1 must not be matched as S + 4 s: the message is refused.
     for count in range(1, 4):
         sec = next(stamps)
@@ -422,7 +423,7 @@ def test_each_bad_input_is_logged_once_and_good_frames_still_get_correct_answers
     # 1 MB strings (encoding, class id) cost a bounded log line, not a megabyte.
     huge = 'x' * 2**20
     repeat_unanswered('bad_image', encoding=huge)
-    repeat_answered('unknown_class', classes=[huge, huge])
+    repeat_answered('unknown_class', classes=[huge] * len(scene.objects))
     good_frame()
 
     output = bad_input_node.output()

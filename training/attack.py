@@ -24,6 +24,7 @@ import json
 import logging
 import sys
 import time
+from collections import deque
 from datetime import date
 from pathlib import Path
 
@@ -154,8 +155,10 @@ def _check_cloud(msg) -> list[str]:
     return problems
 
 
-def attack(ctx: RunContext, duration_s: float, log_phase_s: float, warmup_s: float, seed: int) -> dict:
+def attack(ctx: RunContext, duration_s: float, log_phase_s: float, warmup_s: float, seed: int,
+           max_objects: int | None) -> dict:
     import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from rclpy.signals import SignalHandlerOptions
@@ -189,7 +192,9 @@ def attack(ctx: RunContext, duration_s: float, log_phase_s: float, warmup_s: flo
             if not max(size.x, size.y, size.z) <= MAX_OBJECT_M:
                 clouds['objects_too_large'] += 1
 
+    diagnostics: deque = deque(maxlen=1)  # the node's latest /diagnostics
     monitor.create_subscription(PointCloud2, '/mesc3d/points', on_cloud, 10)
+    monitor.create_subscription(DiagnosticArray, '/diagnostics', lambda msg: diagnostics.append(msg), 10)
     monitor.create_subscription(Detection3DArray, '/mesc3d/objects', on_objects, 10)
     executor = SingleThreadedExecutor()
     executor.add_node(monitor)
@@ -222,13 +227,16 @@ def attack(ctx: RunContext, duration_s: float, log_phase_s: float, warmup_s: flo
     answer_s: list[float] = []
     answer_by_kind: dict[str, list[float]] = {}  # the attack just before each good frame -> its answer times
     unanswered = 0
+    unanswered_by_kind: dict[str, int] = {}
     answered_bad_k = 0
     rss: list[tuple[float, float]] = []
     log_bytes: list[tuple[float, int]] = []
     crash = ''
     try:
-        node = start_child(NODE_NAME, node_command(ctx.contract_path, ctx.params_file, 'onnxruntime',
-                                                   use_depth=True), ctx.out_dir / 'logs')
+        command = node_command(ctx.contract_path, ctx.params_file, 'onnxruntime', use_depth=True)
+        if max_objects is not None:
+            command += ['-p', f'max_objects:={max_objects}']
+        node = start_child(NODE_NAME, command, ctx.out_dir / 'logs')
         process = psutil.Process(node.popen.pid)
         first = None
         deadline = time.monotonic() + 180.0
@@ -254,6 +262,7 @@ def attack(ctx: RunContext, duration_s: float, log_phase_s: float, warmup_s: flo
                 seconds = good_round(5.0)
                 if seconds is None:
                     unanswered += 1
+                    unanswered_by_kind[kind] = unanswered_by_kind.get(kind, 0) + 1
                 else:
                     answer_s.append(seconds)
                     answer_by_kind.setdefault(kind, []).append(seconds)
@@ -282,12 +291,16 @@ def attack(ctx: RunContext, duration_s: float, log_phase_s: float, warmup_s: flo
     answers = np.array(answer_s) if answer_s else np.zeros(1)
     return {
         'kind': 'attack', 'date': date.today().isoformat(), 'machine': ctx.machine(), 'model': ctx.model(),
+        'max_objects': max_objects or 'default',
         'duration_s': duration_s, 'log_phase_s': log_phase_s, 'warmup_s': warmup_s, 'sent_by_kind': sent_by_kind,
         'rounds': sum(sent_by_kind.values()), 'clouds_received': clouds['count'], 'bad_clouds': bad_clouds,
         'objects_larger_than_10m': clouds['objects_too_large'], 'answered_frames_with_bad_k': answered_bad_k,
         'internal_error_lines': log.count('[internal_error]'), 'traceback_lines': log.count('Traceback'),
         'runtime_warnings': log.count('RuntimeWarning'),
         'good_frames': len(answer_s) + unanswered, 'good_frames_unanswered_5s': unanswered,
+        'unanswered_after_kind': unanswered_by_kind,
+        'node_diagnostics': {kv.key: kv.value for status in diagnostics[-1].status for kv in status.values}
+        if diagnostics else {},
         'good_answer_s': {'p50': float(np.percentile(answers, 50)), 'p95': float(np.percentile(answers, 95)),
                           'max': float(answers.max()), 'over_1s': int((answers > 1.0).sum())},
         'good_answer_after_kind_s': {kind: {'p50': float(np.median(v)), 'max': float(max(v)),
@@ -313,7 +326,8 @@ def attack_markdown(result: dict, command: str) -> str:
         f'Mixed attack (issue 17), measured {result["date"]} with `{command}`.',
         '',
         f'- Machine: {result["machine"]}.',
-        f'- Model: `{result["model"]}`, backend onnxruntime, depth on, `config/reconstruct.yaml`.',
+        f'- Model: `{result["model"]}`, backend onnxruntime, depth on, `config/reconstruct.yaml`, max_objects '
+        f'{result["max_objects"]}.',
         f'- {result["duration_s"]:g} s of rounds "one attack frame, then one good frame" ({kinds}), then '
         f'{result["log_phase_s"]:g} s of 1 MB-string attacks only (log phase). {result["clouds_received"]} clouds '
         'received and checked.',
@@ -328,7 +342,8 @@ def attack_markdown(result: dict, command: str) -> str:
         f'{result["internal_error_lines"]} / {result["traceback_lines"]} / {result["runtime_warnings"]} | 0 |',
         f'| next good frame: publish → cloud p50 / p95 / max | {answer["p50"]:.2f} / {answer["p95"]:.2f} / '
         f'{answer["max"]:.2f} s; {answer["over_1s"]} of {result["good_frames"]} over 1 s, '
-        f'{result["good_frames_unanswered_5s"]} unanswered within 5 s | all within 1 s |',
+        f'{result["good_frames_unanswered_5s"]} unanswered within 5 s (after: '
+        f'{result["unanswered_after_kind"] or "none"}) | all within 1 s |',
         f'| node RSS after {result["warmup_s"]:g} s warm-up (min … max) | {rss["after_warmup_min"]:.1f} … '
         f'{rss["after_warmup_max"]:.1f} MiB, spread {rss["after_warmup_spread_pct"]:.1f} % (first sample '
         f'{rss["first"]:.1f} MiB) | within 10 % |',
@@ -356,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--log-phase-s', type=float, default=65.0, help='1 MB-string attacks only, afterwards')
     parser.add_argument('--warmup-s', type=float, default=60.0, help='RSS before this is warm-up')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--max-objects', type=int, help="the node's max_objects (default: the params file's)")
     parser.add_argument('--write-docs', action='store_true', help='update the block in docs/benchmarks.md')
     args = parser.parse_args(argv)
     interrupt_on_sigterm()
@@ -364,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ctx = RunContext(ensure_exported(args.model, args.engines_dir), out, args.params_file)
         apply_ros_environment(log_dir=out / 'logs' / 'ros')
-        result = attack(ctx, args.duration_s, args.log_phase_s, args.warmup_s, args.seed)
+        result = attack(ctx, args.duration_s, args.log_phase_s, args.warmup_s, args.seed, args.max_objects)
     except DemoError as exc:
         LOGGER.error('attack failed: %s', exc)
         return 1
@@ -375,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     markdown = attack_markdown(result, 'python -m mesc3d_training.attack ' + ' '.join(argv or []))
     print(markdown)
     if args.write_docs:
-        replace_block(BENCHMARKS_DOC, 'reliability:attack', markdown, heading='Reliability')
+        suffix = '' if args.max_objects is None else f':max_objects_{args.max_objects}'
+        replace_block(BENCHMARKS_DOC, f'reliability:attack{suffix}', markdown, heading='Reliability')
     return 0 if result['node_alive_after'] and not sum(result['bad_clouds'].values()) else 1
 
 
