@@ -16,8 +16,12 @@ from dataclasses import dataclass
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import Header
 
+from mesc3d_ros.safe_text import printable
+
 LATENCY_WINDOW = 200
 """Frames kept for the latency statistics (≈ 7 s at 30 Hz)."""
+VALUE_CHARS = 256
+"""Longest /diagnostics value (a model name or a path fits)."""
 
 
 class CauseLog:
@@ -158,6 +162,8 @@ def diagnostic_array(snapshot: Snapshot, name: str, hardware_id: str, context: d
         **{f'issue_{key}': str(value) for key, value in sorted(snapshot.issues.items())},
         **{f'placement_{key}': str(value) for key, value in sorted(snapshot.placements.items())},
     }
+    # Values are counts and fixed facts; printable() bounds them anyway, so nothing a message carries can bloat them.
     status = DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
-                              values=[KeyValue(key=key, value=value) for key, value in values.items()])
+                              values=[KeyValue(key=key, value=printable(value, VALUE_CHARS))
+                                      for key, value in values.items()])
     return DiagnosticArray(header=header, status=[status])
