@@ -260,6 +260,8 @@ class ReconstructionPipeline:
             return self._box_placement(depth, K, box, size_m, orientation_known, index, issues), None
         x0, y0, x1, y1 = (float(v) for v in box)
         ray = geometry.pixel_ray(K, (x0 + x1) / 2, (y0 + y1) / 2)
+        if not (np.isfinite(ray).all() and ray[2] > 0):  # only with intrinsics the node refuses (intrinsics_check)
+            raise ValueError(f'the ray through the box centre, {ray.tolist()}, does not point in front of the camera')
         # The box placement at the measured front depth (z-depth → distance along the ray) gives the initial scale.
         front_m = surface.front_depth_m / float(ray[2])
         start = geometry.place(K, box, size_m, front_m, orientation_known, self.settings.prior)

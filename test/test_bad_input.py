@@ -92,7 +92,8 @@ def test_zero_and_sub_millimetre_depth_is_no_reading_even_with_min_depth_0(contr
     window = geometry.DepthWindow(min_depth_m=0.0)
     depth = np.full((HEIGHT, WIDTH), reading, dtype=np.float32)
     objects, issues = run(make_pipeline(contract_path, depth=window), rgb, BOX, ['ball'], [0.9], depth=depth)
-    assert [i.cause for i in issues] == ['depth_invalid']  # the frame is answered from the size prior
+    # No surface to fit the shape to, then no median depth: the frame is answered from the size prior.
+    assert [i.cause for i in issues] == ['fit_no_surface', 'depth_invalid']
     assert [o.placement.mode for o in objects] == ['size_prior']
     assert_publishable(objects)
 
