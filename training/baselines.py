@@ -13,8 +13,8 @@ the same evaluation (``evaluate.py``) on the validation, test and zero-shot spli
 - ``no_esm``: ours with ``use_selection_maps: false``; ``no_prior``: ours with ``use_class_prior: false``.
 
 Output in ``--out``: one folder per entry (training run + ``eval_<split>/``), ``comparison.md`` and
-``comparison.json``. Re-running the command skips finished entries and resumes interrupted ones, so the table is
-always reproduced by this one command.
+``comparison.json``. Re-running the command skips finished entries and their evaluations and resumes interrupted
+ones, so the table is always reproduced by this one command (``--entries`` adds entries to a finished run).
 """
 
 from __future__ import annotations
@@ -197,9 +197,8 @@ def run_baselines(cfg: Config, out_dir: Path, batch_size: int = 16, entries: tup
             model, table = loaded.model, ClassTable(loaded.classes, loaded.generic_class, {})
             if entry == 'mesc3d':
                 table_of_ours = ClassTable.load(run / TABLE_FILE, cfg.model.text_dim)
-        reports[entry] = {split: evaluate_model(model, table, entry_config(cfg, entry), split,
-                                                run / f'eval_{split}', name=entry, batch_size=batch_size,
-                                                zero_shot=split == 'test')
+        reports[entry] = {split: _evaluate_once(model, table, entry_config(cfg, entry), split, run / f'eval_{split}',
+                                                entry, batch_size)
                           for split in EVAL_SPLITS}
     comparison = comparison_rows(reports, results)
     write_atomic(out_dir / 'comparison.json', json.dumps(comparison, indent=1).encode())
@@ -219,6 +218,16 @@ def _train_once(run: Path, train_entry) -> dict:
     result['wall_s'] = round(time.perf_counter() - started, 1)
     write_atomic(done, json.dumps(result, indent=1).encode())
     return result
+
+
+def _evaluate_once(model: nn.Module, table: ClassTable, cfg: Config, split: str, out: Path, entry: str,
+                   batch_size: int) -> dict:
+    """The entry's report on ``split``: the one a previous run wrote (evaluation is deterministic), else a new one."""
+    done = out / 'metrics.json'
+    if done.is_file():
+        return json.loads(done.read_text())
+    return evaluate_model(model, table, cfg, split, out, name=entry, batch_size=batch_size,
+                          zero_shot=split == 'test')
 
 
 def _train_ours(cfg: Config, run: Path, table: ClassTable | None) -> dict:

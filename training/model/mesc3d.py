@@ -80,7 +80,7 @@ class MESC3D(nn.Module):
     def from_trunk(self, trunk_features: torch.Tensor, class_embedding: torch.Tensor) -> torch.Tensor:
         """The graph after the image trunk (what the cached recipe trains): trunk output -> points (B, N, 3)."""
         image_tokens = self.image_encoder.tokens(trunk_features)                     # (B, T, D)
-        batch = image_tokens.shape[0]
+        batch = class_embedding.shape[0]   # a graph input: the exported batch stays dynamic
         fused = self.mit(self.point_tokens(batch), image_tokens)            # (B, T·D)
         if not self.cfg.use_class_prior:
             # 3DSPL ablation: same graph and inputs, the embedding carries nothing (the branch keeps its bias).
