@@ -404,6 +404,8 @@ INVALID = [  # (override, text the error must contain)
     ('placement:=depth', 'placement is "depth" but use_depth is false'),
     ("class_map:=['41:teapot']", "class_map maps to ['teapot'], which the model does not know"),
     ('model_path:=/nonexistent/model.json', '/nonexistent/model.json: cannot read model contract'),
+    ('precision:=int4', 'parameter "precision" is \'int4\'; allowed: auto, fp32, fp16, int8'),
+    ('precision:=int8', 'precision int8 requested, but this export offers only fp32, fp16'),
 ]
 
 

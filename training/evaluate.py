@@ -12,6 +12,10 @@ categories, the ``zero_shot`` split (those categories, embedded from their names
 Everything is deterministic: evaluation items use a fixed view, crop and seeded ground-truth subset, the model runs
 in eval mode, and the gallery shows the first objects of each category in dataset order.
 
+``--onnx CONTRACT --precision int8`` scores an exported model file (float32, float16 or INT8, run by ONNX Runtime on
+the CPU exactly as the node runs it) in place of the checkpoint's torch module; the checkpoint still supplies the
+config and class table, and must be the one the contract was exported from (same config hash).
+
 Outputs in ``--out``: ``metrics.json``, ``metrics.md``, ``gallery.png`` (input crop, prediction and ground truth
 from the front and from above, a few objects per category).
 """
@@ -31,8 +35,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mesc3d_ros.config import Config
-from mesc3d_ros.contract import write_atomic
+from mesc3d_ros.config import Config, config_hash
+from mesc3d_ros.contract import load_contract, write_atomic
+from mesc3d_ros.inference import OnnxRuntimeBackend
 from mesc3d_training.checkpoint import checkpoint_stem, load_model, save_model
 from mesc3d_training.data.categories import ZERO_SHOT_SPLIT
 from mesc3d_training.data.dataset import ReconstructionDataset
@@ -167,6 +172,19 @@ def write_gallery(samples: list[dict], path: Path, title: str) -> Path:
     return path
 
 
+class ExportedModel(nn.Module):
+    """An exported model file run by ONNX Runtime behind the module interface :func:`score_split` calls."""
+
+    def __init__(self, contract_path: Path, precision: str) -> None:
+        super().__init__()
+        self.backend = OnnxRuntimeBackend(load_contract(contract_path), contract_path, max_batch=64,
+                                          precision=precision)
+
+    def forward(self, image: torch.Tensor, class_embedding: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [0, 1], (B, D) -> (B, N, 3) float32 unit ball, on the CPU."""
+        return torch.from_numpy(self.backend.run(image.cpu().numpy(), class_embedding.cpu().numpy()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='mesc3d eval', description=__doc__.splitlines()[0])
     parser.add_argument('checkpoint', type=Path, help='deployable model: <stem>, <stem>.yaml or <stem>.safetensors')
@@ -175,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--data-root', help='dataset folder, if not the one the checkpoint was trained on')
     parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--gallery-per-category', type=int, default=2)
+    parser.add_argument('--onnx', type=Path, metavar='CONTRACT',
+                        help='score this export of the checkpoint (contract JSON) with ONNX Runtime instead of torch')
+    parser.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'int8'),
+                        help='which model file of --onnx to score')
     parser.add_argument('--ship', type=Path, metavar='STEM',
                         help='also write the evaluated model as a deployable checkpoint STEM.safetensors/.yaml with '
                              'float16 weights and these results in its metrics (how models/ is made)')
@@ -187,9 +209,17 @@ def main(argv: list[str] | None = None) -> int:
         log.warning('%s was trained on dataset %s…, evaluating on %s…', args.checkpoint,
                     loaded.data_manifest_hash[:12], data_manifest_hash(cfg)[:12])
     stem = checkpoint_stem(args.checkpoint)
-    out = args.out or Path('runs') / f'eval_{stem.name}_{args.split}'
-    report = evaluate_model(loaded.model, ClassTable(loaded.classes, loaded.generic_class, {}), cfg, args.split, out,
-                            name=cfg.model.name, batch_size=args.batch_size,
+    model, name = loaded.model, cfg.model.name
+    if args.onnx:
+        if args.ship:
+            raise ValueError('--ship writes the torch checkpoint; it cannot be combined with --onnx')
+        if load_contract(args.onnx).config_hash != config_hash(loaded.cfg):
+            raise ValueError(f'{args.onnx} was not exported from {args.checkpoint} (config hashes differ)')
+        model, name = ExportedModel(args.onnx, args.precision), f'{name} (ONNX Runtime, {args.precision})'
+    suffix = f'_onnx_{args.precision}' if args.onnx else ''
+    out = args.out or Path('runs') / f'eval_{stem.name}_{args.split}{suffix}'
+    report = evaluate_model(model, ClassTable(loaded.classes, loaded.generic_class, {}), cfg, args.split, out,
+                            name=name, batch_size=args.batch_size,
                             gallery_per_category=args.gallery_per_category)
     if args.ship:
         results = {split: {'mean': report[split]['mean'], 'num_samples': report[split]['num_samples']}
