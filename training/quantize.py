@@ -2,16 +2,16 @@
 
 ``mesc3d export`` calls :func:`quantize_int8` after the float models are written when the checkpoint's dataset (or
 ``--calibration-data``) is there: the float32 ONNX gets QuantizeLinear/DequantizeLinear pairs around the weights
-(int8, symmetric, per output channel) and activations (uint8, asymmetric, per tensor) of the ops that carry the
-arithmetic (:data:`QUANTIZED_OPS`), with ranges from min/max calibration over the validation split's evaluation
-crops. ONNX Runtime's CPU provider fuses each pair chain into integer kernels (VNNI on recent x86, dot-product
-instructions on ARMv8.2+); every other op (LayerNorm, Softmax, Erf, Tanh, the sphere tokens' arithmetic) stays
-float32. The model keeps float32 I/O, so the contract's tensors do not change.
+(int8, symmetric, per output channel) and activations (uint8, asymmetric, per tensor) of :data:`QUANTIZED_OPS`, with
+ranges from min/max calibration over the validation split's evaluation crops. ONNX Runtime's CPU provider fuses
+each pair chain into integer kernels (VNNI on recent x86, dot-product instructions on ARMv8.2+). LayerNorm,
+Softmax, Erf (GELU), Tanh, Div, Split, Expand and the attention's reshapes stay float32. The model keeps float32 I/O,
+so the contract's tensors do not change.
 
 Blocks of the model (named by their torch module, from the exporter's ``pkg.torch.onnx.name_scopes`` node
-metadata) listed in :data:`FLOAT_BLOCKS` stay float too: the ones that lost accuracy when quantised, found by
-:func:`block_sensitivity` on the validation split (``python -m mesc3d_training.quantize CHECKPOINT``; table and
-reasons in models/README.md). Which crops calibrated the model is recorded in the contract's ``quantization``
+metadata) listed in :data:`FLOAT_BLOCKS` stay float too. Both choices were measured on the validation split
+(:func:`block_sensitivity`, ``python -m mesc3d_training.quantize CHECKPOINT``; the table and the reasons are in
+models/README.md). Which crops calibrated the model is recorded in the contract's ``quantization``
 field (split, manifest hash and every ``category/object/view``).
 """
 
@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import ast
 import logging
+import os
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,11 +44,14 @@ LOGGER = logging.getLogger(__name__)
 
 CALIBRATION_SPLIT = 'val'
 """Calibration (and the choice of float blocks) uses validation crops only; test stays held out for the card."""
-QUANTIZED_OPS = ('Conv', 'MatMul', 'Gemm')
-"""The ops holding nearly all multiply-accumulates; quantising the cheap element-wise ops adds QDQ pairs (and
-error) without saving time."""
-FLOAT_BLOCKS: tuple[str, ...] = ()
-"""Module blocks kept in float32 because quantising them cost accuracy on the validation split (models/README.md)."""
+QUANTIZED_OPS = ('Conv', 'MatMul', 'Gemm', 'Add', 'Mul', 'LeakyRelu', 'Relu', 'MaxPool')
+"""The ops holding the multiply-accumulates, plus the element-wise ops between them: quantising those too keeps the
+decoder's (B, C, 1024) feature maps in uint8 between kernels instead of dequantising them for every Add/Mul
+(faster at equal validation CD-L1, models/README.md)."""
+FLOAT_BLOCKS: tuple[str, ...] = ('decoder.modulations',)
+"""Module blocks (or their parents) kept float32: the ESM modulations multiply by the factorised selection maps, constant (rank, N) matrices that ONNX
+Runtime does not fuse into an integer MatMul, so their int8 form is dequantised on every call, which costs more
+than it saves (measured, models/README.md); accuracy does not need it either way."""
 CALIBRATION_BATCH = 16
 BLOCK_DEPTH = 3
 """Module path components that name a block: ``mit.blocks.0``, ``decoder.convs.2``, ``image_encoder.backbone.layer1``."""
@@ -121,6 +126,11 @@ def block_of(node: onnx.NodeProto) -> str:
     return '.'.join(modules[-1].split('.')[:BLOCK_DEPTH]) if modules else ''
 
 
+def _inside(block: str, parents: tuple[str, ...]) -> bool:
+    """Whether ``block`` is one of ``parents`` or lies inside one (``decoder.modulations.2`` in ``decoder.modulations``)."""
+    return any(block == parent or block.startswith(parent + '.') for parent in parents)
+
+
 def quantizable_blocks(model: onnx.ModelProto) -> list[str]:
     """Blocks holding a quantised op type, in graph order."""
     blocks = [block_of(node) for node in model.graph.node if node.op_type in QUANTIZED_OPS]
@@ -128,7 +138,8 @@ def quantizable_blocks(model: onnx.ModelProto) -> list[str]:
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: CalibrationSet,
-                  float_blocks: tuple[str, ...] = FLOAT_BLOCKS, cache_path: Path | None = None) -> dict:
+                  float_blocks: tuple[str, ...] = FLOAT_BLOCKS, cache_path: Path | None = None,
+                  op_types: tuple[str, ...] = QUANTIZED_OPS) -> dict:
     """Write the INT8 QDQ model of ``fp32_path`` to ``out_path``; returns the record the contract keeps.
 
     ``cache_path``: a calibration-range cache (ONNX Runtime's JSON), reused when it exists, so that several
@@ -136,20 +147,20 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: CalibrationSet,
     """
     model = onnx.load(str(fp32_path))
     excluded = [node.name for node in model.graph.node
-                if node.op_type in QUANTIZED_OPS and block_of(node) in float_blocks]
-    unknown = sorted(set(float_blocks) - set(quantizable_blocks(model)))
-    if unknown:
-        raise ValueError(f'float blocks {unknown} are not blocks of {fp32_path.name}; its blocks: '
-                         f'{quantizable_blocks(model)}')
+                if node.op_type in op_types and _inside(block_of(node), float_blocks)]
+    unknown = [block for block in float_blocks if not any(_inside(b, (block,)) for b in quantizable_blocks(model))]
+    if unknown:     # another config may lack a block (no selection maps): nothing to keep in float then
+        LOGGER.warning('float blocks %s are not in %s; its blocks: %s', unknown, fp32_path.name,
+                       quantizable_blocks(model))
     quantize_static(str(fp32_path), str(out_path), _Reader(calibration), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True, activation_type=QuantType.QUInt8,
+                    op_types_to_quantize=list(op_types), per_channel=True, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
                     calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=cache_path,
                     extra_options={'ActivationSymmetric': False, 'WeightSymmetric': True})
-    quantized = sum(node.op_type in QUANTIZED_OPS for node in model.graph.node) - len(excluded)
+    quantized = sum(node.op_type in op_types for node in model.graph.node) - len(excluded)
     return {'method': 'onnxruntime.quantization.quantize_static, QDQ, MinMax calibration',
             'onnxruntime': ort.__version__, 'weights': 'int8 symmetric, per output channel',
-            'activations': 'uint8 asymmetric, per tensor', 'quantized_op_types': list(QUANTIZED_OPS),
+            'activations': 'uint8 asymmetric, per tensor', 'quantized_op_types': list(op_types),
             'quantized_nodes': quantized, 'float_blocks': list(float_blocks), 'float_nodes': len(excluded),
             'calibration': calibration.record()}
 
@@ -169,18 +180,50 @@ def cd_l1(points: np.ndarray, ground_truth: np.ndarray) -> float:
     return float(metrics['cd_l1'].mean())
 
 
-def block_sensitivity(fp32_path: Path, calibration: CalibrationSet, work_dir: Path) -> Iterator[dict]:
-    """CD-L1 of float32, of everything quantised, and of everything but one block, on the calibration split."""
-    cache = work_dir / 'calibration_ranges.json'
-    fp32 = cd_l1(run_model(fp32_path, calibration.image, calibration.embedding), calibration.points)
-    yield {'variant': 'float32', 'cd_l1': fp32}
-    model = onnx.load(str(fp32_path))
-    for kept in [(), *((block,) for block in quantizable_blocks(model))]:
+MAC_OPS = ('Conv', 'MatMul', 'Gemm')
+"""The alternative op set the sensitivity table compares: multiply-accumulates only."""
+
+
+def block_sensitivity(fp32_path: Path, calibration: CalibrationSet, work_dir: Path,
+                      blocks: bool = True) -> Iterator[dict]:
+    """CD-L1 on the calibration split of: float32; the shipped INT8 settings; other op sets; and (``blocks``)
+    multiply-accumulates quantised in all blocks but one, block by block. Also the mean seconds per call at batch 5."""
+    image, embedding = calibration.image, calibration.embedding
+
+    def score(path: Path) -> dict:
+        return {'cd_l1': cd_l1(run_model(path, image, embedding), calibration.points),
+                'ms_batch5': 1e3 * time_model(path, image[:5], embedding[:5])}
+
+    fp32 = score(fp32_path)
+    yield {'variant': 'float32', **fp32}
+    variants = [('int8, shipped settings', QUANTIZED_OPS, FLOAT_BLOCKS),
+                ('int8, shipped op set, no block float', QUANTIZED_OPS, ()),
+                ('int8, Conv/MatMul/Gemm only', MAC_OPS, ()),
+                ('int8, every op type', tuple(sorted({node.op_type for node in onnx.load(str(fp32_path)).graph.node})),
+                 FLOAT_BLOCKS)]
+    if blocks:
+        variants += [(f'int8, Conv/MatMul/Gemm, {block} float', MAC_OPS, (block,))
+                     for block in quantizable_blocks(onnx.load(str(fp32_path)))]
+    for label, op_types, float_blocks in variants:
         path = work_dir / 'variant.onnx'
-        quantize_int8(fp32_path, path, calibration, kept, cache_path=cache)
-        score = cd_l1(run_model(path, calibration.image, calibration.embedding), calibration.points)
-        yield {'variant': 'int8, all quantised' if not kept else f'int8, {kept[0]} float', 'cd_l1': score,
-               'vs_fp32_pct': 100.0 * (score / fp32 - 1.0)}
+        # One range cache per op set: the calibrator records the tensors of the ops it is asked to quantise.
+        quantize_int8(fp32_path, path, calibration, float_blocks, op_types=op_types,
+                      cache_path=work_dir / f'ranges_{len(op_types)}.json')
+        row = score(path)
+        yield {'variant': label, **row, 'vs_fp32_pct': 100.0 * (row['cd_l1'] / fp32['cd_l1'] - 1.0),
+               'speedup': fp32['ms_batch5'] / row['ms_batch5']}
+
+
+def time_model(path: Path, image: np.ndarray, embedding: np.ndarray, calls: int = 10) -> float:
+    """Mean seconds per call of one batch after two warm-up calls (ONNX Runtime CPU, default session options)."""
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    feed = {INPUT_IMAGE: image, INPUT_CLASS_EMBEDDING: embedding}
+    for _ in range(2):
+        session.run([OUTPUT_POINTS], feed)
+    start = time.perf_counter()
+    for _ in range(calls):
+        session.run([OUTPUT_POINTS], feed)
+    return (time.perf_counter() - start) / calls
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m mesc3d_training.quantize', description=main.__doc__)
     parser.add_argument('checkpoint', type=Path)
     parser.add_argument('--data-root', help='dataset folder, if not the one the checkpoint was trained on')
+    parser.add_argument('--no-blocks', action='store_true', help='op-set variants only, no block-by-block rows')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
     for chatty in ('onnxscript', 'onnx_ir'):
@@ -202,11 +246,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix='mesc3d_quantize_') as work:
         work_dir = Path(work)
         contract_path = export_model(loaded, work_dir / 'model')
-        print(f'| variant ({calibration.split}, {len(calibration.items)} crops) | CD-L1 ×10² | vs float32 |')
-        print('|---|---:|---:|')
-        for row in block_sensitivity(contract_path.with_suffix('.onnx'), calibration, work_dir):
+        print(f'| variant ({calibration.split}, {len(calibration.items)} crops) | CD-L1 ×10² | vs float32 | '
+              f'ms per call of 5 | speed-up |')
+        print('|---|---:|---:|---:|---:|')
+        for row in block_sensitivity(contract_path.with_suffix('.onnx'), calibration, work_dir,
+                                     blocks=not args.no_blocks):
             change = f'{row["vs_fp32_pct"]:+.1f} %' if 'vs_fp32_pct' in row else ''
-            print(f'| {row["variant"]} | {100 * row["cd_l1"]:.3f} | {change} |', flush=True)
+            speedup = f'{row["speedup"]:.2f}×' if 'speedup' in row else ''
+            print(f'| {row["variant"]} | {100 * row["cd_l1"]:.3f} | {change} | {row["ms_batch5"]:.1f} | {speedup} |',
+                  flush=True)
+        print(f'\n1-min load average {os.getloadavg()[0]:.1f} at the end (timings are comparable within one run only)')
     return 0
 
 
