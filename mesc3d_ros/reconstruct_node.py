@@ -48,6 +48,7 @@ from mesc3d_ros.conversions import (camera_info_to_intrinsics, detections_to_arr
                                     points_to_cloud, stamp_to_ns)
 from mesc3d_ros.diagnostics import CauseLog, NodeStats, diagnostic_array
 from mesc3d_ros.inference import create_backend
+from mesc3d_ros.package_share import DEFAULT_MODEL, resolve_model
 from mesc3d_ros.pipeline import ObjectCloud, PipelineSettings, ReconstructionPipeline
 from mesc3d_ros.sync import TimeSynchronizer
 
@@ -56,6 +57,8 @@ IMAGE, DETECTIONS, DEPTH = 0, 1, 2  # stream indices in the synchroniser
 INPUT_TOPICS = ('image', 'detections', 'camera_info', 'depth')  # relative: remap them
 POINTS_TOPIC, OBJECTS_TOPIC, DIAGNOSTICS_TOPIC = 'mesc3d/points', 'mesc3d/objects', '/diagnostics'
 OUTPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)  # what RViz subscribes with by default
+DEPTH_WAIT_S = 5.0
+"""With use_depth, seconds after activation without any depth image before it is reported (log + /diagnostics)."""
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,8 @@ class ParamSpec:
 
 
 PARAMETERS = (
-    ParamSpec('model_path', '', 'Model contract JSON written by `mesc3d export` (the ONNX file lies next to it). '
-              'Required.'),
+    ParamSpec('model_path', DEFAULT_MODEL, 'Model contract JSON written by `mesc3d export` (the ONNX file lies '
+              'next to it), or the name of a model shipped in the package\'s models/ folder'),
     ParamSpec('backend', 'auto', 'Inference backend; auto = TensorRT when usable, else ONNX Runtime',
               choices=('auto', 'tensorrt', 'onnxruntime')),
     ParamSpec('precision', 'auto', 'Model file to run, checked at configure against what the contract offers: '
@@ -279,6 +282,8 @@ class ReconstructNode(LifecycleNode):
         self._publishers_made: dict = {}
         self._diagnostics_timer = None
         self._state = 'unconfigured'
+        self._activated_s = 0.0
+        self._depth_seen = False
 
     # ---- parameters ------------------------------------------------------------------------------------------
     def _values(self) -> dict[str, object]:
@@ -302,9 +307,8 @@ class ReconstructNode(LifecycleNode):
         p = self._values()
         backend = None
         try:
-            if not p['model_path']:
-                raise ParameterError('parameter "model_path" is empty: pass -p model_path:=<model contract .json>')
-            contract = load_contract(p['model_path'])
+            model_path = resolve_model(p['model_path'])
+            contract = load_contract(model_path)
             settings = PipelineSettings(
                 min_score=p['min_score'], class_map=parse_class_map(p['class_map']),
                 unknown_class=p['unknown_class'],
@@ -314,7 +318,7 @@ class ReconstructNode(LifecycleNode):
                                            min_valid_fraction=p['min_valid_depth_fraction']),
                 prior=geometry.PlacementPrior(box_fill=p['placement_box_fill'],
                                               centre_offset=p['placement_centre_offset']))
-            backend = create_backend(p['model_path'], p['backend'], max_batch=p['max_batch'],
+            backend = create_backend(model_path, p['backend'], max_batch=p['max_batch'],
                                      engine_dir=p['engine_dir'] or None, threads=p['cpu_threads'],
                                      precision=p['precision'])
             self._pipeline = ReconstructionPipeline(backend, contract, settings)
@@ -338,7 +342,8 @@ class ReconstructNode(LifecycleNode):
         self._worker.start()
         self._state = 'inactive'
         self.get_logger().info(
-            f'configured: model {contract.name} ({contract.output_frame} frame, {contract.num_points} points), '
+            f'configured: model {contract.name} from {model_path} ({contract.output_frame} frame, '
+            f'{contract.num_points} points), '
             f'backend {backend.name}, placement {p["placement"]}, depth {"on" if p["use_depth"] else "off"}')
         return TransitionCallbackReturn.SUCCESS
 
@@ -357,6 +362,7 @@ class ReconstructNode(LifecycleNode):
             self._subscriptions_made.append(
                 self.create_subscription(Image, 'depth', lambda msg: self._on_input(DEPTH, msg), image_qos))
         self._state = 'active'
+        self._activated_s, self._depth_seen = time.monotonic(), False
         topics = ', '.join(s.topic_name for s in self._subscriptions_made)
         self.get_logger().info(f'active: {topics} -> {self._publishers_made["points"].topic_name}, '
                                f'{self._publishers_made["objects"].topic_name}')
@@ -420,6 +426,7 @@ class ReconstructNode(LifecycleNode):
         sync, slot = self._sync, self._slot
         if sync is None or slot is None:
             return  # deactivated while the message was queued
+        self._depth_seen = self._depth_seen or stream == DEPTH
         matched = sync.add(stream, stamp_to_ns(msg.header.stamp), msg)
         dropped = sync.dropped
         lost_detections = dropped[DETECTIONS] - self._sync_dropped[DETECTIONS]
@@ -510,6 +517,12 @@ class ReconstructNode(LifecycleNode):
         pipeline = self._pipeline
         if pipeline is None:
             return
+        waited_s = time.monotonic() - self._activated_s
+        if self._state == 'active' and self._params['use_depth'] and not self._depth_seen and waited_s > DEPTH_WAIT_S:
+            # Frames wait for a depth partner, so without one the node publishes nothing: say why, every period.
+            self._report('no_depth', f'use_depth is true but no depth image arrived on '
+                         f'{self.resolve_topic_name("depth")} in {waited_s:.0f} s: nothing is published until one '
+                         f'does (remap depth:=<topic>, check its QoS, or set use_depth:=false)')
         context = {'state': self._state, 'backend': pipeline.backend.name, 'model': pipeline.contract.name,
                    'output_frame': pipeline.contract.output_frame, 'placement_policy': self._params['placement'],
                    'use_depth': str(self._params['use_depth']).lower()}
