@@ -44,8 +44,10 @@ class SessionSettings:
     """Sequential execution: the graph is a chain, so a parallel executor only adds scheduling cost."""
     memory_arena: bool = True
     """Keep freed buffers in ONNX Runtime's arena (and plan them by pattern) instead of returning them to malloc."""
-    spinning: bool = True
-    """Let idle intra-op threads spin for work instead of sleeping (ONNX Runtime's default)."""
+    spinning: bool = False
+    """Let idle intra-op threads spin for work instead of sleeping (ONNX Runtime's default). Off: on a 2-core CPU
+    shared with the camera driver, the detector and the node's own Python work, spinning threads burn the cycles
+    the others need (``mesc3d bench``: 2.0× the float32 and 3.0× the INT8 throughput without it, docs/benchmarks.md)."""
 
     def options(self):
         import onnxruntime as ort

@@ -55,7 +55,7 @@ CAMERA_RATES_HZ = (15.0, 30.0)
 SESSION_VARIANTS = {
     'defaults': SessionSettings(),
     '1 thread': SessionSettings(threads=1),
-    'no spinning': SessionSettings(spinning=False),
+    'spinning (ONNX Runtime\'s default)': SessionSettings(spinning=True),
     'no memory arena': SessionSettings(memory_arena=False),
     'optimisation extended (no NCHWc layout)': SessionSettings(optimization='extended'),
     'parallel executor': SessionSettings(sequential=False),
