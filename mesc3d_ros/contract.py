@@ -1,8 +1,9 @@
 """The model I/O contract: what an exported MESC-3D model takes and returns, as code.
 
 Export writes ``<name>.onnx`` (float32), ``<name>.fp16.onnx``, optionally ``<name>.int8.onnx`` and ``<name>.json``;
-the JSON is a :class:`ModelContract` and lists which of those precisions (:data:`PRECISIONS`) the model offers. Engine build and the node
-read the JSON, check it against the model file and refuse to start on any mismatch, naming the file and the field.
+the JSON is a :class:`ModelContract` and lists which of those precisions (:data:`PRECISIONS`) the model offers.
+Engine build and the node read the JSON, check it against the model file and refuse to start on any mismatch, naming
+the file and the field.
 
 Tensors (all float32, batch dimension ``batch`` dynamic; :data:`TENSOR_DTYPE`):
 

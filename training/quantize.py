@@ -46,15 +46,16 @@ CALIBRATION_SPLIT = 'val'
 """Calibration (and the choice of float blocks) uses validation crops only; test stays held out for the card."""
 QUANTIZED_OPS = ('Conv', 'MatMul', 'Gemm', 'Add', 'Mul', 'LeakyRelu', 'Relu', 'MaxPool')
 """The ops holding the multiply-accumulates, plus the element-wise ops between them: quantising those too keeps the
-decoder's (B, C, 1024) feature maps in uint8 between kernels instead of dequantising them for every Add/Mul
-(faster at equal validation CD-L1, models/README.md)."""
+decoder's (B, C, 1024) feature maps in uint8 between kernels instead of dequantising them for every Add/Mul (18 % of
+the Conv/MatMul/Gemm-only model's time in ONNX Runtime's profile), at equal validation CD-L1 (models/README.md)."""
 FLOAT_BLOCKS: tuple[str, ...] = ('decoder.modulations',)
-"""Module blocks (or their parents) kept float32: the ESM modulations multiply by the factorised selection maps, constant (rank, N) matrices that ONNX
-Runtime does not fuse into an integer MatMul, so their int8 form is dequantised on every call, which costs more
-than it saves (measured, models/README.md); accuracy does not need it either way."""
+"""Module blocks (or their parents) kept float32: the ESM modulations multiply by the factorised selection maps,
+constant (rank, N) matrices that ONNX Runtime does not fuse into an integer MatMul, so their int8 form is dequantised
+on every call (8 % of that profile); accuracy does not need it either way (models/README.md)."""
 CALIBRATION_BATCH = 16
 BLOCK_DEPTH = 3
-"""Module path components that name a block: ``mit.blocks.0``, ``decoder.convs.2``, ``image_encoder.backbone.layer1``."""
+"""Module path components that name a block: ``mit.blocks.0``, ``decoder.convs.2``,
+``image_encoder.backbone.layer1``."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,8 @@ def block_of(node: onnx.NodeProto) -> str:
 
 
 def _inside(block: str, parents: tuple[str, ...]) -> bool:
-    """Whether ``block`` is one of ``parents`` or lies inside one (``decoder.modulations.2`` in ``decoder.modulations``)."""
+    """Whether ``block`` is one of ``parents`` or lies inside one (``decoder.modulations.2`` in
+    ``decoder.modulations``)."""
     return any(block == parent or block.startswith(parent + '.') for parent in parents)
 
 
