@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from mesc3d_training.data import layout
 from mesc3d_training.data.alignment import grow, projected_on_mask
-from mesc3d_training.data.categories import SPLITS
+from mesc3d_training.data.categories import MANIFEST_SPLITS
 
 UNIT_BALL_TOLERANCE = 1e-3
 MIN_PROJECTED_ON_MASK = 0.8
@@ -137,7 +137,7 @@ def check_splits(manifest: dict) -> list[str]:
     problems = []
     where = layout.MANIFEST_FILE
     seen: dict[str, str] = {}
-    for split in SPLITS:
+    for split in MANIFEST_SPLITS:
         for object_id in manifest['splits'].get(split, []):
             if object_id in seen:
                 problems.append(f'{where}: object {object_id} is in both {seen[object_id]} and {split}')

