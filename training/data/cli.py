@@ -7,6 +7,7 @@ import json
 import logging
 
 from mesc3d_training.data.categories import DEFAULT_UNSEEN_SOURCE
+from mesc3d_training.data.check import DEFAULT_DEPTH_TOLERANCE
 from mesc3d_training.data.generate import DEFAULT_IMAGE_SIZE, DEFAULT_VIEWS
 from mesc3d_training.data.sources import DEFAULT_PROCEDURAL_COUNT, SOURCE_KINDS
 
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser('check', help='report missing, corrupt or inconsistent files (non-zero exit)')
     check.add_argument('root', help='dataset folder')
+    check.add_argument('--depth-tolerance', type=float, default=DEFAULT_DEPTH_TOLERANCE,
+                       help='share of mask pixels (off the 1-px border band) that may disagree with depth > 0')
 
     stats = commands.add_parser('stats', help='agreement of clouds, cameras, masks and depth (JSON summary)')
     stats.add_argument('root', help='dataset folder')
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == 'check':
         from mesc3d_training.data.check import check_dataset
 
-        problems = check_dataset(args.root, progress=True)
+        problems = check_dataset(args.root, progress=True, depth_tolerance=args.depth_tolerance)
         for problem in problems:
             log.error('%s', problem)
         if problems:

@@ -68,7 +68,7 @@ def object_seed(seed: int, object_id: str) -> int:
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), image, [cv2.IMWRITE_PNG_COMPRESSION, 3]):
+    if not cv2.imwrite(str(path), image, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
         raise OSError(f'{path}: cv2.imwrite failed')
 
 
@@ -189,9 +189,12 @@ def _select(sources: list[MeshSource], limit: int, object_ids: Sequence[str]) ->
         return [by_id[i] for i in object_ids]
     if limit:
         # A hash-ranked subset mixes sources and categories, unlike the first N ids in sorted order.
-        ranked = sorted(sources, key=lambda source: hashlib.sha256(source.object_id.encode()).hexdigest())
-        return sorted(ranked[:limit], key=lambda source: source.object_id)
+        return sorted(sorted(sources, key=_rank)[:limit], key=lambda source: source.object_id)
     return sources
+
+
+def _rank(source: MeshSource) -> str:
+    return hashlib.sha256(source.object_id.encode()).hexdigest()
 
 
 # ---- manifest, attribution, report -----------------------------------------------------------------------------
@@ -276,6 +279,9 @@ def make_dataset(out_dir: str | Path, seed: int = 0, views: int = DEFAULT_VIEWS,
             todo.append(job)
         else:
             records.append(record)
+    # Render in hash-rank order: an interrupted run has finished a mixed subset, which ``limit`` = the number of
+    # finished objects then completes at once into a valid dataset (the --limit subset is the same ranking).
+    todo.sort(key=lambda job: _rank(job.source))
     log.info('%d objects selected (%d excluded by the category rules), %d already finished, %d to render',
              len(jobs), len(excluded), len(records), len(todo))
     failed = []
