@@ -153,7 +153,8 @@ def check_object(root: Path, object_id: str, entry: dict, manifest: dict,
                                   manifest.get('num_surface_points', layout.NUM_SURFACE_POINTS)))
     problems += _check_cameras(layout.cameras_path(root, category, object_id), manifest['views'],
                                manifest['image_size'])
-    if not layout.done_path(root, category, object_id).is_file():
+    # done.json is our generator's completion marker; a dataset made elsewhere (no generator_version) has none.
+    if 'generator_version' in manifest and not layout.done_path(root, category, object_id).is_file():
         problems.append(f'{layout.done_path(root, category, object_id)}: missing done marker (unfinished object)')
     for view in range(manifest['views']):
         problems += _check_view(root, category, object_id, view, manifest['image_size'], depth_tolerance)
