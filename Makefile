@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := build/stamps
-APT_PACKAGES := sweethome3d-furniture cmake ninja-build g++ libegl1 libegl-mesa0 libgl1-mesa-dri
+APT_PACKAGES := sweethome3d-furniture morse-simulator-data cmake ninja-build g++ libegl1 libegl-mesa0 libgl1-mesa-dri
 
 .PHONY: setup demo test test-fast bench clean help
 

@@ -25,6 +25,7 @@ from mesc3d_training.data.generate import make_dataset
 from mesc3d_training.data.scene import SceneRanges
 from mesc3d_training.data.sources import MAX_RANDOM_SHARE, cap_random, list_sources, load_object
 
+ROOT = Path(__file__).resolve().parents[1]
 HAVE_MYOSUITE = bool(myosuite_objects())
 HAVE_LIBERO = bool(libero_objects())
 
@@ -190,3 +191,18 @@ def test_smallest_valid_dataset_from_the_layout_doc(scene_data: Path, tmp_path: 
     cfg = DataConfig(root=str(root), held_out_categories=('food', 'tool'), eval_views=3)
     dataset = ReconstructionDataset(cfg, 'test', 64, train=False)  # held-out categories absent: logged, no error
     assert len(dataset) == 3 and dataset[2]['points'].shape[1] == 3
+
+
+@pytest.mark.skipif(not (Path('/usr/share/morse/data/props').is_dir() and (ROOT / 'data/morse_meshes').is_dir()),
+                    reason='MORSE props not converted (apt morse-simulator-data + scripts/morse_to_obj.py with bpy)')
+def test_morse_props_are_metric_and_categorised() -> None:
+    from mesc3d_training.data.asset_collections import morse_objects
+
+    objects = {o.object_id: o for o in morse_objects(ROOT / 'data/morse_meshes')}
+    assert 'morse_napkin' not in objects and 'morse_ikea_carpet_dragor' not in objects
+    assert objects['morse_cup_blue'].category == 'mug' and objects['morse_ikea_sofa_ektorp'].category == 'sofa'
+    source = {s.object_id: s for s in list_sources(('morse',))[0]}
+    for object_id, (low, high) in {'morse_cup_blue': (0.08, 0.13), 'morse_bowl': (0.15, 0.19),
+                                   'morse_knife': (0.18, 0.21)}.items():
+        extents = np.ptp(np.concatenate([p.vertices for p in load_object(source[object_id]).meshes]), axis=0)
+        assert low < extents.max() < high, object_id

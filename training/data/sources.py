@@ -34,7 +34,7 @@ from mesc3d_training.data.categories import SHAPE_CATEGORY, category_for_name, e
 log = logging.getLogger(__name__)
 
 SH3D_FURNITURE_DIR = Path('/usr/share/sweethome3d/furniture')
-SOURCE_KINDS = ('sh3d', 'pybullet', 'random', 'myosuite', 'libero', 'procedural')
+SOURCE_KINDS = ('sh3d', 'pybullet', 'random', 'myosuite', 'libero', 'morse', 'procedural')
 DEFAULT_PROCEDURAL_COUNT = 2000
 MAX_RANDOM_SHARE = 0.25
 """random_urdfs blobs are capped at this share of the objects that can be trained on (all but the unseen
@@ -183,11 +183,12 @@ def _color_for(object_id: str) -> tuple[float, ...]:
 
 
 def collection_sources(kind: str) -> list[MeshSource]:
-    """myosuite or LIBERO objects (empty, with a warning, when the package is not installed)."""
-    objects = asset_collections.myosuite_objects() if kind == 'myosuite' else asset_collections.libero_objects()
+    """myosuite, LIBERO or MORSE objects (empty, with a warning, when the package or conversion is missing)."""
+    objects = {'myosuite': asset_collections.myosuite_objects, 'libero': asset_collections.libero_objects,
+               'morse': asset_collections.morse_objects}[kind]()
     return [MeshSource(object_id=o.object_id, source=kind, name=o.name, category=o.category, mesh_file=o.files[0],
                        archive='', rotation=Y_UP_FROM_Z_UP if o.z_up else IDENTITY, target_extents_m=(), scale=o.scale,
-                       color=_color_for(o.object_id) if kind == 'myosuite' else (), creator=o.creator,
+                       color=_color_for(o.object_id) if kind in ('myosuite', 'morse') else (), creator=o.creator,
                        licence=o.licence, part_files=o.files[1:])
             for o in objects]
 
@@ -214,7 +215,8 @@ def list_sources(kinds: Sequence[str] = SOURCE_KINDS, procedural_count: int = DE
                  ) -> tuple[list[MeshSource], list[dict]]:
     """All candidate objects of the requested kinds, sorted by id, and the excluded catalog entries.
 
-    myosuite and LIBERO need optional wheels: without them they contribute nothing (logged), never an error.
+    myosuite and LIBERO need optional wheels, MORSE a one-off conversion: without them they contribute nothing
+    (logged), never an error.
     """
     unknown = sorted(set(kinds) - set(SOURCE_KINDS))
     if unknown:
@@ -226,7 +228,7 @@ def list_sources(kinds: Sequence[str] = SOURCE_KINDS, procedural_count: int = DE
         kept += pybullet_sources()
     if 'random' in kinds:
         kept += random_urdf_sources()
-    for kind in ('myosuite', 'libero'):
+    for kind in ('myosuite', 'libero', 'morse'):
         if kind in kinds:
             kept += collection_sources(kind)
     if 'procedural' in kinds:
