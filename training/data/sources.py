@@ -34,7 +34,7 @@ from mesc3d_training.data.categories import SHAPE_CATEGORY, category_for_name, e
 log = logging.getLogger(__name__)
 
 SH3D_FURNITURE_DIR = Path('/usr/share/sweethome3d/furniture')
-SOURCE_KINDS = ('sh3d', 'pybullet', 'random', 'myosuite', 'libero', 'morse', 'procedural')
+SOURCE_KINDS = ('sh3d', 'pybullet', 'random', 'myosuite', 'libero', 'morse', 'gym', 'procedural')
 DEFAULT_PROCEDURAL_COUNT = 2000
 MAX_RANDOM_SHARE = 0.25
 """random_urdfs blobs are capped at this share of the objects that can be trained on (all but the unseen
@@ -93,6 +93,8 @@ class MeshSource:
     licence: str
     part_files: tuple[str, ...] = ()
     """Further mesh files merged into the object (multi-part collection objects)."""
+    capsules: tuple[tuple[float, float, float, float, float], ...] = ()
+    """Upright capsules (radius, half length, x, y, z in file units) that are parts too (MJCF primitive geoms)."""
 
 
 @dataclass(frozen=True)
@@ -183,13 +185,13 @@ def _color_for(object_id: str) -> tuple[float, ...]:
 
 
 def collection_sources(kind: str) -> list[MeshSource]:
-    """myosuite, LIBERO or MORSE objects (empty, with a warning, when the package or conversion is missing)."""
+    """myosuite, LIBERO, MORSE or gymnasium-robotics kitchen objects (empty, with a warning, when the package or conversion is missing)."""
     objects = {'myosuite': asset_collections.myosuite_objects, 'libero': asset_collections.libero_objects,
-               'morse': asset_collections.morse_objects}[kind]()
+               'morse': asset_collections.morse_objects, 'gym': asset_collections.gym_kitchen_objects}[kind]()
     return [MeshSource(object_id=o.object_id, source=kind, name=o.name, category=o.category, mesh_file=o.files[0],
                        archive='', rotation=Y_UP_FROM_Z_UP if o.z_up else IDENTITY, target_extents_m=(), scale=o.scale,
-                       color=_color_for(o.object_id) if kind in ('myosuite', 'morse') else (), creator=o.creator,
-                       licence=o.licence, part_files=o.files[1:])
+                       color=_color_for(o.object_id) if kind in ('myosuite', 'morse', 'gym') else (), creator=o.creator,
+                       licence=o.licence, part_files=o.files[1:], capsules=o.capsules)
             for o in objects]
 
 
@@ -228,7 +230,7 @@ def list_sources(kinds: Sequence[str] = SOURCE_KINDS, procedural_count: int = DE
         kept += pybullet_sources()
     if 'random' in kinds:
         kept += random_urdf_sources()
-    for kind in ('myosuite', 'libero', 'morse'):
+    for kind in ('myosuite', 'libero', 'morse', 'gym'):
         if kind in kinds:
             kept += collection_sources(kind)
     if 'procedural' in kinds:
@@ -268,6 +270,9 @@ def _read_parts(source: MeshSource) -> tuple[list[trimesh.Trimesh], str]:
         hasher.update(path.read_bytes())
         scene = trimesh.load(path, force='scene', process=False)
         parts += [part for part in scene.dump() if isinstance(part, trimesh.Trimesh) and len(part.faces)]
+    for radius, half_length, x, y, z in source.capsules:
+        capsule = trimesh.creation.capsule(height=2 * half_length, radius=radius, count=[12, 12])
+        parts.append(capsule.apply_translation([x, y, z]))
     return parts, hasher.hexdigest()
 
 
