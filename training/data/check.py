@@ -33,9 +33,9 @@ DEFAULT_DEPTH_TOLERANCE = 0.02
 MIN_IN_IMAGE = 0.25
 """A truncated view must still show this share of the cloud: less means a wrong camera, not a border crop."""
 MIN_PROJECTED_ON_MASK = 0.8
-"""Share of the cloud points inside the image that must land on the mask grown by one pixel. On the full dataset the 1 % quantile is 0.999;
-sub-pixel wire structures that the rasteriser drops (a clothes horse's rods) reach 0.84; a camera off by a few
-object radii puts most points off the mask (docs/data.md §8)."""
+"""Share of the cloud points inside the image that must land on the mask grown by one pixel. On the full dataset
+the 1 % quantile is 0.999; sub-pixel wire structures that the rasteriser drops (a clothes horse's rods) reach 0.84;
+a camera off by a few object radii puts most points off the mask (docs/data.md §8)."""
 
 
 def _read_png(path: Path) -> np.ndarray:

@@ -223,7 +223,8 @@ def _bowl(rng):  # cereal to salad bowls: 10-25 cm across, 4-10 cm deep, 3-6 mm 
 def _vase(rng):  # flower vases: 15-40 cm tall, 4-10 cm belly radius, narrow or flared mouth
     height, belly = rng.uniform(0.15, 0.4), rng.uniform(0.04, 0.1)
     heights = np.sort(np.concatenate([[0.0, height], rng.uniform(0.1, 0.9, 3) * height]))
-    radii = np.array([belly * rng.uniform(0.5, 0.9), *(belly * rng.uniform(0.35, 1.0, 3)), belly * rng.uniform(0.3, 0.9)])
+    radii = np.array([belly * rng.uniform(0.5, 0.9), *(belly * rng.uniform(0.35, 1.0, 3)),
+                      belly * rng.uniform(0.3, 0.9)])
     return [_paint(_vessel(_smooth_profile(rng, heights, radii, 28), rng.uniform(0.003, 0.008), 0.008),
                    _color(rng, 0.8))]
 

@@ -185,7 +185,8 @@ def _color_for(object_id: str) -> tuple[float, ...]:
 
 
 def collection_sources(kind: str) -> list[MeshSource]:
-    """myosuite, LIBERO, MORSE or gymnasium-robotics kitchen objects (empty, with a warning, when the package or conversion is missing)."""
+    """myosuite, LIBERO, MORSE or gymnasium-robotics kitchen objects (empty, with a warning, when the package or the
+    conversion is missing)."""
     objects = {'myosuite': asset_collections.myosuite_objects, 'libero': asset_collections.libero_objects,
                'morse': asset_collections.morse_objects, 'gym': asset_collections.gym_kitchen_objects}[kind]()
     return [MeshSource(object_id=o.object_id, source=kind, name=o.name, category=o.category, mesh_file=o.files[0],
