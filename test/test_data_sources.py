@@ -217,3 +217,13 @@ def test_gymnasium_kitchen_objects_merge_their_parts() -> None:
     extents = np.ptp(np.concatenate([p.vertices for p in kettle.meshes]), axis=0)
     assert 0.2 < extents[1] < 0.35 and 0.2 < extents.max() < 0.35  # a stovetop kettle, handle up (Y)
     assert len(load_object(sources['gym_microwave']).meshes) == 5
+
+
+def test_a_limited_subset_keeps_the_random_cap() -> None:
+    """The cap's ranking is independent of --limit's, so a hash-ranked subset holds blobs in proportion too."""
+    import hashlib
+
+    sources, _ = list_sources(('sh3d', 'pybullet', 'random', 'procedural'), procedural_count=2000)
+    capped = cap_random(sources, 'myosuite')
+    subset = sorted(capped, key=lambda s: hashlib.sha256(s.object_id.encode()).hexdigest())[:len(capped) // 2]
+    assert sum(s.source == 'random' for s in subset) <= (MAX_RANDOM_SHARE + 0.02) * len(subset)

@@ -207,8 +207,10 @@ def procedural_sources(count: int) -> list[MeshSource]:
 def cap_random(sources: list[MeshSource], unseen_source: str, share: float = MAX_RANDOM_SHARE) -> list[MeshSource]:
     """Keep a hash-ranked subset of the random_urdfs so they are at most ``share`` of the trainable objects."""
     others = sum(1 for s in sources if s.source not in ('random', unseen_source))
+    # Salted: ranked by the unsalted id hash (--limit's ranking), the kept blobs would all rank early and a --limit
+    # subset would hold more of them than the cap.
     blobs = sorted((s for s in sources if s.source == 'random'),
-                   key=lambda s: hashlib.sha256(s.object_id.encode()).hexdigest())
+                   key=lambda s: hashlib.sha256(f'cap:{s.object_id}'.encode()).hexdigest())
     keep = min(len(blobs), int(share / (1 - share) * others))
     kept = {s.object_id for s in blobs[:keep]}
     return [s for s in sources if s.source != 'random' or s.object_id in kept]
