@@ -21,7 +21,10 @@ setup(
         (f'share/{PACKAGE}', ['package.xml']),
         (f'share/{PACKAGE}/launch', glob('launch/*.launch.py')),
         (f'share/{PACKAGE}/config', glob('config/*.yaml') + glob('config/*.xml') + glob('config/*.rviz')),
-        (f'share/{PACKAGE}/models', glob('models/*.safetensors') + glob('models/*.yaml') + glob('models/*.md')),
+        # Per shipped model: the deployable form the node loads (<name>.json + .onnx + .source.json, written by
+        # `mesc3d ship`) and the training checkpoint it came from (.safetensors + .yaml), plus the model card.
+        (f'share/{PACKAGE}/models', glob('models/*.json') + glob('models/*.onnx') + glob('models/*.safetensors')
+         + glob('models/*.yaml') + glob('models/*.md')),
     ],
     install_requires=['setuptools', 'numpy', 'pyyaml'],
     zip_safe=True,
@@ -29,11 +32,11 @@ setup(
     maintainer_email='maintainers@mesc3d-ros.invalid',
     description='MESC-3D single-image 3D reconstruction as a ROS 2 perception package',
     license='Apache-2.0',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'reconstruct_node = mesc3d_ros.reconstruct_node:main',
             'box_cloud_node = mesc3d_ros.box_cloud_node:main',
+            'reconstruct_image = mesc3d_ros.reconstruct_image:main',
             'mesc3d = mesc3d_training.cli:main',
         ],
     },

@@ -71,10 +71,18 @@ class BoxCloudNode(Node):
             self.get_logger().error(f'ignoring camera_info: {exc}', throttle_duration_sec=5.0)
 
     def _on_image(self, msg: Image) -> None:
-        self._on_synced(self._sync.add(IMAGE, stamp_to_ns(msg.header.stamp), msg))
+        self._add(IMAGE, msg)
 
     def _on_detections(self, msg: Detection2DArray) -> None:
-        self._on_synced(self._sync.add(DETECTIONS, stamp_to_ns(msg.header.stamp), msg))
+        self._add(DETECTIONS, msg)
+
+    def _add(self, stream: int, msg: Image | Detection2DArray) -> None:
+        try:
+            stamp = stamp_to_ns(msg.header.stamp)
+        except ValueError as exc:  # nanosec out of range: a malformed header must not end this node
+            self.get_logger().error(f'ignoring message: {exc}', throttle_duration_sec=5.0)
+            return
+        self._on_synced(self._sync.add(stream, stamp, msg))
 
     def _on_synced(self, pair: tuple[Image, Detection2DArray] | None) -> None:
         if pair is None:

@@ -2,7 +2,8 @@
 
 Our own replacement for cv_bridge and sensor_msgs_py, which are not installable from PyPI (docs: ros2-from-pip.md §6).
 Every function is vectorised numpy over the whole buffer; reads return zero-copy, read-only views of the message
-buffer where the layout allows it. Malformed input raises ``ValueError`` naming the encoding, field or sizes.
+buffer where the layout allows it. Malformed input raises ``ValueError`` naming the encoding, field or sizes (message strings in it shortened and made
+printable, ``safe_text``).
 
 Conventions written by this module:
 
@@ -24,6 +25,9 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 from vision_msgs.msg import (BoundingBox2D, Detection2D, Detection2DArray, ObjectHypothesis,
                              ObjectHypothesisWithPose)
+
+from mesc3d_ros.intrinsics_check import intrinsics_problem
+from mesc3d_ros.safe_text import printable
 
 # encoding -> (little-endian dtype, channels); the subset of sensor_msgs/image_encodings.h this project handles.
 IMAGE_ENCODINGS: dict[str, tuple[np.dtype, int]] = {
@@ -54,7 +58,14 @@ XYZ_FIELDS = ('x', 'y', 'z')
 
 
 def stamp_to_ns(stamp: Time) -> int:
-    """A ``builtin_interfaces/Time`` as integer nanoseconds (exact, unlike a float of seconds)."""
+    """A ``builtin_interfaces/Time`` as integer nanoseconds (exact, unlike a float of seconds).
+
+    Raises ValueError for ``nanosec`` >= 10⁹: such a stamp is not normalised, and summing it would make different
+    (sec, nanosec) pairs equal (sec S with nanosec 4294967295 is S + 4 s), so matching on the sum would pair
+    messages whose headers differ. With nanosec validated, equal sums are exactly equal (sec, nanosec).
+    """
+    if not 0 <= stamp.nanosec < 1_000_000_000:
+        raise ValueError(f'stamp nanosec {stamp.nanosec} is not below 10^9 (sec {stamp.sec})')
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
@@ -99,7 +110,8 @@ def image_to_numpy(msg: Image) -> np.ndarray:
     the host's, in which case the pixels are copied into native order.
     """
     if msg.encoding not in IMAGE_ENCODINGS:
-        raise ValueError(f'unsupported image encoding {msg.encoding!r}; supported: {sorted(IMAGE_ENCODINGS)}')
+        raise ValueError(f'unsupported image encoding {printable(msg.encoding)!r}; supported: '
+                         f'{sorted(IMAGE_ENCODINGS)}')
     dtype, channels = IMAGE_ENCODINGS[msg.encoding]
     dtype = _with_byte_order(dtype, bool(msg.is_bigendian))
     height, width, step = msg.height, msg.width, msg.step
@@ -258,10 +270,13 @@ def detections_to_arrays(msg: Detection2DArray) -> Detections2D:
             best = max(detection.results, key=lambda result: result.hypothesis.score).hypothesis
             class_ids[row], scores[row] = best.class_id, best.score
     cx, cy, size_x, size_y, theta = geometry.T
-    cos, sin = np.abs(np.cos(theta)), np.abs(np.sin(theta))
-    half_w = (cos * size_x + sin * size_y) / 2  # half extent of the enclosing axis-aligned box
-    half_h = (sin * size_x + cos * size_y) / 2
-    boxes = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1)  # (K, 4) xyxy pixels
+    # Non-finite or huge message values give NaN/inf boxes, which the pipeline reports as degenerate; numpy's
+    # warnings about them would only leak to stderr.
+    with np.errstate(all='ignore'):
+        cos, sin = np.abs(np.cos(theta)), np.abs(np.sin(theta))
+        half_w = (cos * size_x + sin * size_y) / 2  # half extent of the enclosing axis-aligned box
+        half_h = (sin * size_x + cos * size_y) / 2
+        boxes = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1)  # (K, 4) xyxy pixels
     return Detections2D(boxes=boxes, class_ids=class_ids, scores=scores,
                         ids=[detection.id for detection in detections])
 
@@ -308,30 +323,34 @@ class CameraIntrinsics:
     """(D,) float64 coefficients of ``distortion_model`` (plumb_bob: k1, k2, t1, t2, k3)."""
 
 
-def _check_k(k: np.ndarray, where: str) -> np.ndarray:
+def _check_k(k: np.ndarray, width: int, height: int, where: str) -> np.ndarray:
+    """(3, 3) float64 K, if it is a calibrated pinhole matrix plausible for a ``width`` x ``height`` image."""
     k = np.asarray(k, dtype=np.float64)
     if k.shape != (3, 3):
         raise ValueError(f'{where}: K must be 3x3, got shape {k.shape}')
     if not k.any():
         raise ValueError(f'{where}: K is all zeros (uncalibrated camera)')
-    if not (np.isfinite(k).all() and k[0, 0] > 0 and k[1, 1] > 0 and k[1, 0] == 0 and (k[2] == (0, 0, 1)).all()):
-        raise ValueError(f'{where}: K is not a pinhole matrix with fx, fy > 0: {k.tolist()}')
+    problem = intrinsics_problem(k, width, height)
+    if problem is not None:
+        raise ValueError(f'{where}: implausible intrinsics: {problem}')
     return k
 
 
 def camera_info_to_intrinsics(msg: CameraInfo) -> CameraIntrinsics:
-    """K, image size and distortion of ``msg``; raises for an uncalibrated (all-zero) or malformed K."""
-    where = f'CameraInfo (frame {msg.header.frame_id!r})'
+    """K, image size and distortion of ``msg``; raises for an uncalibrated (all-zero), malformed or implausible K
+    (``intrinsics_check``: focal lengths, principal point and skew within what a real camera of that size has)."""
+    where = f'CameraInfo (frame {printable(msg.header.frame_id)!r})'
     if msg.width == 0 or msg.height == 0:
         raise ValueError(f'{where}: image size {msg.width}x{msg.height} is empty')
-    return CameraIntrinsics(k=_check_k(np.asarray(msg.k, dtype=np.float64).reshape(3, 3), where),
+    return CameraIntrinsics(k=_check_k(np.asarray(msg.k, dtype=np.float64).reshape(3, 3), msg.width, msg.height,
+                                       where),
                             width=msg.width, height=msg.height, distortion_model=msg.distortion_model,
                             distortion=np.asarray(msg.d, dtype=np.float64))
 
 
 def intrinsics_to_camera_info(intrinsics: CameraIntrinsics, header: Header | None = None) -> CameraInfo:
     """A monocular CameraInfo: ``k`` = K, ``p`` = [K | 0], ``r`` = identity."""
-    k = _check_k(intrinsics.k, 'CameraIntrinsics')
+    k = _check_k(intrinsics.k, intrinsics.width, intrinsics.height, 'CameraIntrinsics')
     projection = np.hstack([k, np.zeros((3, 1))])  # (3, 4)
     return CameraInfo(header=header if header is not None else Header(), width=intrinsics.width,
                       height=intrinsics.height, distortion_model=intrinsics.distortion_model,

@@ -16,8 +16,12 @@ from dataclasses import dataclass
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import Header
 
+from mesc3d_ros.safe_text import printable
+
 LATENCY_WINDOW = 200
 """Frames kept for the latency statistics (≈ 7 s at 30 Hz)."""
+VALUE_CHARS = 256
+"""Longest /diagnostics value (a model name or a path fits)."""
 
 
 class CauseLog:
@@ -55,6 +59,10 @@ class Snapshot:
     totals: dict[str, int]
     issues: dict[str, int]
     placements: dict[str, int]
+    fit_residual_mm: tuple[float, float, float]
+    """(mean, p95, max) of the shape fits' RMS residuals over the last fitted objects."""
+    fit_visible_points: tuple[float, float, float]
+    """(mean, p95, max) of the measured visible points those fits used."""
     processing_ms: tuple[float, float, float]
     """(mean, p95, max) of match → publish, the node's own time, over the last frames."""
     stamp_age_ms: tuple[float, float, float]
@@ -73,6 +81,8 @@ class NodeStats:
         self._placements: Counter[str] = Counter()
         self._processing_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._stamp_age_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._fit_residual_mm: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._fit_visible_points: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._last_report = (time.monotonic(), Counter(), 0)
 
     def count(self, what: str, amount: int = 1) -> None:
@@ -92,6 +102,14 @@ class NodeStats:
             self._processing_ms.append(processing_s * 1e3)
             self._stamp_age_ms.append(stamp_age_s * 1e3)
 
+    def fits_done(self, fits: list[tuple[float, int]]) -> None:
+        """(RMS residual metres, visible points) of each object of a frame whose shape was fitted to depth."""
+        with self._lock:
+            self._totals['fitted'] += len(fits)
+            for rms_m, visible in fits:
+                self._fit_residual_mm.append(rms_m * 1e3)
+                self._fit_visible_points.append(float(visible))
+
     def snapshot(self) -> Snapshot:
         """The period since the previous snapshot, and the totals."""
         with self._lock:
@@ -106,6 +124,8 @@ class NodeStats:
                 input_hz=(totals['matched'] - last_totals['matched']) / period,
                 output_hz=(totals['published'] - last_totals['published']) / period,
                 totals=dict(totals), issues=dict(self._issues), placements=dict(self._placements),
+                fit_residual_mm=_summary(self._fit_residual_mm),
+                fit_visible_points=_summary(self._fit_visible_points),
                 processing_ms=_summary(self._processing_ms), stamp_age_ms=_summary(self._stamp_age_ms),
                 new_problems=problems - last_problems)
 
@@ -136,10 +156,14 @@ def diagnostic_array(snapshot: Snapshot, name: str, hardware_id: str, context: d
         'output_rate_hz': f'{snapshot.output_hz:.2f}',
         'processing_ms_mean_p95_max': ' / '.join(f'{v:.1f}' for v in snapshot.processing_ms),
         'stamp_age_ms_mean_p95_max': ' / '.join(f'{v:.1f}' for v in snapshot.stamp_age_ms),
+        'fit_residual_mm_mean_p95_max': ' / '.join(f'{v:.1f}' for v in snapshot.fit_residual_mm),
+        'fit_visible_points_mean_p95_max': ' / '.join(f'{v:.0f}' for v in snapshot.fit_visible_points),
         **{f'total_{key}': str(value) for key, value in sorted(snapshot.totals.items())},
         **{f'issue_{key}': str(value) for key, value in sorted(snapshot.issues.items())},
         **{f'placement_{key}': str(value) for key, value in sorted(snapshot.placements.items())},
     }
+    # Values are counts and fixed facts; printable() bounds them anyway, so nothing a message carries can bloat them.
     status = DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
-                              values=[KeyValue(key=key, value=value) for key, value in values.items()])
+                              values=[KeyValue(key=key, value=printable(value, VALUE_CHARS))
+                                      for key, value in values.items()])
     return DiagnosticArray(header=header, status=[status])

@@ -158,12 +158,12 @@ class Placement:
     """Where an object sits: its centroid, radius and the orientation of its shape, in the real optical frame."""
 
     centre: np.ndarray
-    """(3,) metres, camera optical frame: the object's centroid, on the ray through the box centre."""
+    """(3,) metres, camera optical frame: the object's centroid; on the ray through the box centre unless fitted."""
     radius_m: float
     rotation: np.ndarray
     """(3, 3) shape frame → optical frame: the virtual camera, or the identity for canonical-frame models."""
     mode: str
-    """``depth`` or ``size_prior``."""
+    """``fit`` (shape fitted to the visible surface, ``shape_fit.py``), ``depth`` or ``size_prior``."""
 
     def transform(self, unit_points: np.ndarray) -> np.ndarray:
         """(N, 3) unit-ball points in the shape frame -> (N, 3) float32 metres in the optical frame."""

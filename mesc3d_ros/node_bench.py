@@ -6,7 +6,9 @@ DDS (``mesc3d_ros.ros_env``); latency = arrival of the frame's cloud − its sta
 conversions, cropping, inference, placement and serialisation. Frames the node skips because a newer one arrived
 while it was busy are drops. Each object count is run at the camera rate (30 Hz) and at an unsaturated rate (a
 frame period three times the backend time), where no frame waits. The node's CPU overhead is measured in-process:
-its per-frame work (conversions, crops, placement, output messages) against the backend time of the same frames.
+its per-frame work (conversions, crops, placement, output messages) against the backend time of the same frames,
+with a 16UC1 depth image (a ball in every box, a floor behind) so that the shape fit (``shape_fit.py``) is part of
+it, as on a camera with depth.
 
     python -m mesc3d_ros.node_bench --model engines/model.json [--out docs/benchmarks.md]
 
@@ -98,6 +100,23 @@ def synthetic_frame(objects: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray
     return image, np.concatenate([corners, corners + sizes], axis=1)
 
 
+def synthetic_depth(boxes: np.ndarray) -> np.ndarray:
+    """(H, W) uint16 millimetre depth: a floor 3 m away tilted towards the camera, and in every box a ball
+    inscribed in the box's smaller side at 1.5 m (ray-cast), so the node's shape fit has a surface to fit."""
+    u, v = np.meshgrid(np.arange(WIDTH, dtype=np.float64), np.arange(HEIGHT, dtype=np.float64))
+    rays = np.stack([u, v, np.ones_like(u)], axis=-1) @ np.linalg.inv(K).T  # (H, W, 3), z = 1
+    depth = 3.0 / (0.6 + 0.4 * (HEIGHT - v) / HEIGHT)  # (H, W) metres: nearer towards the bottom
+    for x0, y0, x1, y1 in boxes:
+        centre = 1.5 * rays[int((y0 + y1) / 2), int((x0 + x1) / 2)]  # (3,) metres, optical frame
+        radius = 1.5 * min(x1 - x0, y1 - y0) / 2 / K[0, 0]
+        a = np.einsum('hwk,hwk->hw', rays, rays)
+        b = rays @ centre
+        disc = b * b - a * (centre @ centre - radius * radius)
+        hit = disc >= 0
+        depth = np.where(hit, np.minimum(depth, (b - np.sqrt(np.where(hit, disc, 0.0))) / a), depth)
+    return np.round(depth * 1000.0).astype(np.uint16)
+
+
 def time_backend(contract_path: Path, backend_kind: str, threads: int, objects: int, iterations: int) -> BackendTiming:
     """p50 of the batched call and of ``objects`` single calls, on the crops the node would make."""
     contract = load_contract(contract_path)
@@ -124,17 +143,21 @@ def time_backend(contract_path: Path, backend_kind: str, threads: int, objects: 
 
 
 def node_work(contract_path: Path, backend: TimedBackend, image: np.ndarray, boxes: np.ndarray,
-              iterations: int) -> tuple[float, float]:
-    """p50 ms of what ReconstructNode._process does per frame minus the backend's share, and of that share."""
+              iterations: int, depth_fit: bool = True) -> tuple[float, float]:
+    """p50 ms of what ReconstructNode._process does per frame minus the backend's share, and of that share;
+    ``depth_fit`` False: with the depth image, but placed from box and median depth (the node's depth_fit: false)."""
     from std_msgs.msg import Header
 
     from mesc3d_ros.conversions import arrays_to_detections, detections_to_arrays, numpy_to_image
     from mesc3d_ros.pipeline import PipelineSettings, ReconstructionPipeline
     from mesc3d_ros.reconstruct_node import image_to_rgb, objects_to_messages
 
-    pipeline = ReconstructionPipeline(backend, load_contract(contract_path), PipelineSettings(placement='size_prior'))
+    from mesc3d_ros.reconstruct_node import depth_to_metres
+
+    pipeline = ReconstructionPipeline(backend, load_contract(contract_path), PipelineSettings(depth_fit=depth_fit))
     header = Header(frame_id='bench_optical_frame')
     image_msg = numpy_to_image(image, 'rgb8', header)
+    depth_msg = numpy_to_image(synthetic_depth(boxes), '16UC1', header)
     detections_msg = arrays_to_detections(boxes, ['object'] * len(boxes), np.ones(len(boxes)), header)
     work, inference = [], []
     for _ in range(iterations):
@@ -142,7 +165,7 @@ def node_work(contract_path: Path, backend: TimedBackend, image: np.ndarray, box
         start = time.perf_counter()
         detections = detections_to_arrays(detections_msg)
         objects = pipeline.process(image_to_rgb(image_msg), detections.boxes, detections.class_ids,
-                                   detections.scores, K)
+                                   detections.scores, K, depth_to_metres(depth_msg, 0.001))
         objects_to_messages(objects, detections.ids, header)
         work.append(time.perf_counter() - start - backend.seconds)
         inference.append(backend.seconds)
@@ -258,10 +281,12 @@ def render_section(results: list[tuple[BackendTiming, list[NodeRun]]], backend_n
              f'- Machine: {cpu}, {len(os.sched_getaffinity(0))} usable cores, load average before '
              f'{os.getloadavg()[0]:.1f} (shared machine); backend {backend_name}; node and publisher are two '
              f'processes on loopback DDS (Fast DDS, shared memory).',
-             f'- Model: {model_note}. Frames: 640×480 rgb8 + camera_info + Detection2DArray, placement by size prior.',
+             f'- Model: {model_note}. Frames: 640×480 rgb8 + camera_info + Detection2DArray, placement by size prior '
+             'over DDS; the in-process node work also converts a 16UC1 depth image and fits every shape to it.',
              '- Backend: one call with all objects (batched) and one call per object (1-by-1), alternating, p50. '
              'Node work: the node\'s per-frame work without the backend call and without DDS (conversions, crops, '
-             'placement, output messages), p50, in-process, as a share of the backend time of the same frames.',
+             'placement with the shape fit to depth, output messages), p50, in-process, as a share of the backend '
+             'time of the same frames.',
              '- Latency = cloud arrival − image stamp (p50 / p95) through both DDS hops; at the camera rate it '
              'includes waiting for the busy worker. The last column is unsaturated latency p50 − batched backend p50: '
              'transport, hand-over and node work, but also CPU contention between the two processes.',

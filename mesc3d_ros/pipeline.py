@@ -1,29 +1,45 @@
 """One camera frame with its detections in, one metric point cloud per object out: the node's work without ROS.
 
-Per frame: keep detections scoring at least ``min_score``; clip each box to the image (``preprocess.clip_box``);
+Per frame: drop detections whose score is not a probability (NaN, inf, outside [0, 1]: ``bad_score``); keep those
+scoring at least ``min_score``; clip each box to the image (``preprocess.clip_box``);
 map the detector's class id to a model class (or the contract's generic class, zero-shot); crop the padded square
 window and resize it to the model input (``preprocess.square_window``, ``crop_and_resize``); run every crop of the
 frame through the backend in one batch (the backend splits it at its ``max_batch``); then place each unit-ball shape
-in the camera optical frame (``geometry``), in metres, from depth when it is there and valid, else from the class
-size prior. Problems with single detections never stop the frame: they skip or degrade that detection and are
-reported as :class:`Issue` records. No rclpy, no message types.
+in the camera optical frame (``geometry``), in metres: with depth, the shape is fitted to the object's measured
+visible surface (``visible_surface``, ``shape_fit``); when that fails, from the box and the median depth of its
+centre; without depth, from the box and the class size prior. At most ``max_objects`` detections are
+reconstructed (the highest scores; fewer when the frame's cloud would not fit the transport,
+``output_guard.objects_that_fit``), and every placed object passes ``output_guard.object_problem`` or is dropped.
+Problems with single detections never stop the frame: they skip or degrade that detection and are reported as
+:class:`Issue` records; nothing derived from the input raises, and numpy floating-point warnings are silenced
+(their results are caught by the guard). No rclpy, no message types.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
-from mesc3d_ros import geometry, preprocess
+from mesc3d_ros import geometry, output_guard, preprocess
 from mesc3d_ros.contract import ClassEntry, ModelContract
 from mesc3d_ros.inference import Backend
+from mesc3d_ros.safe_text import printable
+from mesc3d_ros.shape_fit import FitSettings, ShapeFit, fit_shape
+from mesc3d_ros.visible_surface import SurfaceSettings, visible_surface
 
 UnknownClassPolicy = Literal['zero_shot', 'skip']
 PlacementPolicy = Literal['auto', 'depth', 'size_prior']
-IssueCause = Literal['box_degenerate', 'box_off_image', 'box_clipped', 'unknown_class', 'depth_invalid',
-                     'depth_missing']
+OutputCloud = Literal['predicted', 'fused']
+IssueCause = Literal['bad_score', 'box_degenerate', 'box_off_image', 'box_clipped', 'unknown_class',
+                     'too_many_objects', 'depth_invalid', 'depth_missing', 'placement_failed', 'output_not_finite',
+                     'output_behind_camera', 'output_too_large', 'output_too_far', 'fit_no_surface', 'fit_rejected']
+
+MIN_DEPTH_READING_M = 1e-3
+"""A depth reading nearer than 1 mm is no reading, whatever ``min_depth_m`` says: no sensor measures inside its lens,
+and zero is how depth images mark holes."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +48,8 @@ class PipelineSettings:
 
     min_score: float = 0.0
     """Detections scoring below this are ignored (not an issue: that is what the threshold is for)."""
+    max_objects: int = 32
+    """Most detections reconstructed per frame, highest scores first; the rest are reported (``too_many_objects``)."""
     class_map: dict[str, str] = field(default_factory=dict)
     """Detector class id -> model class name. Ids not in the map are looked up as model class names directly."""
     unknown_class: UnknownClassPolicy = 'zero_shot'
@@ -44,6 +62,13 @@ class PipelineSettings:
     depth: geometry.DepthWindow = field(default_factory=geometry.DepthWindow)
     prior: geometry.PlacementPrior = field(default_factory=geometry.PlacementPrior)
     """How boxes and depth relate to the bounding sphere; ``geometry.SPHERE`` for spherical objects."""
+    depth_fit: bool = True
+    """With depth: fit each shape to its measured visible surface (else: box + median depth only)."""
+    output_cloud: OutputCloud = 'predicted'
+    """``predicted``: the placed predicted shape; ``fused``: the measured visible points of a fitted object plus
+    its predicted hidden side (objects without a fit: the predicted shape)."""
+    surface: SurfaceSettings = field(default_factory=SurfaceSettings)
+    fit: FitSettings = field(default_factory=FitSettings)
 
 
 @dataclass(frozen=True)
@@ -68,12 +93,17 @@ class ObjectCloud:
     zero_shot: bool
     score: float
     points: np.ndarray
-    """(N, 3) float32 metres, camera optical frame (x right, y down, z forward); their mean is the placed centroid."""
+    """(N, 3) float32 metres, camera optical frame (x right, y down, z forward): the placed predicted shape, whose
+    mean is the placed centroid, or with ``output_cloud: fused`` the measured and predicted-hidden points."""
     placement: geometry.Placement
     box_centre: np.ndarray
     """(3,) metres, optical frame: centre of the shape's bounding box, whose axes are ``placement.rotation``'s."""
     box_size_m: np.ndarray
     """(3,) full extents of that box."""
+    fit_rms_m: float = float('nan')
+    """Trimmed RMS distance of the measured surface to the fitted shape; NaN when the shape was not fitted."""
+    visible_points: int = 0
+    """Measured surface points the fit used (0: not fitted)."""
 
 
 class ReconstructionPipeline:
@@ -92,6 +122,12 @@ class ReconstructionPipeline:
         self.contract = contract
         self.settings = settings
         self.padding = padding
+        if settings.max_objects < 1:
+            raise ValueError(f'max_objects must be >= 1, got {settings.max_objects}')
+        self.max_objects = output_guard.objects_that_fit(contract.num_points, settings.max_objects)
+        """``settings.max_objects``, or fewer when that many clouds would not fit the transport."""
+        self._depth_window = dataclasses.replace(
+            settings.depth, min_depth_m=max(settings.depth.min_depth_m, MIN_DEPTH_READING_M))
         self._classes = {entry.name: entry for entry in contract.classes}
         self._embeddings = {entry.name: np.asarray(entry.embedding, dtype=np.float32)
                             for entry in (*contract.classes, contract.generic_class)}
@@ -105,11 +141,23 @@ class ReconstructionPipeline:
         scores (K,); K (3, 3) intrinsics of this image; depth (H, W) float32 z-depth in metres aligned with the
         image (NaN or 0 = no reading) or None. Per-detection problems are appended to ``issues`` when given.
         Raises ValueError only for inconsistent arrays (a caller bug or a malformed message), naming the sizes.
+        ``K`` is trusted to be a plausible camera (``intrinsics_check``); the output guard still catches the rest.
         """
         issues = [] if issues is None else issues
         height, width = self._check_inputs(image_rgb, boxes, class_names, scores, K, depth)
+        # Extreme but valid inputs overflow in places whose results the guard rejects; warnings would only leak to
+        # stderr, outside the node's bounded log.
+        with np.errstate(all='ignore'):
+            return self._process(image_rgb, boxes, class_names, scores, K, depth, issues, width, height)
+
+    def _process(self, image_rgb: np.ndarray, boxes: np.ndarray, class_names: list[str], scores: np.ndarray,
+                 K: np.ndarray, depth: np.ndarray | None, issues: list[Issue], width: int,
+                 height: int) -> list[ObjectCloud]:
         selected = []  # (index, clipped box, detector class, model class entry, zero_shot)
         for index, (box, detector_class, score) in enumerate(zip(boxes, class_names, scores)):
+            if not 0.0 <= score <= 1.0:  # NaN compares False: dropped too
+                issues.append(Issue('bad_score', f'score {float(score)!r} is not a probability in [0, 1]', index))
+                continue
             if score < self.settings.min_score:
                 continue
             x0, y0, x1, y1 = box
@@ -126,8 +174,8 @@ class ReconstructionPipeline:
                 issues.append(Issue('box_clipped', f'box {np.round(box, 1).tolist()} clipped to the image', index))
             entry = self._model_class(detector_class)
             if entry is None:
-                issues.append(Issue('unknown_class', f'class {detector_class!r} is not a model class and not in '
-                                    f'class_map; ' + ('using the generic class (zero-shot)'
+                issues.append(Issue('unknown_class', f'class {printable(detector_class)!r} is not a model class and '
+                                    f'not in class_map; ' + ('using the generic class (zero-shot)'
                                                       if self.settings.unknown_class == 'zero_shot' else 'skipped'),
                                     index))
                 if self.settings.unknown_class == 'skip':
@@ -135,6 +183,14 @@ class ReconstructionPipeline:
                 selected.append((index, clipped, detector_class, self.contract.generic_class, True))
             else:
                 selected.append((index, clipped, detector_class, entry, False))
+        if len(selected) > self.max_objects:
+            # Bounded work per frame: the most confident detections first, the order of the input kept.
+            ranked = sorted(range(len(selected)), key=lambda i: -float(scores[selected[i][0]]))
+            kept = set(ranked[:self.max_objects])
+            for i in ranked[self.max_objects:]:
+                issues.append(Issue('too_many_objects', f'more than max_objects = {self.max_objects} detections; '
+                                    f'this one scores lower than those reconstructed', selected[i][0]))
+            selected = [item for i, item in enumerate(selected) if i in kept]
         if not selected:
             return []
 
@@ -151,19 +207,71 @@ class ReconstructionPipeline:
         orientation_known = self.contract.output_frame == 'viewer'
         objects = []
         for (index, box, detector_class, entry, zero_shot), shape in zip(selected, shapes):
-            surface = geometry.surface_distance(depth, K, box, self.settings.depth) if use_depth else None
-            if use_depth and surface is None:
-                issues.append(Issue('depth_invalid', f'too few valid depth readings in the centre of box '
-                                    f'{np.round(box, 1).tolist()}; using the size prior', index))
-            placement = geometry.place(K, box, entry.size_m, surface, orientation_known, self.settings.prior)
             unit = geometry.normalise_shape(shape)  # (N, 3) unit ball, shape frame
+            fit = None
+            try:
+                if use_depth and self.settings.depth_fit:
+                    placement, fit = self._fitted(unit, depth, K, box, entry.size_m, orientation_known, index,
+                                                  issues)
+                else:
+                    placement = self._box_placement(depth if use_depth else None, K, box, entry.size_m,
+                                                    orientation_known, index, issues)
+            except (ValueError, np.linalg.LinAlgError) as exc:  # geometry refuses inputs it cannot place
+                issues.append(Issue('placement_failed', f'box {np.round(box, 1).tolist()} cannot be placed: {exc}',
+                                    index))
+                continue
+            points = placement.transform(unit)  # (N, 3) float32 metres, optical frame
+            if fit is not None and self.settings.output_cloud == 'fused':
+                points = np.concatenate([fit.inliers.astype(np.float32), points[fit.hidden]])  # (P' + H, 3)
             low, high = unit.min(axis=0), unit.max(axis=0)
-            objects.append(ObjectCloud(
+            obj = ObjectCloud(
                 detection_index=index, detector_class=detector_class, model_class=entry.name, zero_shot=zero_shot,
-                score=float(scores[index]), points=placement.transform(unit), placement=placement,
+                score=float(scores[index]), points=points, placement=placement,
                 box_centre=placement.centre + placement.radius_m * placement.rotation @ ((low + high) / 2),
-                box_size_m=(high - low) * placement.radius_m))
+                box_size_m=(high - low) * placement.radius_m,
+                fit_rms_m=fit.rms_m if fit is not None else float('nan'),
+                visible_points=fit.visible_points if fit is not None else 0)
+            problem = output_guard.object_problem(obj.points, placement.centre, obj.box_centre, obj.box_size_m)
+            if problem is not None:
+                cause, detail = problem
+                issues.append(Issue(cause, f'box {np.round(box, 1).tolist()} dropped: {detail}', index))
+                continue
+            objects.append(obj)
         return objects
+
+    def _box_placement(self, depth: np.ndarray | None, K: np.ndarray, box: np.ndarray, size_m: float,
+                       orientation_known: bool, index: int, issues: list[Issue]) -> geometry.Placement:
+        """Placement from the box and the median depth of its centre, or the size prior (no or invalid depth)."""
+        surface = geometry.surface_distance(depth, K, box, self._depth_window) if depth is not None else None
+        if depth is not None and surface is None:
+            issues.append(Issue('depth_invalid', f'too few valid depth readings in the centre of box '
+                                f'{np.round(box, 1).tolist()}; using the size prior', index))
+        return geometry.place(K, box, size_m, surface, orientation_known, self.settings.prior)
+
+    def _fitted(self, unit: np.ndarray, depth: np.ndarray, K: np.ndarray, box: np.ndarray, size_m: float,
+                orientation_known: bool, index: int,
+                issues: list[Issue]) -> tuple[geometry.Placement, ShapeFit | None]:
+        """The shape fitted to its visible surface; the box placement (and an issue) when that is not possible."""
+        surface = visible_surface(depth, K, box, self._depth_window, self.settings.prior.box_fill,
+                                  self.settings.surface)
+        if surface is None:
+            issues.append(Issue('fit_no_surface', f'too few usable depth readings of the object in box '
+                                f'{np.round(box, 1).tolist()} to fit its shape; placing it from the box', index))
+            return self._box_placement(depth, K, box, size_m, orientation_known, index, issues), None
+        x0, y0, x1, y1 = (float(v) for v in box)
+        ray = geometry.pixel_ray(K, (x0 + x1) / 2, (y0 + y1) / 2)
+        if not (np.isfinite(ray).all() and ray[2] > 0):  # only with intrinsics the node refuses (intrinsics_check)
+            raise ValueError(f'the ray through the box centre, {ray.tolist()}, does not point in front of the camera')
+        # The box placement at the measured front depth (z-depth → distance along the ray) gives the initial scale.
+        front_m = surface.front_depth_m / float(ray[2])
+        start = geometry.place(K, box, size_m, front_m, orientation_known, self.settings.prior)
+        q = unit @ start.rotation.T  # (N, 3) unit scale, optical-frame axes
+        fit = fit_shape(q, surface.points, start.radius_m, ray, K, box, self.settings.fit)
+        if not fit.accepted:
+            issues.append(Issue('fit_rejected', f'shape fit in box {np.round(box, 1).tolist()} rejected '
+                                f'({fit.reason}); placing it from the box', index))
+            return self._box_placement(depth, K, box, size_m, orientation_known, index, issues), None
+        return geometry.Placement(centre=fit.centre, radius_m=fit.radius_m, rotation=start.rotation, mode='fit'), fit
 
     def _model_class(self, detector_class: str) -> ClassEntry | None:
         name = self.settings.class_map.get(detector_class, detector_class)

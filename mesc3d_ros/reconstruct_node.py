@@ -6,13 +6,14 @@ Topics (relative names, remap at launch):
 
 - in  ``image``          sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8), sensor-data QoS (``image_reliability``)
 - in  ``detections``     vision_msgs/Detection2DArray, matched to images by header stamp (``sync_slop_s``)
-- in  ``camera_info``    sensor_msgs/CameraInfo, the latest one is used
+- in  ``camera_info``    sensor_msgs/CameraInfo: the one with the frame's stamp, else the newest valid one before it
 - in  ``depth``          sensor_msgs/Image 16UC1 (× ``depth_scale_m``) or 32FC1 metres, registered to ``image``;
   only with ``use_depth``
 - out ``mesc3d/points``  sensor_msgs/PointCloud2, reliable: every object of one frame, x, y, z float32 metres in the
   camera optical frame (REP-103: x right, y down, z forward) + uint32 ``object_index`` = index of the object in
   the same frame's ``mesc3d/objects``; header = the image's (``output_frame`` renames the frame id)
-- out ``mesc3d/objects`` vision_msgs/Detection3DArray, same header: class, score, id and 3D box of every object
+- out ``mesc3d/objects`` vision_msgs/Detection3DArray, same header: class, score, id and 3D box of every object;
+  with depth, the shape fit's residual and visible point count (:func:`objects_to_messages`)
 - out ``/diagnostics``   diagnostic_msgs/DiagnosticArray every ``diagnostics_period_s``
 
 Callbacks only match messages; a worker thread reconstructs the newest matched frame, so inference never blocks the
@@ -42,20 +43,26 @@ from std_msgs.msg import Header
 from vision_msgs.msg import (BoundingBox3D, Detection2DArray, Detection3D, Detection3DArray, ObjectHypothesis,
                              ObjectHypothesisWithPose)
 
-from mesc3d_ros import geometry
+from mesc3d_ros import geometry, output_guard
 from mesc3d_ros.contract import load_contract
-from mesc3d_ros.conversions import (camera_info_to_intrinsics, detections_to_arrays, image_to_numpy,
-                                    points_to_cloud, stamp_to_ns)
+from mesc3d_ros.conversions import (CameraIntrinsics, camera_info_to_intrinsics, detections_to_arrays,
+                                    image_to_numpy, points_to_cloud, stamp_to_ns)
 from mesc3d_ros.diagnostics import CauseLog, NodeStats, diagnostic_array
 from mesc3d_ros.inference import create_backend
-from mesc3d_ros.pipeline import ObjectCloud, PipelineSettings, ReconstructionPipeline
-from mesc3d_ros.sync import TimeSynchronizer
+from mesc3d_ros.package_share import DEFAULT_MODEL, resolve_model
+from mesc3d_ros.pipeline import MIN_DEPTH_READING_M, ObjectCloud, PipelineSettings, ReconstructionPipeline
+from mesc3d_ros.safe_text import LINE_CHARS, printable
+from mesc3d_ros.sync import StampedHistory, TimeSynchronizer
 
 NODE_NAME = 'reconstruct_node'
 IMAGE, DETECTIONS, DEPTH = 0, 1, 2  # stream indices in the synchroniser
 INPUT_TOPICS = ('image', 'detections', 'camera_info', 'depth')  # relative: remap them
 POINTS_TOPIC, OBJECTS_TOPIC, DIAGNOSTICS_TOPIC = 'mesc3d/points', 'mesc3d/objects', '/diagnostics'
 OUTPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)  # what RViz subscribes with by default
+DEPTH_WAIT_S = 5.0
+"""With use_depth, seconds after activation without any depth image before it is reported (log + /diagnostics)."""
+CAMERA_INFO_HISTORY = 64
+"""CameraInfo messages kept for matching to frames: 2 s of a 30 Hz camera, longer than a detector takes."""
 
 
 @dataclass(frozen=True)
@@ -71,8 +78,8 @@ class ParamSpec:
 
 
 PARAMETERS = (
-    ParamSpec('model_path', '', 'Model contract JSON written by `mesc3d export` (the ONNX file lies next to it). '
-              'Required.'),
+    ParamSpec('model_path', DEFAULT_MODEL, 'Model contract JSON written by `mesc3d export` (the ONNX file lies '
+              'next to it), or the name of a model shipped in the package\'s models/ folder'),
     ParamSpec('backend', 'auto', 'Inference backend; auto = TensorRT when usable, else ONNX Runtime',
               choices=('auto', 'tensorrt', 'onnxruntime')),
     ParamSpec('engine_dir', '', 'Folder for cached TensorRT engines; empty = next to the model'),
@@ -80,6 +87,8 @@ PARAMETERS = (
               value_range=(1, 64)),
     ParamSpec('cpu_threads', 0, 'ONNX Runtime intra-op threads; 0 = one per core', value_range=(0, 256)),
     ParamSpec('min_score', 0.0, 'Detections scoring below this are ignored', value_range=(0.0, 1.0)),
+    ParamSpec('max_objects', 32, 'Most detections reconstructed per frame, highest scores first (the rest are '
+              'counted); fewer if the cloud would exceed 4 MiB', value_range=(1, 1024)),
     ParamSpec('class_map', None, 'Detector class id to model class, as "id:model_class" strings, e.g. "41:cup"; '
               'ids not listed are used as model class names'),
     ParamSpec('unknown_class', 'zero_shot', 'A class the model lacks: zero_shot = the generic class embedding, '
@@ -90,10 +99,16 @@ PARAMETERS = (
               'same, but missing depth is reported; size_prior = ignore depth',
               choices=('auto', 'depth', 'size_prior')),
     ParamSpec('use_depth', False, 'Subscribe to `depth` (registered to the image) and match it by stamp too'),
+    ParamSpec('depth_fit', True, 'With depth: fit each predicted shape (scale, translation) to the object\'s '
+              'measured visible surface; false = box and median depth only'),
+    ParamSpec('output_cloud', 'predicted', 'Points published per object: predicted = the placed predicted shape; '
+              'fused = the measured visible points of a fitted object plus its predicted hidden side',
+              choices=('predicted', 'fused')),
     ParamSpec('depth_scale_m', 0.001, 'Metres per count of a 16UC1 depth image', value_range=(1e-6, 1.0)),
     ParamSpec('depth_roi_fraction', 0.5, 'Side of the central box region whose median depth is the front '
               'surface, as a fraction of the box side', value_range=(0.05, 1.0)),
-    ParamSpec('min_depth_m', 0.05, 'Depth readings nearer than this are invalid', value_range=(0.0, 100.0)),
+    ParamSpec('min_depth_m', 0.05, 'Depth readings nearer than this are invalid (below 1 mm never count)',
+              value_range=(MIN_DEPTH_READING_M, 100.0)),
     ParamSpec('max_depth_m', 20.0, 'Depth readings farther than this are invalid', value_range=(0.01, 1000.0)),
     ParamSpec('min_valid_depth_fraction', 0.1, 'Share of valid readings the region needs, else the size prior is '
               'used', value_range=(0.0, 1.0)),
@@ -156,6 +171,16 @@ def parse_class_map(entries: list[str]) -> dict[str, str]:
     return mapping
 
 
+@dataclass(frozen=True)
+class BadCameraInfo:
+    """A CameraInfo that failed validation, kept so that the frame with its stamp is skipped, not answered."""
+
+    reason: str
+
+
+CameraInfoEntry = CameraIntrinsics | BadCameraInfo
+
+
 @dataclass(frozen=True, eq=False)
 class Frame:
     """A matched set of inputs waiting for the worker."""
@@ -163,7 +188,8 @@ class Frame:
     image: Image
     detections: Detection2DArray
     depth: Image | None
-    camera_info: CameraInfo | None
+    camera_info: CameraInfoEntry | None
+    """The frame's CameraInfo (same stamp) or the newest valid one before it; None if there is none."""
     matched_s: float
     """time.monotonic() when the set was complete."""
 
@@ -210,8 +236,8 @@ def image_to_rgb(msg: Image) -> np.ndarray:
         return np.ascontiguousarray(pixels[:, :, 2::-1])
     if msg.encoding in ('mono8', '8UC1'):
         return np.repeat(pixels[:, :, None], 3, axis=2)
-    raise ValueError(f'image encoding {msg.encoding!r} is not a colour encoding; use rgb8, bgr8, rgba8, bgra8 '
-                     f'or mono8')
+    raise ValueError(f'image encoding {printable(msg.encoding)!r} is not a colour encoding; use rgb8, bgr8, rgba8, '
+                     f'bgra8 or mono8')
 
 
 def depth_to_metres(msg: Image, scale_m: float) -> np.ndarray:
@@ -221,16 +247,37 @@ def depth_to_metres(msg: Image, scale_m: float) -> np.ndarray:
         return pixels.astype(np.float32) * np.float32(scale_m)  # 0 stays 0: no reading
     if msg.encoding == '32FC1':
         return pixels
-    raise ValueError(f'depth encoding {msg.encoding!r} is not 16UC1, mono16 or 32FC1')
+    raise ValueError(f'depth encoding {printable(msg.encoding)!r} is not 16UC1, mono16 or 32FC1')
 
 
 def _point(xyz: np.ndarray) -> Point:
     return Point(x=float(xyz[0]), y=float(xyz[1]), z=float(xyz[2]))
 
 
+FIT_RESIDUAL_ID, VISIBLE_POINTS_ID = 'mesc3d/fit_residual_m', 'mesc3d/visible_points'
+"""class_id of the extra hypotheses that carry a fitted object's fit quality (docs/node.md §Outputs)."""
+
+
+def fit_hypotheses(obj: ObjectCloud, pose: PoseWithCovariance) -> list[ObjectHypothesisWithPose]:
+    """A fitted object's fit quality as two more ``results`` after its class: score = the fit's trimmed RMS residual
+    in metres, and score = the number of measured visible points it used; none for an object that was not fitted."""
+    if obj.placement.mode != 'fit':
+        return []
+    return [ObjectHypothesisWithPose(hypothesis=ObjectHypothesis(class_id=FIT_RESIDUAL_ID, score=obj.fit_rms_m),
+                                     pose=pose),
+            ObjectHypothesisWithPose(hypothesis=ObjectHypothesis(class_id=VISIBLE_POINTS_ID,
+                                                                 score=float(obj.visible_points)), pose=pose)]
+
+
 def objects_to_messages(objects: list[ObjectCloud], ids: list[str],
                         header: Header) -> tuple[PointCloud2, Detection3DArray]:
-    """The frame's cloud (x, y, z, object_index) and its Detection3DArray, both with ``header``."""
+    """The frame's cloud (x, y, z, object_index) and its Detection3DArray, both with ``header``.
+
+    Each Detection3D's ``results[0]`` is the detector's class and score with the centroid pose; a fitted object
+    has ``results[1]`` (class_id ``mesc3d/fit_residual_m``) and ``results[2]`` (``mesc3d/visible_points``), and
+    its pose covariance carries the residual² on the position diagonal (m²), so a planner can tell a tight fit
+    from a guess with standard fields.
+    """
     if objects:
         points = np.concatenate([obj.points for obj in objects])  # (M·N, 3) float32 metres, optical frame
         index = np.repeat(np.arange(len(objects), dtype=np.uint32), [len(obj.points) for obj in objects])
@@ -244,10 +291,14 @@ def objects_to_messages(objects: list[ObjectCloud], ids: list[str],
         centroid = Pose(position=_point(obj.placement.centre), orientation=orientation)
         box = BoundingBox3D(center=Pose(position=_point(obj.box_centre), orientation=orientation), size=Vector3(
             x=float(obj.box_size_m[0]), y=float(obj.box_size_m[1]), z=float(obj.box_size_m[2])))
+        pose = PoseWithCovariance(pose=centroid)
+        if obj.placement.mode == 'fit':
+            variance = np.zeros(36)  # 6 x 6 row-major (x, y, z, rotations); only the position is estimated
+            variance[[0, 7, 14]] = obj.fit_rms_m ** 2
+            pose.covariance = variance
         hypothesis = ObjectHypothesisWithPose(
-            hypothesis=ObjectHypothesis(class_id=obj.detector_class, score=obj.score),
-            pose=PoseWithCovariance(pose=centroid))
-        detections.append(Detection3D(header=header, results=[hypothesis], bbox=box,
+            hypothesis=ObjectHypothesis(class_id=obj.detector_class, score=obj.score), pose=pose)
+        detections.append(Detection3D(header=header, results=[hypothesis, *fit_hypotheses(obj, pose)], bbox=box,
                                       id=ids[obj.detection_index] or str(obj.detection_index)))
     return cloud, Detection3DArray(header=header, detections=detections)
 
@@ -264,8 +315,8 @@ class ReconstructNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.stats = NodeStats()
         self._cause_log = CauseLog()
-        self._lock = threading.Lock()  # guards the latest camera_info
-        self._camera_info: CameraInfo | None = None
+        self._lock = threading.Lock()  # guards the camera_info history
+        self._camera_infos: StampedHistory[CameraInfoEntry] = StampedHistory(CAMERA_INFO_HISTORY)
         self._pipeline: ReconstructionPipeline | None = None
         self._slot: FrameSlot | None = None
         self._worker: threading.Thread | None = None
@@ -276,6 +327,8 @@ class ReconstructNode(LifecycleNode):
         self._publishers_made: dict = {}
         self._diagnostics_timer = None
         self._state = 'unconfigured'
+        self._activated_s = 0.0
+        self._depth_seen = False
 
     # ---- parameters ------------------------------------------------------------------------------------------
     def _values(self) -> dict[str, object]:
@@ -299,19 +352,19 @@ class ReconstructNode(LifecycleNode):
         p = self._values()
         backend = None
         try:
-            if not p['model_path']:
-                raise ParameterError('parameter "model_path" is empty: pass -p model_path:=<model contract .json>')
-            contract = load_contract(p['model_path'])
+            model_path = resolve_model(p['model_path'])
+            contract = load_contract(model_path)
             settings = PipelineSettings(
-                min_score=p['min_score'], class_map=parse_class_map(p['class_map']),
+                min_score=p['min_score'], max_objects=p['max_objects'], class_map=parse_class_map(p['class_map']),
                 unknown_class=p['unknown_class'],
                 crop_padding=None if p['crop_padding'] < 0 else p['crop_padding'], placement=p['placement'],
+                depth_fit=p['depth_fit'], output_cloud=p['output_cloud'],
                 depth=geometry.DepthWindow(roi_fraction=p['depth_roi_fraction'], min_depth_m=p['min_depth_m'],
                                            max_depth_m=p['max_depth_m'],
                                            min_valid_fraction=p['min_valid_depth_fraction']),
                 prior=geometry.PlacementPrior(box_fill=p['placement_box_fill'],
                                               centre_offset=p['placement_centre_offset']))
-            backend = create_backend(p['model_path'], p['backend'], max_batch=p['max_batch'],
+            backend = create_backend(model_path, p['backend'], max_batch=p['max_batch'],
                                      engine_dir=p['engine_dir'] or None, threads=p['cpu_threads'])
             self._pipeline = ReconstructionPipeline(backend, contract, settings)
         except Exception as exc:  # anything that stops the model from loading: say what, stay unconfigured
@@ -323,6 +376,11 @@ class ReconstructNode(LifecycleNode):
             self.get_logger().warning(
                 f'model {contract.name} predicts shapes in a canonical object frame: their orientation in the '
                 f'camera frame is unknown, so objects are placed by centre and scale only (axes = optical axes)')
+        if self._pipeline.max_objects < p['max_objects']:
+            self.get_logger().warning(
+                f'max_objects {p["max_objects"]} lowered to {self._pipeline.max_objects}: more clouds of '
+                f'{contract.num_points} points would exceed the {output_guard.MAX_CLOUD_BYTES // 2**20} MiB a '
+                f'published cloud may hold')
         self._params = p
         self._publishers_made = {
             'points': self.create_publisher(PointCloud2, POINTS_TOPIC, OUTPUT_QOS),
@@ -334,7 +392,8 @@ class ReconstructNode(LifecycleNode):
         self._worker.start()
         self._state = 'inactive'
         self.get_logger().info(
-            f'configured: model {contract.name} ({contract.output_frame} frame, {contract.num_points} points), '
+            f'configured: model {contract.name} from {model_path} ({contract.output_frame} frame, '
+            f'{contract.num_points} points), '
             f'backend {backend.name}, placement {p["placement"]}, depth {"on" if p["use_depth"] else "off"}')
         return TransitionCallbackReturn.SUCCESS
 
@@ -353,6 +412,7 @@ class ReconstructNode(LifecycleNode):
             self._subscriptions_made.append(
                 self.create_subscription(Image, 'depth', lambda msg: self._on_input(DEPTH, msg), image_qos))
         self._state = 'active'
+        self._activated_s, self._depth_seen = time.monotonic(), False
         topics = ', '.join(s.topic_name for s in self._subscriptions_made)
         self.get_logger().info(f'active: {topics} -> {self._publishers_made["points"].topic_name}, '
                                f'{self._publishers_made["objects"].topic_name}')
@@ -409,14 +469,30 @@ class ReconstructNode(LifecycleNode):
 
     # ---- callbacks (executor thread): match only ------------------------------------------------------------
     def _on_camera_info(self, msg: CameraInfo) -> None:
+        try:
+            stamp = stamp_to_ns(msg.header.stamp)
+        except ValueError as exc:
+            self._report('bad_stamp', f'camera_info ignored: {exc}')
+            return
+        try:  # validated on arrival (9 numbers), so the frame finds a usable one
+            entry: CameraInfoEntry = camera_info_to_intrinsics(msg)
+        except ValueError as exc:
+            entry = BadCameraInfo(str(exc))
+            self._report('bad_camera_info', f'{exc}; frames with this stamp are skipped')
         with self._lock:
-            self._camera_info = msg
+            self._camera_infos.add(stamp, entry)
 
     def _on_input(self, stream: int, msg: Image | Detection2DArray) -> None:
         sync, slot = self._sync, self._slot
         if sync is None or slot is None:
             return  # deactivated while the message was queued
-        matched = sync.add(stream, stamp_to_ns(msg.header.stamp), msg)
+        self._depth_seen = self._depth_seen or stream == DEPTH
+        try:
+            stamp = stamp_to_ns(msg.header.stamp)
+        except ValueError as exc:
+            self._report('bad_stamp', f'{("image", "detections", "depth")[stream]} message ignored: {exc}')
+            return
+        matched = sync.add(stream, stamp, msg)
         dropped = sync.dropped
         lost_detections = dropped[DETECTIONS] - self._sync_dropped[DETECTIONS]
         self.stats.count('dropped_sync', sum(dropped) - sum(self._sync_dropped))
@@ -428,7 +504,7 @@ class ReconstructNode(LifecycleNode):
         if matched is None:
             return
         with self._lock:
-            camera_info = self._camera_info
+            camera_info = self._camera_infos.match(stamp, lambda entry: isinstance(entry, CameraIntrinsics))
         depth = matched[DEPTH] if len(matched) > DEPTH else None
         self.stats.count('matched')
         if slot.put(Frame(matched[IMAGE], matched[DETECTIONS], depth, camera_info, time.monotonic())):
@@ -446,15 +522,18 @@ class ReconstructNode(LifecycleNode):
     def _process(self, frame: Frame, pipeline: ReconstructionPipeline, publishers: dict) -> None:
         self.stats.count('processed')
         stamp = frame.image.header.stamp
-        if frame.camera_info is None:
-            self._report('no_camera_info', 'no camera_info received yet: frames are dropped until one arrives '
-                         f'on {self.resolve_topic_name("camera_info")}')
+        intrinsics = frame.camera_info
+        if intrinsics is None:
+            self._report('no_camera_info', 'no valid camera_info stamped at or before the frame: frames are dropped '
+                         f'until one arrives on {self.resolve_topic_name("camera_info")}')
+            return
+        if isinstance(intrinsics, BadCameraInfo):
+            self.stats.count('dropped_bad_camera_info')  # the cause was counted and logged when it arrived
             return
         try:
-            intrinsics = camera_info_to_intrinsics(frame.camera_info)
             rgb = image_to_rgb(frame.image)
         except ValueError as exc:
-            self._report('bad_image_or_camera_info', f'frame dropped: {exc}')
+            self._report('bad_image', f'frame dropped: {exc}')
             return
         if rgb.shape[:2] != (intrinsics.height, intrinsics.width):
             self._report('size_mismatch', f'image is {rgb.shape[1]}x{rgb.shape[0]} but camera_info says '
@@ -485,6 +564,7 @@ class ReconstructNode(LifecycleNode):
         publishers['objects'].publish(objects_msg)
         age_s = (self.get_clock().now().nanoseconds - stamp_to_ns(stamp)) * 1e-9
         self.stats.frame_done(time.monotonic() - frame.matched_s, age_s, [o.placement.mode for o in objects])
+        self.stats.fits_done([(o.fit_rms_m, o.visible_points) for o in objects if o.placement.mode == 'fit'])
 
     def _report(self, cause: str, text: str, level: str = 'warning', error: bool = False) -> None:
         """Count an input problem; log it the first time, then at most once per CauseLog period with a count."""
@@ -493,7 +573,9 @@ class ReconstructNode(LifecycleNode):
         if not log:
             return
         more = f' ({suppressed} more since the last report)' if suppressed else ''
-        line = f'[{cause}] {text}{more}; repeats are counted on /diagnostics, logged at most once a minute'
+        # Message-derived parts are already shortened where they are quoted; this bounds the line whatever it holds.
+        line = (f'[{cause}] {printable(text, LINE_CHARS, keep_newlines=error)}{more}; repeats are counted on '
+                f'/diagnostics, logged at most once a minute')
         # One call per severity: rclpy refuses a second severity from the same call site.
         if error:
             self.get_logger().error(line)
@@ -506,9 +588,16 @@ class ReconstructNode(LifecycleNode):
         pipeline = self._pipeline
         if pipeline is None:
             return
+        waited_s = time.monotonic() - self._activated_s
+        if self._state == 'active' and self._params['use_depth'] and not self._depth_seen and waited_s > DEPTH_WAIT_S:
+            # Frames wait for a depth partner, so without one the node publishes nothing: say why, every period.
+            self._report('no_depth', f'use_depth is true but no depth image arrived on '
+                         f'{self.resolve_topic_name("depth")} in {waited_s:.0f} s: nothing is published until one '
+                         f'does (remap depth:=<topic>, check its QoS, or set use_depth:=false)')
         context = {'state': self._state, 'backend': pipeline.backend.name, 'model': pipeline.contract.name,
                    'output_frame': pipeline.contract.output_frame, 'placement_policy': self._params['placement'],
-                   'use_depth': str(self._params['use_depth']).lower()}
+                   'use_depth': str(self._params['use_depth']).lower(),
+                   'depth_fit': str(self._params['depth_fit']).lower(), 'output_cloud': self._params['output_cloud']}
         header = Header(stamp=self.get_clock().now().to_msg())
         self._publishers_made['diagnostics'].publish(diagnostic_array(
             self.stats.snapshot(), f'{self.get_fully_qualified_name()}: reconstruction', pipeline.backend.name,

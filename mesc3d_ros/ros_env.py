@@ -4,6 +4,8 @@ Every test, script and the demo starts ROS processes with :func:`ros_environment
 loopback (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` plus the Fast DDS profile in ``config/``), logs land inside
 the build tree instead of ``$HOME/.ros/log``, and parallel runs do not cross-talk (their own ``ROS_DOMAIN_ID``).
 A deployed node on a robot does not call this: there the system's ROS environment is used as configured.
+The profile is found through :mod:`mesc3d_ros.package_share`, so this works from a checkout and from an install
+(``share/mesc3d_ros/config``) alike.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mesc3d_ros.package_share import share_file, source_root
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-FASTDDS_PROFILE = REPO_ROOT / 'config' / 'fastdds_loopback.xml'
-DEFAULT_LOG_DIR = REPO_ROOT / 'build' / 'ros_log'
+"""The checkout (training code and scripts only run from one; the runtime uses package_share)."""
 
 # Domain ids above 101 collide with the Linux ephemeral port range; 0 is everyone's default, so avoid it.
 _FIRST_DOMAIN, _LAST_DOMAIN = 10, 100
@@ -24,19 +27,26 @@ def pick_domain_id() -> int:
     return _FIRST_DOMAIN + os.getpid() % (_LAST_DOMAIN - _FIRST_DOMAIN + 1)
 
 
+def default_log_dir() -> Path:
+    """``build/ros_log`` of a checkout; for an installed copy the user's cache (its prefix may be read-only)."""
+    root = source_root()
+    if root is not None:
+        return root / 'build' / 'ros_log'
+    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'mesc3d_ros' / 'ros_log'
+
+
 def ros_environment(domain_id: int | None = None, log_dir: Path | None = None) -> dict[str, str]:
     """Environment variables that keep a ROS 2 process on loopback with this project's DDS profile."""
-    if not FASTDDS_PROFILE.is_file():
-        raise FileNotFoundError(f'Fast DDS profile missing: {FASTDDS_PROFILE}')
-    log_dir = DEFAULT_LOG_DIR if log_dir is None else log_dir
+    profile = share_file('config', 'fastdds_loopback.xml')
+    log_dir = default_log_dir() if log_dir is None else log_dir
     log_dir.mkdir(parents=True, exist_ok=True)
     return {
         'ROS_DOMAIN_ID': str(pick_domain_id() if domain_id is None else domain_id),
         'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
         'RMW_IMPLEMENTATION': 'rmw_fastrtps_cpp',
         'ROS_LOG_DIR': str(log_dir),
-        'FASTRTPS_DEFAULT_PROFILES_FILE': str(FASTDDS_PROFILE),  # Fast DDS 2.x (Jazzy, Humble)
-        'FASTDDS_DEFAULT_PROFILES_FILE': str(FASTDDS_PROFILE),  # Fast DDS 3.x (Kilted)
+        'FASTRTPS_DEFAULT_PROFILES_FILE': str(profile),  # Fast DDS 2.x (Jazzy, Humble)
+        'FASTDDS_DEFAULT_PROFILES_FILE': str(profile),  # Fast DDS 3.x (Kilted)
     }
 
 

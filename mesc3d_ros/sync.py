@@ -7,11 +7,16 @@ A set matches when it holds one message per stream and all its stamps lie within
 (``slop_s = 0``: identical stamps, the right choice when the detector copies the image stamp into its detections).
 Each stream keeps a bounded queue; what cannot take part in a set any more is dropped and counted, so a node can report
 how many inputs it never processed.
+
+:class:`StampedHistory` serves inputs that are not synchronised but must belong to the frame, such as CameraInfo:
+the one with the frame's stamp, else the newest usable one stamped before it.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import deque
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 Message = TypeVar('Message')
@@ -83,3 +88,33 @@ class TimeSynchronizer(Generic[Message]):
         # Queues are short (tens) and streams few (2-3), so trying every combination is cheap.
         best = min(itertools.product(*candidates), key=lambda stamps: max(stamps) - min(stamps))
         return best if max(best) - min(best) <= self.slop_ns else None
+
+
+class StampedHistory(Generic[Message]):
+    """The last ``size`` messages of a stream by arrival, looked up by the stamp of the frame they must belong to."""
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f'size must be >= 1, got {size}')
+        self._entries: deque[tuple[int, Message]] = deque(maxlen=size)  # (stamp ns, message), oldest arrival first
+
+    def add(self, stamp_ns: int, message: Message) -> None:
+        self._entries.append((stamp_ns, message))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def match(self, stamp_ns: int, usable: Callable[[Message], bool]) -> Message | None:
+        """A message stamped exactly ``stamp_ns``, an unusable one first (it is *the* one of that frame: two that
+        disagree about the same instant leave it unknown, whatever their order); else the usable message with the
+        latest stamp before ``stamp_ns`` (the newest arrival among equal stamps); else None.
+        """
+        exact = [message for stamp, message in self._entries if stamp == stamp_ns]
+        if exact:
+            unusable = [message for message in exact if not usable(message)]
+            return unusable[-1] if unusable else exact[-1]
+        best: tuple[int, Message] | None = None
+        for stamp, message in self._entries:
+            if stamp < stamp_ns and usable(message) and (best is None or stamp >= best[0]):
+                best = (stamp, message)
+        return None if best is None else best[1]

@@ -1,7 +1,8 @@
 #!/bin/bash
 # build_interfaces.sh VENV SRC BUILD: build a ROS 2 Jazzy interface package (ament_cmake + rosidl) into VENV using
 # only the pip wheels and the system cmake/ninja/gcc. Used by `make setup` for interfaces/vision_msgs when no
-# vision_msgs is importable (a real ROS install provides its own and this script is not run).
+# vision_msgs is importable (a real ROS install provides its own and this script is not run), and by
+# scripts/install_ros_tools.sh for composition_interfaces (services only).
 set -euo pipefail
 VENV=$(realpath "$1"); SRC=$(realpath "$2"); BUILD=$3; PKG=$(basename "$SRC")
 mkdir -p "$(dirname "$BUILD")"
@@ -24,4 +25,6 @@ cmake -S "$SRC" -B "$BUILD" -G Ninja -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL
   || { cat "$BUILD.configure.log"; exit 1; }
 cmake --build "$BUILD" -j"$(nproc)" > "$BUILD.build.log" 2>&1 || { tail -50 "$BUILD.build.log"; exit 1; }
 cmake --install "$BUILD" > /dev/null
-"$VENV/bin/python" -c "import importlib; importlib.import_module('$PKG.msg'); print('built $PKG into $VENV')"
+# Import what the package defines (a package may have only services or only actions, and no msg/).
+KINDS=$(for kind in msg srv action; do if [ -d "$SRC/$kind" ]; then echo -n "'$PKG.$kind',"; fi; done)
+"$VENV/bin/python" -c "import importlib; [importlib.import_module(m) for m in ($KINDS)]; print('built $PKG into $VENV')"

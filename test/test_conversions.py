@@ -280,6 +280,26 @@ def test_stamp_to_ns_is_exact():
     assert stamp_to_ns(Time(sec=1_700_000_000, nanosec=999_999_999)) == 1_700_000_000_999_999_999
 
 
+def test_stamp_with_unnormalised_nanosec_is_refused_not_aliased():
+    # sec S with nanosec 4294967295 would otherwise equal sec S + 4 with nanosec 294967295.
+    with pytest.raises(ValueError, match='nanosec 4294967295 is not below 10\\^9'):
+        stamp_to_ns(Time(sec=100, nanosec=4_294_967_295))
+    with pytest.raises(ValueError, match='nanosec'):
+        stamp_to_ns(Time(sec=100, nanosec=1_000_000_000))
+
+
+def test_message_strings_in_errors_are_short_and_printable():
+    image = Image(encoding='\x1b[2J' + 'x' * 1_000_000, width=1, height=1, step=3, data=bytes(3))
+    with pytest.raises(ValueError) as error:
+        image_to_numpy(image)
+    assert len(str(error.value)) < 400 and '\x1b' not in str(error.value) and 'more chars' in str(error.value)
+    info = CameraInfo(width=640, height=480, k=[1e-12, 0, 320, 0, 1e-12, 240, 0, 0, 1])
+    info.header.frame_id = 'f' * 1_000_000
+    with pytest.raises(ValueError, match='implausible intrinsics: fx') as error:
+        camera_info_to_intrinsics(info)
+    assert len(str(error.value)) < 400
+
+
 # ---- against the real ROS packages, where installed -------------------------------------------------------------
 
 def test_same_bytes_as_cv_bridge():

@@ -26,7 +26,10 @@ from ros_helpers import venv_script
 pytestmark = [pytest.mark.slow, pytest.mark.ros]
 
 TOPICS = {'/camera/color/image_raw', '/camera/aligned_depth_to_color/image_raw', '/camera/color/camera_info',
-          '/detections', '/mesc3d/points', '/mesc3d/objects', '/diagnostics'}
+          '/detections', '/mesc3d/points', '/mesc3d/objects', '/diagnostics',
+          # the comparison instances of the node (demo.VARIANTS): without the shape fit, and the fused cloud
+          '/mesc3d/no_fit/points', '/mesc3d/no_fit/objects', '/mesc3d/no_fit/diagnostics',
+          '/mesc3d/fused/points', '/mesc3d/fused/objects', '/mesc3d/fused/diagnostics'}
 
 
 def run_demo(args: list[str], timeout_s: float = 150.0) -> subprocess.CompletedProcess:
@@ -63,6 +66,11 @@ def test_demo_runs_end_to_end_and_writes_every_output(contract, tmp_path):
     assert summary['objects_reconstructed'] > 0 and summary['objects_unmatched'] == 0
     assert summary['latency_ms']['p50'] > 0
     assert summary['metrics']['cd_l1_m'] > 0 and set(summary['metrics_per_category']) <= {'mug', 'bottle', 'bowl'}
+    # With and without the fit, and the fused cloud, scored on the same frames.
+    comparison = summary['comparison']
+    assert comparison['scenes'] > 0 and set(comparison['variants']) == {'fit', 'no_fit', 'fused'}
+    assert all(rows['all']['views'] > 0 for rows in comparison['variants'].values())
+    assert 'answered by every node' in result.stdout
     assert (out / 'overview.png').stat().st_size > 10_000
     figures, clouds = sorted((out / 'objects').glob('*.png')), sorted((out / 'clouds').glob('*.ply'))
     assert figures and len(clouds) == 2 * len(figures)  # prediction and ground truth per object

@@ -35,7 +35,7 @@ from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, Detection3DArray
 
 from mesc3d_ros.contract import load_contract
-from mesc3d_ros.conversions import (CameraIntrinsics, arrays_to_detections, cloud_to_structured,
+from mesc3d_ros.conversions import (IMAGE_ENCODINGS, CameraIntrinsics, arrays_to_detections, cloud_to_structured,
                                     intrinsics_to_camera_info, numpy_to_image)
 from model_fixtures import make_random_model
 from ros_helpers import ChildProcess, spin_until, start_process, venv_script
@@ -177,7 +177,7 @@ class Camera:
 
     def publish(self, scene: Scene, sec: int, depth: bool = True, info: bool = True, image: np.ndarray | None = None,
                 encoding: str = 'rgb8', depth_mm: np.ndarray | None = None, boxes: np.ndarray | None = None,
-                classes: list[str] | None = None, with_image: bool = True) -> None:
+                classes: list[str] | None = None, with_image: bool = True, scores: np.ndarray | None = None) -> None:
         """One frame; every message carries the stamp ``sec``. Arguments replace parts with bad variants."""
         header = header_at(sec)
         boxes = scene.boxes if boxes is None else boxes
@@ -188,8 +188,15 @@ class Camera:
         if depth:
             self.depth.publish(numpy_to_image(scene.depth_mm if depth_mm is None else depth_mm, '16UC1', header))
         if with_image:
-            self.image.publish(numpy_to_image(scene.rgb if image is None else image, encoding, header))
-        self.detections.publish(arrays_to_detections(boxes, classes, np.full(len(boxes), 0.9), header, ids))
+            pixels = scene.rgb if image is None else image
+            if encoding in IMAGE_ENCODINGS:
+                self.image.publish(numpy_to_image(pixels, encoding, header))
+            else:  # an encoding the node does not know: valid pixels under a bad name
+                message = numpy_to_image(pixels, 'rgb8', header)
+                message.encoding = encoding
+                self.image.publish(message)
+        scores = np.full(len(boxes), 0.9) if scores is None else scores
+        self.detections.publish(arrays_to_detections(boxes, classes, scores, header, ids))
 
     def answer(self, sec: int, resend, timeout_s: float = 20.0) -> tuple[PointCloud2, Detection3DArray]:
         """Wait for the cloud and objects stamped ``sec``, calling ``resend`` every 2 s (volatile QoS loses what is
@@ -252,7 +259,10 @@ def test_clouds_are_metric_split_per_object_and_placed_from_depth(ros_node, node
     cloud, objects = camera.answer(100, lambda: camera.publish(scene, 100))
     check_frame(cloud, objects, scene, 100, tolerance=0.05)
     # At least: a frame re-sent before its answer arrived is reconstructed again.
-    spin_until(ros_node, lambda: int(camera.diagnostic_values().get('placement_depth', 0)) >= 3, 10.0,
+    # With depth, each shape is fitted to its visible surface, or placed from box + depth when the (random-weight)
+    # shape does not fit it: either way from depth.
+    spin_until(ros_node, lambda: sum(int(camera.diagnostic_values().get(f'placement_{mode}', 0))
+                                     for mode in ('fit', 'depth')) >= 3, 10.0,
                'diagnostics counting the three depth placements')
     values = camera.diagnostic_values()
     assert values['backend'].startswith('onnxruntime') and values['state'] == 'active'
@@ -353,7 +363,7 @@ def test_each_bad_input_is_logged_once_and_good_frames_still_get_correct_answers
     half = scene.rgb[::2, ::2].copy()
     repeat_unanswered('no_camera_info', info=False)  # first: camera_info is latched by the node once it arrives
     good_frame()
-    repeat_unanswered('bad_image_or_camera_info', image=scene.depth_mm.astype(np.float32), encoding='32FC1')
+    repeat_unanswered('bad_image', image=scene.depth_mm.astype(np.float32), encoding='32FC1')
     good_frame()
     repeat_unanswered('size_mismatch', image=half)
     good_frame()
@@ -388,12 +398,45 @@ def test_each_bad_input_is_logged_once_and_good_frames_still_get_correct_answers
         check_frame(cloud, objects, scene, sec, tolerance=0.20)
     good_frame()
 
+    # Issue 17: an implausible K with the frame's stamp skips that frame (an older good K must not answer it).
+    skipped = []
+    for count, fx in enumerate((1e-12, 1e300, 5e-324), start=1):
+        sec = next(stamps)
+        skipped.append(sec)
+        k = K.copy()
+        k[0, 0] = k[1, 1] = fx
+        camera.info.publish(CameraInfo(header=header_at(sec), width=SIZE, height=SIZE, k=k.ravel().tolist()))
+        spin_until(ros_node, lambda: issue_count('bad_camera_info') >= count, 20.0, f'bad_camera_info #{count}')
+        camera.publish(scene, sec, info=False)
+    good_frame()
+    assert not set(skipped) & set(camera.clouds), 'a frame whose own CameraInfo is implausible was answered'
+    # NaN, inf and 7.5 are no probabilities: those detections are dropped, the frame is answered without them.
+    ids = [o.object_id for o in scene.objects]
+    for sec, cloud, objects in repeat_answered('bad_score', scores=np.array([np.nan, 0.9, 0.9])):
+        check_frame(cloud, objects, scene, sec, tolerance=0.05, expected_ids=ids[1:])
+    for sec, cloud, objects in repeat_answered('bad_score', scores=np.array([0.9, 7.5, -np.inf])):
+        check_frame(cloud, objects, scene, sec, tolerance=0.05, expected_ids=ids[:1])
+    # sec S with nanosec 2^32 - 1 must not be matched as S + 4 s: the message is refused.
+    for count in range(1, 4):
+        sec = next(stamps)
+        header = Header(stamp=Time(sec=sec, nanosec=4_294_967_295), frame_id=FRAME_ID)
+        camera.image.publish(numpy_to_image(scene.rgb, 'rgb8', header))
+        spin_until(ros_node, lambda: issue_count('bad_stamp') >= count, 20.0, f'bad_stamp #{count}',
+                   on_tick=lambda: camera.image.publish(numpy_to_image(scene.rgb, 'rgb8', header)), tick_s=2.0)
+    # 1 MB strings (encoding, class id) cost a bounded log line, not a megabyte.
+    huge = 'x' * 2**20
+    repeat_unanswered('bad_image', encoding=huge)
+    repeat_answered('unknown_class', classes=[huge] * len(scene.objects))
+    good_frame()
+
     output = bad_input_node.output()
-    causes = ['no_camera_info', 'bad_image_or_camera_info', 'size_mismatch', 'unmatched_detections',
+    causes = ['no_camera_info', 'bad_image', 'size_mismatch', 'unmatched_detections',
               'empty_detections', 'box_off_image', 'box_degenerate', 'box_clipped', 'unknown_class', 'depth_invalid',
-              'depth_size_mismatch']
-    assert {cause: output.count(f'[{cause}]') for cause in causes} == dict.fromkeys(causes, 1), output
-    assert 'Traceback' not in output and '[internal_error]' not in output, output
+              'depth_size_mismatch', 'bad_camera_info', 'bad_score', 'bad_stamp']
+    assert {cause: output.count(f'[{cause}]') for cause in causes} == dict.fromkeys(causes, 1), output[:20000]
+    assert 'Traceback' not in output and '[internal_error]' not in output, output[:20000]
+    assert 'RuntimeWarning' not in output, 'numpy warnings must not leak to stderr'
+    assert max(map(len, output.splitlines())) < 3000 and len(output) < 40_000, 'log lines must be bounded'
 
 
 # ---- parameters that stop the node -------------------------------------------------------------------------------

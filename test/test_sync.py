@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mesc3d_ros.sync import TimeSynchronizer
+from mesc3d_ros.sync import StampedHistory, TimeSynchronizer
 
 MS = 1_000_000  # nanoseconds
 
@@ -126,3 +126,19 @@ def test_every_message_is_matched_dropped_or_queued_and_sets_respect_the_slop(sl
     added = [sum(1 for stream, _ in arrivals if stream == i) for i in range(2)]
     for i in range(2):
         assert sync.matched + sync.dropped[i] + sync.queued()[i] == added[i]
+
+
+def test_history_prefers_the_frames_own_stamp_then_the_newest_usable_before_it():
+    history: StampedHistory[str] = StampedHistory(5)
+    assert history.match(10, lambda m: True) is None
+    for stamp, message in ((5, 'good5'), (9, 'bad9'), (10, 'bad10'), (12, 'good12')):
+        history.add(stamp, message)
+    usable = lambda message: message.startswith('good')  # noqa: E731
+    assert history.match(10, usable) == 'bad10'  # its own stamp wins, even if unusable: the frame is skipped
+    assert history.match(11, usable) == 'good5'  # newest usable before it; 12 is after the frame
+    assert history.match(13, usable) == 'good12'
+    assert history.match(4, usable) is None
+    history.add(10, 'good10')  # a good one with the same stamp does not overrule the bad one, in either order
+    assert history.match(10, usable) == 'bad10'
+    history.add(20, 'good20')  # evicts the oldest arrival (good5)
+    assert history.match(7, usable) is None and history.match(11, usable) == 'good10' and len(history) == 5

@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     'eval': ('mesc3d_training.evaluate', 'evaluate a checkpoint: CD-L1, CD-L2, F-scores, gallery'),
     'baselines': ('mesc3d_training.baselines', 'train/evaluate the baselines and write the comparison table'),
     'export': ('mesc3d_training.export', 'export a checkpoint to ONNX + model contract JSON'),
+    'ship': ('mesc3d_training.ship', 'write a shipped checkpoint\'s deployable form (ONNX + contract) beside it'),
     'engine': ('mesc3d_ros.engine_build', 'build a TensorRT engine from an exported ONNX model'),
     'bench': ('mesc3d_training.bench', 'benchmark backends (and torch eager) on this machine'),
     'demo': ('mesc3d_training.demo', 'run the node on the shipped model against a camera stream'),

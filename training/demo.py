@@ -8,7 +8,9 @@ One command, four processes' worth of work (``make demo`` = ``make setup`` + thi
    (``demo_scenes.py``), then streams RGB, depth, camera info and ground-truth detections once the node and the
    recorder subscribe;
 3. start ``reconstruct_node`` (its own process) with ``--params-file config/reconstruct.yaml`` (what the launch
-   file uses) and ``-p model_path:=…``, remapped onto the camera topics;
+   file uses) and ``-p model_path:=…``, remapped onto the camera topics; beside it two more instances of the same
+   node on the same stream (:data:`VARIANTS`), one without the shape fit and one publishing the ``fused`` cloud,
+   each on its own output topics, so the report compares them on the frames all three answered;
 4. record every topic into ``demo_out/bag`` (rosbag2 MCAP, ``demo_recorder.py``) in this process, then match the
    clouds to frames, score them against ground truth in metres and write the table, ``summary.json``, a PLY and a
    PNG per object and ``overview.png`` (``demo_report.py``, ``demo_figures.py``).
@@ -48,6 +50,33 @@ NODE_NAME = 'reconstruct_node'
 # The node's relative input names -> the scene publisher's topics (scene_publisher.Topics), as a launch file remaps.
 REMAPS = {'image': '/camera/color/image_raw', 'depth': '/camera/aligned_depth_to_color/image_raw',
           'camera_info': '/camera/color/camera_info', 'detections': '/detections'}
+
+
+@dataclass(frozen=True)
+class NodeVariant:
+    """One reconstruct_node instance of the demo: the node under test, or a comparison run on the same stream."""
+
+    name: str
+    params: tuple[tuple[str, str], ...]
+    """``-p`` overrides on top of the parameter file."""
+    namespace: str
+    """'' for the node under test (the topics the launch file uses); else its outputs go under /mesc3d/<namespace>/."""
+
+    @property
+    def node_name(self) -> str:
+        return f'{NODE_NAME}_{self.namespace}' if self.namespace else NODE_NAME
+
+    def topic(self, name: str) -> str:
+        """``points``, ``objects`` or ``diagnostics`` of this instance."""
+        if not self.namespace:
+            return '/diagnostics' if name == 'diagnostics' else f'/mesc3d/{name}'
+        return f'/mesc3d/{self.namespace}/{name}'
+
+
+VARIANTS = (NodeVariant('fit', (), ''),
+            NodeVariant('no_fit', (('depth_fit', 'false'),), 'no_fit'),
+            NodeVariant('fused', (('output_cloud', 'fused'),), 'fused'))
+"""The node under test (the parameter file as is: with depth, shapes fitted to the visible surface) first."""
 DRAIN_S = 3.0
 """After the last frame, how long to wait for clouds still in the node (it finishes the frame it is working on)."""
 
@@ -151,15 +180,22 @@ def console_script(name: str) -> str:
     return found
 
 
-def node_command(contract_path: Path, params_file: Path, backend: str, use_depth: bool = True) -> list[str]:
+def node_command(contract_path: Path, params_file: Path, backend: str, use_depth: bool = True,
+                 variant: NodeVariant = VARIANTS[0]) -> list[str]:
     """``reconstruct_node`` as the launch file starts it, remapped onto the scene publisher's topics."""
     if not params_file.is_file():
         raise DemoError(f'node parameter file missing: {params_file}')
-    command = [console_script(NODE_NAME), '--ros-args', '-r', f'__node:={NODE_NAME}', '--params-file',
+    command = [console_script(NODE_NAME), '--ros-args', '-r', f'__node:={variant.node_name}', '--params-file',
                str(params_file), '-p', f'model_path:={contract_path}', '-p', f'use_depth:={str(use_depth).lower()}',
                '-p', f'backend:={backend}']
+    for name, value in variant.params:
+        command += ['-p', f'{name}:={value}']
     for name, topic in REMAPS.items():
         command += ['-r', f'{name}:={topic}']
+    if variant.namespace:
+        for name, topic in (('mesc3d/points', 'points'), ('mesc3d/objects', 'objects'),
+                            ('/diagnostics', 'diagnostics')):
+            command += ['-r', f'{name}:={variant.topic(topic)}']
     return command
 
 
@@ -217,7 +253,7 @@ def record_run(settings: DemoSettings, contract_path: Path):
         '--scenes', str(out / 'scenes.npz'), '--stamps-out', str(out / 'stamps.json'),
         '--duration-s', str(settings.duration_s), '--rate-hz', str(settings.rate_hz),
         '--objects', str(settings.objects), '--seed', str(settings.seed),
-        '--wait-for', NODE_NAME, '--wait-for', RECORDER_NODE,
+        *[arg for variant in VARIANTS for arg in ('--wait-for', variant.node_name)], '--wait-for', RECORDER_NODE,
         '--wait-timeout-s', str(settings.startup_timeout_s)], out / 'logs')
     children = [publisher]
     # Our own SIGINT/SIGTERM handling (KeyboardInterrupt) so that clean-up below always runs.
@@ -225,33 +261,41 @@ def record_run(settings: DemoSettings, contract_path: Path):
     recorder_node = rclpy.create_node(RECORDER_NODE)
     recorder = None
     try:
-        command = node_command(contract_path, settings.params_file, settings.backend)
-        children.append(start_child(NODE_NAME, command, out / 'logs'))
-        node = children[-1]
+        nodes = []
+        for variant in VARIANTS:
+            command = node_command(contract_path, settings.params_file, settings.backend, variant=variant)
+            nodes.append(start_child(variant.node_name, command, out / 'logs'))
+        children += nodes
+        outputs = {}
+        for variant in VARIANTS:
+            outputs.update({variant.topic('points'): PointCloud2, variant.topic('objects'): Detection3DArray,
+                            variant.topic('diagnostics'): DiagnosticArray})
         recorder = Recorder(recorder_node, out / 'bag', inputs={
             REMAPS['image']: Image, REMAPS['depth']: Image, REMAPS['camera_info']: CameraInfo,
-            REMAPS['detections']: Detection2DArray}, outputs={
-            '/mesc3d/points': PointCloud2, '/mesc3d/objects': Detection3DArray, '/diagnostics': DiagnosticArray})
+            REMAPS['detections']: Detection2DArray}, outputs=outputs)
         executor = SingleThreadedExecutor()
         executor.add_node(recorder_node)
         deadline = time.monotonic() + settings.startup_timeout_s + settings.duration_s + 30.0
         while publisher.popen.poll() is None:
             executor.spin_once(timeout_sec=0.05)
-            if node.popen.poll() is not None:
-                raise DemoError(f'{NODE_NAME} exited with status {node.popen.returncode} before the stream ended; '
-                                f'end of {node.log_path}:\n{node.tail()}')
+            for node in nodes:
+                if node.popen.poll() is not None:
+                    raise DemoError(f'{node.name} exited with status {node.popen.returncode} before the stream '
+                                    f'ended; end of {node.log_path}:\n{node.tail()}')
             if time.monotonic() > deadline:
-                raise DemoError(f'the stream did not finish in time; see {publisher.log_path} and {node.log_path}')
+                raise DemoError(f'the stream did not finish in time; see {publisher.log_path} and '
+                                f'{nodes[0].log_path}')
         if publisher.popen.returncode != 0:
             raise DemoError(f'the scene publisher failed (status {publisher.popen.returncode}); end of '
-                            f'{publisher.log_path}:\n{publisher.tail()}\n  node log {node.log_path}:\n{node.tail(8)}')
-        # Let the node finish the frame it is on: stop when no cloud has arrived for DRAIN_S.
-        clouds = recorder.recording.outputs['/mesc3d/points']
-        last_change, seen = time.monotonic(), len(clouds)
+                            f'{publisher.log_path}:\n{publisher.tail()}\n  node log {nodes[0].log_path}:\n'
+                            f'{nodes[0].tail(8)}')
+        # Let the nodes finish the frame they are on: stop when no cloud has arrived for DRAIN_S.
+        clouds = [recorder.recording.outputs[variant.topic('points')] for variant in VARIANTS]
+        last_change, seen = time.monotonic(), sum(map(len, clouds))
         while time.monotonic() - last_change < DRAIN_S:
             executor.spin_once(timeout_sec=0.05)
-            if len(clouds) != seen:
-                last_change, seen = time.monotonic(), len(clouds)
+            if sum(map(len, clouds)) != seen:
+                last_change, seen = time.monotonic(), sum(map(len, clouds))
         return recorder.close()
     finally:
         for child in reversed(children):
@@ -277,7 +321,10 @@ def run_demo(settings: DemoSettings) -> int:
 
     sequence = load_sequence(settings.out_dir / 'scenes.npz')
     sent = json.loads((settings.out_dir / 'stamps.json').read_text())['frames']
-    run = demo_report.evaluate(sequence, sent, recording)
+    runs = {variant.name: demo_report.evaluate(sequence, sent, recording, variant.topic('points'),
+                                               variant.topic('objects'), variant.topic('diagnostics'))
+            for variant in VARIANTS}
+    run = runs[VARIANTS[0].name]
     context = {
         'model': {'name': contract.name, 'contract': str(contract_path), 'onnx_sha256': contract.model_sha256,
                   'backend': run.diagnostics.get('backend', settings.backend)},
@@ -288,6 +335,7 @@ def run_demo(settings: DemoSettings) -> int:
                     'python': platform.python_version()},
     }
     summary = demo_report.summarise(run, context)
+    summary['comparison'] = demo_report.compare(runs)
     if run.objects:
         demo_figures.write_object_outputs(run.objects, sequence, contract.crop_padding, settings.out_dir)
         demo_figures.overview_figure(demo_figures.overview_frame(list(run.frames)), sequence,

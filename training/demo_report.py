@@ -16,6 +16,11 @@ sides included, so placement and shape errors both count):
   percentage of the object's distance from the camera.
 
 Every distinct view (scene × object) counts once: the frames repeating a scene are averaged first.
+
+The demo runs the node three times on one stream (``demo.VARIANTS``: shape fit, no fit, ``fused`` cloud);
+:func:`compare` scores them on the scenes all three answered. The stream repeats each rendered scene for several
+frames (identical image, depth and boxes), so an answer to any frame of a scene is an answer to the same input: on a
+loaded CPU the three nodes rarely answer the very same frame, but always the same scenes.
 """
 
 from __future__ import annotations
@@ -106,15 +111,16 @@ def score_object(points: np.ndarray, truth: ObjectTruth) -> dict[str, float | tu
             'diameter_m': 2.0 * float(np.linalg.norm(gt_points - (low + high) / 2, axis=1).max())}
 
 
-def evaluate(sequence: SceneSequence, sent: list[dict], recording: Recording) -> RunResult:
+def evaluate(sequence: SceneSequence, sent: list[dict], recording: Recording, points_topic: str = POINTS_TOPIC,
+             objects_topic: str = OBJECTS_TOPIC, diagnostics_topic: str = DIAGNOSTICS_TOPIC) -> RunResult:
     """Match every received cloud to its frame and score its objects; ``sent`` is the publisher's stamps log."""
     frame_of_stamp = {entry['stamp_ns']: entry for entry in sent}
     objects_by_stamp = {}
-    for received in recording.outputs[OBJECTS_TOPIC]:
+    for received in recording.outputs[objects_topic]:
         message = deserialize_message(received.data, Detection3DArray)
         objects_by_stamp[stamp_to_ns(message.header.stamp)] = message
     frames, unmatched, empty = [], 0, 0
-    for received in recording.outputs[POINTS_TOPIC]:
+    for received in recording.outputs[points_topic]:
         cloud = deserialize_message(received.data, PointCloud2)
         stamp = stamp_to_ns(cloud.header.stamp)
         entry = frame_of_stamp.get(stamp)
@@ -142,10 +148,10 @@ def evaluate(sequence: SceneSequence, sent: list[dict], recording: Recording) ->
         frames.append(FrameResult(entry['frame'], entry['scene'], stamp, (received.receive_ns - stamp) / 1e6,
                                   tuple(results), missing))
     diagnostics = {}
-    if recording.outputs.get(DIAGNOSTICS_TOPIC):
-        message = deserialize_message(recording.outputs[DIAGNOSTICS_TOPIC][-1].data, DiagnosticArray)
+    if recording.outputs.get(diagnostics_topic):
+        message = deserialize_message(recording.outputs[diagnostics_topic][-1].data, DiagnosticArray)
         diagnostics = {kv.key: kv.value for status in message.status for kv in status.values}
-    return RunResult(frames_sent=len(sent), clouds_received=len(recording.outputs[POINTS_TOPIC]),
+    return RunResult(frames_sent=len(sent), clouds_received=len(recording.outputs[points_topic]),
                      clouds_unmatched=unmatched, empty_clouds=empty, frames=tuple(frames), diagnostics=diagnostics)
 
 
@@ -205,6 +211,50 @@ def summarise(run: RunResult, context: dict) -> dict:
     }
 
 
+COMPARED = ('cd_l1_m', 'cd_l1_centred_m', 'fscore_1cm', 'centroid_error_pct')
+"""The metrics :func:`compare` reports per node variant."""
+
+
+def compare(runs: dict[str, RunResult]) -> dict:
+    """Per variant, overall and per category, :data:`COMPARED` and placed / centred CD-L1, on the scenes every
+    variant answered (each view once, as in :func:`summarise`)."""
+    common = set.intersection(*({frame.scene for frame in run.frames} for run in runs.values()))
+    result = {'scenes': len(common), 'variants': {}}
+    for name, run in runs.items():
+        views = list(per_view([obj for frame in run.frames if frame.scene in common for obj in frame.objects])
+                     .values())
+        rows = {'all': views, **{category: [v for v in views if v['category'] == category]
+                                 for category in sorted({v['category'] for v in views})}}
+        result['variants'][name] = {
+            category: {'views': len(members), **{key: float(np.mean([v[key] for v in members])) for key in COMPARED},
+                       'placed_over_centred': float(np.mean([v['cd_l1_m'] for v in members])
+                                                    / np.mean([v['cd_l1_centred_m'] for v in members]))}
+            for category, members in rows.items() if members}
+    return result
+
+
+def format_comparison(comparison: dict) -> list[str]:
+    """The with/without-fit table: one row per category, each variant's placed/centred CD-L1, F@1cm, centroid %."""
+    variants = comparison['variants']
+    if not comparison['scenes'] or not all(variants.values()):
+        return ['', '  comparison: no scene was answered by every node instance']
+    names = list(variants)
+    lines = ['', f'  Same {comparison["scenes"]} scenes (same images, depth and boxes), answered by every node '
+             f'instance: ' + ', '.join(names), '  (CD-L1 placed / centred [cm], placed ÷ centred, F@1cm, centroid err % dist.)']
+    header = f'  {"category":<18}' + ''.join(f'{name:>32}' for name in names)
+    lines += [header, '  ' + '-' * (len(header) - 2)]
+    for category in variants[names[0]]:
+        cells = []
+        for name in names:
+            row = variants[name].get(category)
+            cells.append(f'{"-":>32}' if row is None else
+                         f'{100 * row["cd_l1_m"]:>7.1f} /{100 * row["cd_l1_centred_m"]:>5.1f}'
+                         f'{row["placed_over_centred"]:>6.2f}x{row["fscore_1cm"]:>6.2f}'
+                         f'{row["centroid_error_pct"]:>6.1f}%')
+        lines.append(f'  {category:<18}' + ''.join(cells))
+    return lines
+
+
 def format_table(summary: dict) -> str:
     """The console table of a summary (plain text, fixed-width columns)."""
     latency = summary['latency_ms']
@@ -245,6 +295,8 @@ def format_table(summary: dict) -> str:
                  '  % diam.: CD-L1 as a share of the object\'s bounding-sphere diameter;\n'
                  '  F@t: F-score, precision and recall counted at Euclidean distance < t; each view (scene x object)\n'
                  '  counts once.')
+    if 'comparison' in summary:
+        lines += format_comparison(summary['comparison'])
     return '\n'.join(lines)
 
 

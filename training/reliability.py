@@ -5,6 +5,9 @@ into ``reconstruct_node`` (CPU backend) for ``--duration-s`` (the issue asks for
 sent, clouds received, frames the node dropped, end-to-end latency percentiles (image stamp -> cloud received),
 the node's resident memory (RSS) over time, and whether it survived and shut down cleanly.
 
+``python -m mesc3d_training.attack`` is the mixed adversarial campaign of issue 17 (extreme intrinsics, depth edge
+cases, junk scores, 500 boxes, 1 MB strings, bad stamps) with its output, latency, memory and log-volume checks.
+
 ``python -m mesc3d_training.reliability fuzz``: hypothesis generates malformed Image, Detection2DArray and
 CameraInfo messages (impossible sizes and steps, unknown encodings, NaN/inf/inverted/off-image boxes, huge
 detection counts, uncalibrated or non-finite K, ...) that are published at the live node, interleaved with valid
@@ -35,8 +38,9 @@ import psutil
 
 from mesc3d_ros.markdown_blocks import replace_block
 from mesc3d_ros.ros_env import REPO_ROOT, apply_ros_environment
-from mesc3d_training.demo import (DEFAULT_CHECKPOINT, cpu_model, NODE_NAME, PARAMS_FILE, REMAPS, Child, DemoError,
-                                  ensure_exported, interrupt_on_sigterm, node_command, start_child)
+from mesc3d_training import SHIPPED_MODEL
+from mesc3d_training.demo import (NODE_NAME, PARAMS_FILE, REMAPS, Child, DemoError, cpu_model, ensure_exported,
+                                  interrupt_on_sigterm, node_command, start_child)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -178,6 +182,8 @@ class GoodFrame:
     detections: object
     camera_info: object
     num_objects: int
+    depth: object
+    """16UC1 millimetres, registered to ``image``."""
 
 
 def _good_frame(ctx: RunContext, seed: int) -> GoodFrame:
@@ -188,8 +194,9 @@ def _good_frame(ctx: RunContext, seed: int) -> GoodFrame:
     pool = scene_publisher.load_demo_objects(scene_publisher.demo_categories(ctx.contract_path), count=2, seed=seed)
     sequence = demo_scenes.render_sequence(pool, demo_scenes.SceneSettings(min_objects=2, seed=seed),
                                            num_scenes=1, rate_hz=1.0, frames_per_scene=1, num_frames=1)
-    image, _, camera_info, detections = scene_publisher.frame_messages(sequence, 0, Header(frame_id='fuzz_camera'))
-    return GoodFrame(image, detections, camera_info, len(sequence.scenes[0].objects))
+    image, depth, camera_info, detections = scene_publisher.frame_messages(sequence, 0,
+                                                                           Header(frame_id='fuzz_camera'))
+    return GoodFrame(image, detections, camera_info, len(sequence.scenes[0].objects), depth)
 
 
 def fuzz_strategy(good: GoodFrame):
@@ -402,7 +409,7 @@ def fuzz_markdown(result: dict, command: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m mesc3d_training.reliability', description=__doc__.splitlines()[0])
     parser.add_argument('kind', choices=('soak', 'fuzz'))
-    parser.add_argument('--model', type=Path, default=DEFAULT_CHECKPOINT, help='checkpoint or contract JSON')
+    parser.add_argument('--model', type=Path, default=SHIPPED_MODEL, help='checkpoint or contract JSON')
     parser.add_argument('--engines-dir', type=Path, default=REPO_ROOT / 'engines')
     parser.add_argument('--params-file', type=Path, default=PARAMS_FILE)
     parser.add_argument('--out', type=Path, default=REPO_ROOT / 'build' / 'reliability')

@@ -1,0 +1,225 @@
+"""The object's visible surface: the depth pixels inside a detection box that belong to the object, as 3D points.
+
+A box holds more than its object: the floor seen between a chair's legs, the table under a mug, part of a
+neighbour. Without a mask, the object is taken to be the *nearest dominant depth mode connected to the box centre*,
+minus the surface it stands on:
+
+1. the box is read at a stride that keeps at most ``max_pixels`` readings (a 400 px box is not 160,000 points);
+2. invalid readings go: NaN, 0, outside [min_depth_m, max_depth_m], and *flying pixels*, readings that differ from
+   both neighbours along a row or column by more than ``edge_jump_fraction`` of their depth (depth cameras
+   interpolate across silhouettes);
+3. the *support plane*: a detection box bounds the object's visible silhouette, so a ring of pixels just outside it
+   sees what surrounds the object: the table or floor. A plane fitted to that ring (RANSAC, then least squares on
+   its inliers) that holds at least ``plane_min_share`` of the ring's readings removes the box readings within
+   ``plane_distance_fraction`` of their depth of it, or behind it: the table under a mug, the floor between legs;
+4. the front depth z_f is the nearest histogram mode of the central region (``DepthWindow.roi_fraction``) holding
+   at least ``mode_share`` of the largest mode's readings: a few near outliers are not a mode, the floor behind the
+   object is a farther one;
+5. readings within [z_f − r, z_f + 2 r] are kept, r being the radius the box allows at z_f (half the larger box side
+   in metres, ÷ κ of the placement prior): nothing of the object lies farther than its diameter behind its front;
+6. of those, only the 8-connected pixel regions that reach into the central region stay (a neighbour at the box
+   edge is cut off at its depth step).
+
+What remains can still hold a patch of a non-planar background; the shape fit (``shape_fit.py``) trims
+points its predicted shape does not explain, which is the refinement by the predicted silhouette.
+All lengths in metres, points in the camera optical frame (x right, y down, z forward). Pure numpy/scipy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from mesc3d_ros.geometry import DepthWindow
+
+
+@dataclass(frozen=True)
+class SurfaceSettings:
+    """How the visible surface is cut out of the box (the defaults hold for the demo's scenes and RealSense-like
+    depth; they are not tuned per category)."""
+
+    max_pixels: int = 4096
+    """Readings kept from one box (strided): enough for ~600 fit points, bounded time for any box size."""
+    max_points: int = 400
+    """Visible points returned (evenly subsampled): the fit's cost grows with them, its accuracy barely."""
+    edge_jump_fraction: float = 0.03
+    """A reading differing from both row (or both column) neighbours by more than this share of its depth is a
+    flying pixel."""
+    mode_bin_fraction: float = 0.02
+    """Histogram bin width of the front-depth search, as a share of the median depth (2 cm at 1 m)."""
+    mode_share: float = 0.25
+    """A histogram mode counts when it holds at least this share of the largest mode's readings."""
+    min_points: int = 30
+    """Fewer surface points than this: no visible surface (the caller falls back to the box placement)."""
+    ring_fraction: float = 0.15
+    """Width of the ring around the box that sees the support, as a share of the larger box side (≥ 3 px)."""
+    plane_distance_fraction: float = 0.008
+    """Readings nearer than this share of their depth to the support plane belong to it (1.5 cm at 1 m)."""
+    plane_min_share: float = 0.4
+    """The ring's best plane must hold this share of its readings, else there is no support plane."""
+    plane_hypotheses: int = 48
+    """RANSAC hypotheses (fixed seed: the same frame gives the same surface)."""
+
+
+@dataclass(frozen=True, eq=False)
+class VisibleSurface:
+    """The object's measured front surface."""
+
+    points: np.ndarray
+    """(P, 3) float64 metres, camera optical frame: back-projected depth readings of the object."""
+    front_depth_m: float
+    """z_f: z-depth of the nearest dominant mode in the box centre."""
+
+
+def _box_pixels(depth_m: np.ndarray, box_xyxy: np.ndarray, max_pixels: int) -> tuple[np.ndarray, np.ndarray,
+                                                                                      np.ndarray]:
+    """(h, w) strided crop of ``depth_m`` inside the box, and the (w,) column and (h,) row pixel coordinates."""
+    height, width = depth_m.shape
+    x0, y0, x1, y1 = (float(v) for v in box_xyxy)
+    c0, c1 = max(int(np.floor(x0)), 0), min(int(np.ceil(x1)), width)
+    r0, r1 = max(int(np.floor(y0)), 0), min(int(np.ceil(y1)), height)
+    stride = max(1, int(np.ceil(np.sqrt((c1 - c0) * (r1 - r0) / max_pixels))))
+    crop = np.asarray(depth_m[r0:r1:stride, c0:c1:stride], dtype=np.float32)  # (h, w) z-depth metres
+    return crop, np.arange(c0, c1, stride, dtype=np.float64), np.arange(r0, r1, stride, dtype=np.float64)
+
+
+def _valid_readings(crop: np.ndarray, window: DepthWindow, edge_jump_fraction: float) -> np.ndarray:
+    """(h, w) bool: in range and not a flying pixel.
+
+    A flying pixel differs from *both* its neighbours along a row or a column (it hangs between a near and a far
+    surface); an object's rim pixel differs from one side only and stays, else the object would lose a pixel of
+    width at every silhouette edge (3 % of a 60 px box: the fitted scale shrank by as much).
+    """
+    with np.errstate(invalid='ignore'):  # NaN compares False: invalid, as it should be
+        valid = (crop >= window.min_depth_m) & (crop <= window.max_depth_m)
+    filled = np.where(valid, crop, np.nan)
+    limit = edge_jump_fraction * filled
+    flying = np.zeros(crop.shape, dtype=bool)
+    with np.errstate(invalid='ignore'):  # a missing neighbour is no jump (NaN compares False)
+        for axis in (0, 1):
+            before = np.abs(filled - np.roll(filled, 1, axis=axis)) > limit
+            after = np.abs(filled - np.roll(filled, -1, axis=axis)) > limit
+            edge = [slice(None)] * 2
+            edge[axis] = slice(1, -1)  # np.roll wraps around: the first and last rows/columns have one neighbour
+            both = np.zeros(crop.shape, dtype=bool)
+            both[tuple(edge)] = (before & after)[tuple(edge)]
+            flying |= both
+    return valid & ~flying
+
+
+def _central(shape: tuple[int, int], roi_fraction: float) -> np.ndarray:
+    """(h, w) bool: the central ``roi_fraction`` of the crop along each side (at least one pixel)."""
+    mask = np.zeros(shape, dtype=bool)
+    rows, cols = shape
+    half_r, half_c = max(rows * roi_fraction / 2, 0.5), max(cols * roi_fraction / 2, 0.5)
+    mask[max(int(rows / 2 - half_r), 0):int(np.ceil(rows / 2 + half_r)),
+         max(int(cols / 2 - half_c), 0):int(np.ceil(cols / 2 + half_c))] = True
+    return mask
+
+
+def _back_project(K: np.ndarray, u: np.ndarray, v: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """(P, 3) metres, optical frame, of pixels (u, v) with z-depth z (each (P,))."""
+    pixels = np.stack([u, v, np.ones_like(z)])  # (3, P) homogeneous pixels
+    return (np.linalg.solve(np.asarray(K, dtype=np.float64), pixels) * z).T
+
+
+def support_plane(depth_m: np.ndarray, K: np.ndarray, box_xyxy: np.ndarray, window: DepthWindow,
+                  settings: SurfaceSettings) -> tuple[np.ndarray, float] | None:
+    """(unit normal n (3,), offset d) with n·x = d, n pointing away from the camera, of the plane seen in a ring
+    around the box; None when the ring has too few readings or no plane holds ``plane_min_share`` of them."""
+    height, width = depth_m.shape
+    x0, y0, x1, y1 = (float(v) for v in box_xyxy)
+    margin = max(3.0, settings.ring_fraction * max(x1 - x0, y1 - y0))
+    outer = np.array([x0 - margin, y0 - margin, x1 + margin, y1 + margin])
+    crop, cols, rows = _box_pixels(depth_m, outer, settings.max_pixels // 2)
+    uu, vv = np.meshgrid(cols, rows)  # (h, w) pixel coordinates
+    inside = (uu >= x0) & (uu <= x1) & (vv >= y0) & (vv <= y1)
+    with np.errstate(invalid='ignore'):
+        ring = ~inside & (crop >= window.min_depth_m) & (crop <= window.max_depth_m)
+    if ring.sum() < max(settings.min_points, 3):
+        return None
+    points = _back_project(K, uu[ring].astype(np.float64), vv[ring].astype(np.float64),
+                           crop[ring].astype(np.float64))  # (R, 3)
+    tolerance = settings.plane_distance_fraction * points[:, 2]  # (R,) metres
+    rng = np.random.default_rng(0)
+    triples = points[rng.integers(0, len(points), size=(settings.plane_hypotheses, 3))]  # (Hy, 3, 3)
+    normals = np.cross(triples[:, 1] - triples[:, 0], triples[:, 2] - triples[:, 0])  # (Hy, 3)
+    lengths = np.linalg.norm(normals, axis=1)
+    usable = lengths > 1e-9
+    if not usable.any():
+        return None
+    normals = normals[usable] / lengths[usable, None]
+    offsets = np.einsum('hk,hk->h', normals, triples[usable, 0])  # (Hy,)
+    support = (np.abs(points @ normals.T - offsets) <= tolerance[:, None]).sum(axis=0)  # (Hy,) inlier counts
+    best = int(np.argmax(support))
+    if support[best] < settings.plane_min_share * len(points):
+        return None
+    inliers = points[np.abs(points @ normals[best] - offsets[best]) <= tolerance]
+    centroid = inliers.mean(axis=0)
+    normal = np.linalg.svd(inliers - centroid, full_matrices=False)[2][2]  # least-squares plane normal
+    offset = float(normal @ centroid)
+    if offset < 0:  # orient n away from the camera (the camera centre is at n·0 = 0 < d)
+        normal, offset = -normal, -offset
+    return normal, offset
+
+
+def front_depth(depths: np.ndarray, bin_fraction: float, mode_share: float) -> float:
+    """z_f of (n,) z-depths: the centre of the nearest histogram mode holding ``mode_share`` of the largest one."""
+    median = float(np.median(depths))
+    bin_m = max(bin_fraction * median, 1e-4)
+    low = float(depths.min())
+    counts = np.bincount(((depths - low) / bin_m).astype(np.int64))
+    # Two neighbouring bins share a surface that straddles a bin edge: smooth over three.
+    smooth = np.convolve(counts, np.ones(3), mode='same')
+    padded = np.pad(smooth, 1)  # zero beyond both ends: the nearest and the farthest bin can be modes
+    peaks = np.flatnonzero((smooth >= mode_share * smooth.max())
+                           & (smooth >= padded[:-2]) & (smooth >= padded[2:]))
+    nearest = int(peaks[0]) if peaks.size else int(np.argmax(smooth))
+    in_mode = depths[np.abs((depths - low) / bin_m - (nearest + 0.5)) <= 1.5]
+    return float(np.median(in_mode))
+
+
+def visible_surface(depth_m: np.ndarray, K: np.ndarray, box_xyxy: np.ndarray, window: DepthWindow,
+                    box_fill: float, settings: SurfaceSettings) -> VisibleSurface | None:
+    """The object's front surface in the (clipped) box, or None when fewer than ``settings.min_points`` remain.
+
+    ``depth_m`` (H, W) z-depth metres registered to the image (NaN or 0 = no reading); ``K`` (3, 3) intrinsics;
+    ``box_fill`` the placement prior's κ, which bounds the object's radius from its box.
+    """
+    crop, cols, rows = _box_pixels(depth_m, box_xyxy, settings.max_pixels)
+    if crop.size == 0:
+        return None
+    usable = _valid_readings(crop, window, settings.edge_jump_fraction)
+    plane = support_plane(depth_m, K, box_xyxy, window, settings)
+    if plane is not None:
+        normal, offset = plane
+        uu, vv = np.meshgrid(cols, rows)  # (h, w) pixel coordinates
+        rays = np.linalg.solve(np.asarray(K, dtype=np.float64),
+                               np.stack([uu.ravel(), vv.ravel(), np.ones(uu.size)]))  # (3, h·w), z = 1
+        # Signed distance of each reading from the plane, > 0 behind it (seen from the camera): n·(z ray) − d.
+        signed = (normal @ rays).reshape(crop.shape) * crop - offset
+        with np.errstate(invalid='ignore'):
+            usable &= signed < -settings.plane_distance_fraction * crop
+    central = _central(crop.shape, window.roi_fraction)
+    seeds = crop[usable & central]
+    if seeds.size < max(window.min_valid_fraction * central.sum(), 1):
+        return None
+    z_front = front_depth(seeds, settings.mode_bin_fraction, settings.mode_share)
+    x0, y0, x1, y1 = (float(v) for v in box_xyxy)
+    focal = float(min(K[0, 0], K[1, 1]))
+    radius = max(x1 - x0, y1 - y0) / 2 * z_front / focal / box_fill  # metres the box allows at z_f
+    with np.errstate(invalid='ignore'):
+        near = usable & (crop >= z_front - radius) & (crop <= z_front + 2 * radius)
+    labels, _ = ndimage.label(near, structure=np.ones((3, 3), dtype=bool))
+    touching = np.unique(labels[near & central])
+    keep = np.isin(labels, touching[touching > 0])
+    if keep.sum() < settings.min_points:
+        return None
+    r_index, c_index = np.nonzero(keep)
+    if r_index.size > settings.max_points:  # evenly spread over the surface, deterministic
+        pick = np.linspace(0, r_index.size - 1, settings.max_points).round().astype(np.int64)
+        r_index, c_index = r_index[pick], c_index[pick]
+    points = _back_project(K, cols[c_index], rows[r_index], crop[r_index, c_index].astype(np.float64))  # (P, 3)
+    return VisibleSurface(points=points, front_depth_m=z_front)

@@ -1,0 +1,164 @@
+"""The visible surface (mesc3d_ros/visible_surface.py) and the shape fit (mesc3d_ros/shape_fit.py) on synthetic
+depth with a known pose: a cuboid standing on a tilted table, seen by a pinhole camera, with the table in the box,
+holes, NaN, noise, flying pixels and a neighbour; the pose must come back within 1 cm and the scale within 5 %."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mesc3d_ros import geometry
+from mesc3d_ros.shape_fit import FitSettings, fit_shape, visible_mask
+from mesc3d_ros.visible_surface import SurfaceSettings, front_depth, support_plane, visible_surface
+
+WIDTH, HEIGHT = 640, 480
+K = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])
+EXTENTS = np.array([1.0, 0.7, 0.5])
+"""Cuboid side lengths before the unit-ball normalisation: no symmetry that would make the scale ambiguous."""
+
+
+def cuboid_surface(count: int, seed: int) -> np.ndarray:
+    """(count, 3) points uniform on the surface of the EXTENTS cuboid, centred at 0 (not yet unit-ball scaled)."""
+    rng = np.random.default_rng(seed)
+    areas = np.array([EXTENTS[1] * EXTENTS[2], EXTENTS[0] * EXTENTS[2], EXTENTS[0] * EXTENTS[1]])
+    axis = rng.choice(3, size=count, p=areas / areas.sum())
+    points = (rng.random((count, 3)) - 0.5) * EXTENTS
+    points[np.arange(count), axis] = np.where(rng.random(count) < 0.5, -0.5, 0.5) * EXTENTS[axis]
+    return points
+
+
+UNIT_RADIUS = float(np.linalg.norm(EXTENTS / 2))
+"""The cuboid's largest point norm about its centroid: the unit-ball scale (its centroid is its centre)."""
+PREDICTED = cuboid_surface(1024, seed=7)
+"""The 'predicted' shape: a 1,024-point sample of the true one (its corners are not sampled exactly)."""
+PREDICTED_SCALE = float(np.linalg.norm(PREDICTED - PREDICTED.mean(axis=0), axis=1).max()) / UNIT_RADIUS
+"""The sample's unit-ball radius in true unit radii: the fitted radius of the prediction is radius × this."""
+
+
+def pose_for(centre: np.ndarray) -> np.ndarray:
+    """The shape rotation the pipeline uses for an object at ``centre``: the virtual camera of its box centre."""
+    u, v = (K @ centre)[:2] / centre[2]
+    return geometry.virtual_camera_rotation(K, u, v)
+
+
+def render(centre: np.ndarray, radius_m: float, seed: int = 0, holes: float = 0.0, noise_m: float = 0.0,
+           flying: bool = False, neighbour: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) float32 z-depth metres of the cuboid (unit-ball shape × radius_m, rotated by pose_for, at ``centre``)
+    on a table plane under it, and the (4,) box around its visible pixels."""
+    rng = np.random.default_rng(seed)
+    shape = cuboid_surface(400_000, seed + 1) / UNIT_RADIUS  # dense unit-ball surface: a z-buffer without gaps
+    points = centre + radius_m * shape @ pose_for(centre).T  # (M, 3) metres, optical frame
+    uv = np.round((points @ K.T)[:, :2] / points[:, 2:3]).astype(np.int64)
+    inside = (uv[:, 0] >= 0) & (uv[:, 0] < WIDTH) & (uv[:, 1] >= 0) & (uv[:, 1] < HEIGHT)
+    flat = uv[inside, 1] * WIDTH + uv[inside, 0]
+    depth = np.full(HEIGHT * WIDTH, np.inf)
+    np.minimum.at(depth, flat, points[inside, 2])
+    depth = depth.reshape(HEIGHT, WIDTH)
+    obj = np.isfinite(depth)
+    rows, cols = np.nonzero(obj)
+    box = np.array([cols.min() - 0.5, rows.min() - 0.5, cols.max() + 0.5, rows.max() + 0.5])
+    # The table: a plane through the object's lowest point (largest y), tilted towards the camera like a floor
+    # seen from above; the object sits on it, so the table fills the box around and below the object.
+    normal = np.array([0.0, -np.cos(0.4), np.sin(0.4)])  # n·x = d, n pointing away from the camera
+    offset = float(np.max(points @ normal))
+    u, v = np.meshgrid(np.arange(WIDTH, dtype=np.float64), np.arange(HEIGHT, dtype=np.float64))
+    rays = np.stack([u, v, np.ones_like(u)], axis=-1) @ np.linalg.inv(K).T  # (H, W, 3), z = 1
+    along = rays @ normal
+    table = np.where(along > 1e-6, offset / np.where(along > 1e-6, along, 1.0), np.inf)
+    depth = np.minimum(depth, table)
+    if neighbour:  # another object's edge at the right of the box, nearer than the cuboid
+        right = int(box[2]) - max(3, int(0.12 * (box[2] - box[0])))
+        depth[int(box[1]):int(box[3]), right:int(box[2]) + 20] = centre[2] - 0.3 * radius_m
+    depth[~np.isfinite(depth)] = 0.0
+    if noise_m:
+        depth += rng.normal(0.0, noise_m, depth.shape) * (depth > 0)
+    if flying:  # interpolated readings between object and table along the silhouette
+        edge = obj & ~np.roll(obj, 1, axis=1)
+        depth[np.roll(edge, -1, axis=1)] = 0.5 * (depth[np.roll(edge, -1, axis=1)] + depth[edge] + 0.3)
+    if holes:
+        depth[rng.random(depth.shape) < holes] = 0.0
+        r0, c0 = int((box[1] + box[3]) / 2), int((box[0] + box[2]) / 2)
+        depth[r0 - 4:r0 + 4, c0 - 6:c0 + 6] = np.nan
+    return depth.astype(np.float32), box
+
+
+def fit_scene(depth: np.ndarray, box: np.ndarray, centre_true: np.ndarray, radius_true: float):
+    """Visible surface + fit as the pipeline runs them; the prediction is a 1,024-point sample of the true shape."""
+    window = geometry.DepthWindow()
+    surface = visible_surface(depth, K, box, window, 0.81, SurfaceSettings())
+    assert surface is not None
+    unit = geometry.normalise_shape(PREDICTED)  # (N, 3) unit ball, shape frame
+    x0, y0, x1, y1 = box
+    ray = geometry.pixel_ray(K, (x0 + x1) / 2, (y0 + y1) / 2)
+    start = geometry.place(K, box, 1.0, surface.front_depth_m / ray[2], True, geometry.PlacementPrior())
+    q = unit @ pose_for(centre_true).T
+    return surface, fit_shape(q, surface.points, start.radius_m, ray, K, box, FitSettings())
+
+
+CASES = {
+    'clean': {},
+    'holes_nan_noise': {'holes': 0.3, 'noise_m': 0.003},
+    'flying_pixels': {'flying': True, 'noise_m': 0.002},
+    'neighbour_in_box': {'neighbour': True, 'holes': 0.1},
+}
+
+
+@pytest.mark.parametrize('case', CASES)
+@pytest.mark.parametrize('centre', [np.array([0.0, 0.05, 0.9]), np.array([0.3, 0.15, 1.6])], ids=['near', 'off_axis'])
+def test_fit_recovers_translation_within_1cm_and_scale_within_5pct(case: str, centre: np.ndarray) -> None:
+    radius = 0.15
+    depth, box = render(centre, radius, **CASES[case])
+    surface, fit = fit_scene(depth, box, centre, radius)
+    assert fit.accepted, fit.reason
+    assert np.linalg.norm(fit.centre - centre) < 0.01, (fit.centre, centre)
+    assert abs(fit.radius_m / (radius * PREDICTED_SCALE) - 1) < 0.05, (fit.radius_m, radius * PREDICTED_SCALE)
+    # The table under the object is not part of its surface: every kept reading is on (or near) the cuboid.
+    local = (surface.points - centre) @ pose_for(centre) / radius * UNIT_RADIUS  # back into cuboid units
+    outside = np.max(np.abs(local) - EXTENTS / 2, axis=1)
+    assert np.mean(outside < 0.05) > 0.95
+
+
+def test_without_the_support_plane_the_table_would_be_taken_for_the_object() -> None:
+    """The ring around the box sees the table: its plane is found, with the normal it was rendered with."""
+    centre = np.array([0.0, 0.05, 0.9])
+    depth, box = render(centre, 0.15)
+    normal, offset = support_plane(depth, K, box, geometry.DepthWindow(), SurfaceSettings())
+    assert np.degrees(np.arccos(abs(normal @ np.array([0.0, -np.cos(0.4), np.sin(0.4)])))) < 1.0
+
+
+def test_no_surface_when_the_box_has_no_valid_depth() -> None:
+    depth = np.full((HEIGHT, WIDTH), np.nan, dtype=np.float32)
+    assert visible_surface(depth, K, np.array([100.0, 100.0, 200.0, 220.0]), geometry.DepthWindow(), 0.81,
+                           SurfaceSettings()) is None
+    depth[:] = 0.0
+    assert visible_surface(depth, K, np.array([100.0, 100.0, 200.0, 220.0]), geometry.DepthWindow(), 0.81,
+                           SurfaceSettings()) is None
+
+
+def test_front_depth_is_the_nearest_dominant_mode_not_a_few_near_outliers() -> None:
+    rng = np.random.default_rng(0)
+    depths = np.concatenate([rng.normal(1.0, 0.005, 300), rng.normal(2.0, 0.005, 900), [0.5, 0.52, 0.55]])
+    assert front_depth(depths, 0.02, 0.25) == pytest.approx(1.0, abs=0.01)
+
+
+def test_visible_side_of_a_sphere_is_the_half_facing_the_camera() -> None:
+    rng = np.random.default_rng(0)
+    sphere = rng.normal(size=(2000, 3))
+    sphere /= np.linalg.norm(sphere, axis=1, keepdims=True)
+    seen = visible_mask(sphere, np.array([0.0, 0.0, 1.0]), 0.12, 0.15)
+    # A sparse sample leaves rim cells holding only far-side points: a few of those pass, nothing else does.
+    assert np.mean(sphere[seen, 2] < 0.2) > 0.95
+    assert np.mean(seen[sphere[:, 2] < -0.5]) > 0.97  # the near cap
+    assert 0.35 < seen.mean() < 0.6
+
+
+def test_a_poor_fit_is_rejected() -> None:
+    """A shape that cannot explain the surface (a thin rod against a cuboid) is rejected, not published as a fit."""
+    centre = np.array([0.0, 0.05, 0.9])
+    depth, box = render(centre, 0.15)
+    surface = visible_surface(depth, K, box, geometry.DepthWindow(), 0.81, SurfaceSettings())
+    rod = geometry.normalise_shape(np.stack([np.zeros(1024), np.zeros(1024), np.linspace(-1, 1, 1024)], axis=1))
+    x0, y0, x1, y1 = box
+    ray = geometry.pixel_ray(K, (x0 + x1) / 2, (y0 + y1) / 2)
+    fit = fit_shape(rod @ pose_for(centre).T, surface.points, 0.15, ray, K, box, FitSettings())
+    assert not fit.accepted and fit.reason
