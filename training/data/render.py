@@ -177,7 +177,9 @@ def _random_light_pose(rng: np.random.Generator, camera_to_world_gl: np.ndarray)
 class ObjectRenderer:
     """Renders one object's views; create once per process (it owns the EGL context)."""
 
-    def __init__(self, image_size: int, scene_ranges: SceneRanges = SceneRanges()):
+    def __init__(self, image_size: int, scene_ranges: SceneRanges | None = SceneRanges()):
+        """``scene_ranges`` None renders the object alone on a random background, without sensor effects (the v1
+        look; the node tests compose such renders into their own scenes)."""
         self.image_size = image_size
         self.scene_ranges = scene_ranges
         self._renderer = pyrender.OffscreenRenderer(image_size, image_size)
@@ -197,6 +199,8 @@ class ObjectRenderer:
         radius = float(np.linalg.norm(vertices, axis=1).max())
         footprint = float(np.linalg.norm(vertices[:, [0, 2]], axis=1).max())
         floor_y = float(vertices[:, 1].min())
+        if self.scene_ranges is None:
+            return [self._render_alone(scene, K, pose, radius, rng) for K, pose in cameras]
         # Built once per object (meshes are the slow part to make and upload), placed anew in every view.
         planes = [pyrender.Mesh.from_trimesh(scene_parts.support_plane(rng, radius, self.scene_ranges), smooth=False)
                   for _ in range(PLANES_PER_OBJECT)]
@@ -256,3 +260,28 @@ class ObjectRenderer:
                           'depth': depth.astype(np.float64), 'box': box,
                           'visible': float(visible.sum() / max(mask.sum(), 1))})
         return views
+
+    def _render_alone(self, scene: pyrender.Scene, K: np.ndarray, pose: np.ndarray, radius: float,
+                      rng: np.random.Generator) -> dict:
+        """One view of the object alone on a random background (``scene_ranges`` None)."""
+        distance = float(np.linalg.norm(pose[:3, 3]))
+        camera = pyrender.IntrinsicsCamera(fx=K[0, 0], fy=K[1, 1], cx=K[0, 2] + 0.5, cy=K[1, 2] + 0.5,
+                                           znear=max(distance - 1.5 * radius, 1e-3) * 0.5,
+                                           zfar=distance + 1.5 * radius + 1.0)
+        camera_to_world_gl = np.linalg.inv(pose) @ OPENCV_TO_OPENGL
+        level = rng.uniform(0.15, 0.45)
+        scene.ambient_light = np.array([level, level, level, 1.0])
+        nodes = [scene.add(camera, pose=camera_to_world_gl),
+                 scene.add(pyrender.DirectionalLight(color=rng.uniform(0.85, 1.0, 3), intensity=rng.uniform(1.5, 5.0)),
+                           pose=_random_light_pose(rng, camera_to_world_gl)),
+                 scene.add(pyrender.DirectionalLight(color=np.ones(3), intensity=rng.uniform(0.2, 1.5)),
+                           pose=_random_light_pose(rng, camera_to_world_gl))]
+        color, depth = self._renderer.render(scene, flags=pyrender.RenderFlags.SKIP_CULL_FACES)
+        for node in nodes:
+            scene.remove_node(node)
+        mask = depth > 0
+        background, _ = make_background(rng, self.image_size)
+        ys, xs = np.nonzero(mask)
+        box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float64) if len(xs) else np.zeros(4)
+        return {'rgb': np.where(mask[..., None], color[..., :3], background), 'mask': mask,
+                'depth': depth.astype(np.float64), 'box': box, 'visible': 1.0}
