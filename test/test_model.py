@@ -252,12 +252,12 @@ def render_soccer_ball(size: int) -> list[np.ndarray]:
     K = np.array([[size, 0.0, (size - 1) / 2], [0.0, size, (size - 1) / 2], [0.0, 0.0, 1.0]])
     cameras = [(K, look_at_pose(centre + 3 * radius * np.array([math.sin(a), 0.4, math.cos(a)]), centre, 0.0))
                for a in (0.3, 1.5, 3.0)]
-    renderer = ObjectRenderer(size)
+    renderer = ObjectRenderer(size, scene_ranges=None)   # the ball alone, no scene around it
     try:
         views = renderer.render_views(ball, cameras, np.random.default_rng(0))
     finally:
         renderer.close()
-    return [np.where(mask[..., None], rgb, 255).astype(np.uint8) for rgb, mask, _ in views]
+    return [np.where(view['mask'][..., None], view['rgb'], 255).astype(np.uint8) for view in views]
 
 
 def test_mobilenet_v2_carries_the_imagenet_weights_of_its_wheel():
