@@ -54,9 +54,10 @@ def trunk_digest(trunk: torch.nn.Module) -> str:
 def cache_fields(cfg: Config, trunk: torch.nn.Module, split: str) -> dict:
     """Everything the cached features depend on (the key is their hash)."""
     data = asdict(cfg.data)
+    manifest_hash = layout.read_manifest(Path(cfg.data.root))['manifest_hash']
     return {'version': CACHE_VERSION, 'backbone': cfg.model.image_backbone, 'image_size': cfg.model.image_size,
-            'trunk_sha256': trunk_digest(trunk), 'manifest_hash': layout.read_manifest(Path(cfg.data.root))[
-                'manifest_hash'], 'split': split, 'draws': cfg.train.cache_draws, 'seed': cfg.train.seed,
+            'trunk_sha256': trunk_digest(trunk), 'manifest_hash': manifest_hash, 'split': split,
+            'draws': cfg.train.cache_draws, 'seed': cfg.train.seed,
             'data': {k: data[k] for k in ('frame', 'box_jitter', 'color_jitter', 'crop_padding', 'categories',
                                            'held_out_categories', 'max_objects_per_split')}}
 
