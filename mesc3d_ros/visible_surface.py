@@ -40,8 +40,9 @@ class SurfaceSettings:
     """How the visible surface is cut out of the box (the defaults hold for the demo's scenes and RealSense-like
     depth; they are not tuned per category)."""
 
-    max_pixels: int = 2048
-    """Readings kept from one box (strided, ~45 × 45): still 5 x the fit's points, bounded time for any box size."""
+    max_pixels: int = 4096
+    """Readings kept from one box (strided, ~64 × 64): bounded time for any box size. Measured: 2,048 cost the
+    synthetic cuboid's fitted scale 1 % on average, 3 % at worst (coarser rims), and saved no time worth it."""
     max_points: int = 400
     """Visible points returned (evenly subsampled): the fit's cost grows with them, its accuracy barely."""
     edge_jump_fraction: float = 0.03
