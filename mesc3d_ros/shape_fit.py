@@ -16,7 +16,7 @@ frame, ``Placement.rotation``; the rotation itself is kept: the model's viewer-f
    edge and the shape's own errors go), and solve the 4-unknown point-to-plane + point-to-point least-squares
    problem in closed form (``_solve_plane``). At most ``max_iterations`` rounds on ``coarse_points`` measured
    points, then at most ``fine_iterations`` on all; a round that moves (t, s) by less than ``converged_fraction``
-   radii ends its stage. With the defaults the work is bounded: ≤ 400 measured points, ≤ 8 rounds, one k-d tree
+   radii ends its stage. With the defaults the work is bounded: ≤ 400 measured points, ≤ 7 rounds, one k-d tree
    per object.
 3. **Box constraint.** The fitted shape's projection may exceed the detection box by at most ``box_tolerance`` of
    the box size (the box bounds the silhouette; background the trimming missed would inflate the shape): a larger
@@ -39,13 +39,13 @@ from scipy.spatial import cKDTree
 class FitSettings:
     """Fit parameters (demo scenes and the synthetic tests hold with these; docs/node.md §Shape fit)."""
 
-    max_iterations: int = 6
+    max_iterations: int = 5
     """Rounds on the coarse subset (``coarse_points``) at most; then at most ``fine_iterations`` on all points."""
     coarse_points: int = 150
     """Measured points (evenly picked) matched in the coarse rounds: a round's cost is mostly per point, and the
     coarse rounds only have to bring (s, t) near the optimum that the fine rounds polish on every point."""
     fine_iterations: int = 2
-    """Measured on the synthetic cuboids and the bench's balls: 6 + 2 rounds place them as well as 15 rounds on all
+    """Measured on the synthetic cuboids and the bench's balls: 5 + 2 rounds place them as well as 15 rounds on all
     points did (mean 3.8 mm, scale within 1.5 %), at half the time."""
     trim_fraction: float = 0.8
     """Share of the matches kept each round: the rest is background, neighbour or shape error."""
