@@ -7,7 +7,7 @@ STAMP := build/stamps
 # absent on a fresh clone, where the tests that need them skip.
 ROS_TOOLS_SRC ?= ../shared/ros2-jazzy-src
 export ROS_TOOLS_SRC
-APT_PACKAGES := sweethome3d-furniture cmake ninja-build g++ libegl1 libegl-mesa0 libgl1-mesa-dri
+APT_PACKAGES := sweethome3d-furniture morse-simulator-data cmake ninja-build g++ libegl1 libegl-mesa0 libgl1-mesa-dri
 
 .PHONY: setup ros-tools demo test test-fast bench clean help
 
@@ -36,6 +36,7 @@ $(STAMP)/venv: requirements.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps pyrender==0.1.45
+	$(PY) -m pip install -q --no-deps gymnasium-robotics==1.4.2  # kitchen meshes for the dataset, not the library
 	@touch $@
 
 # Our own vision_msgs subset, only when none is importable (a ROS install brings the real one).

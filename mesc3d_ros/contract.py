@@ -1,7 +1,9 @@
 """The model I/O contract: what an exported MESC-3D model takes and returns, as code.
 
-Export writes ``<name>.onnx`` and ``<name>.json``; the JSON is a :class:`ModelContract`. Engine build and the node
-read the JSON, check it against the model file and refuse to start on any mismatch, naming the file and the field.
+Export writes ``<name>.onnx`` (float32), ``<name>.fp16.onnx``, optionally ``<name>.int8.onnx`` and ``<name>.json``;
+the JSON is a :class:`ModelContract` and lists which of those precisions (:data:`PRECISIONS`) the model offers.
+Engine build and the node read the JSON, check it against the model file and refuse to start on any mismatch, naming
+the file and the field.
 
 Tensors (all float32, batch dimension ``batch`` dynamic; :data:`TENSOR_DTYPE`):
 
@@ -32,6 +34,9 @@ BATCH_AXIS = 'batch'
 TENSOR_DTYPE = 'float32'
 """numpy dtype name of every contract tensor (the fp16 model keeps float32 I/O too)."""
 CONTRACT_VERSION = 1
+Precision = Literal['fp32', 'fp16', 'int8']
+PRECISIONS: tuple[Precision, ...] = ('fp32', 'fp16', 'int8')
+"""Model files a contract can name: float32, float16 weights, static INT8 (QDQ); all with float32 I/O."""
 
 # A model's I/O signature as a backend reports it: name -> (shape, numpy dtype name). A dynamic dimension is a
 # string (ONNX dim_param), -1 (TensorRT) or None (unknown).
@@ -81,11 +86,22 @@ class ModelContract:
     fp16_model_file: str = ''
     """float16-weight ONNX (float32 I/O) for strongly typed TensorRT builds; empty when export made none."""
     fp16_model_sha256: str = ''
+    int8_model_file: str = ''
+    """Static INT8 QDQ ONNX (float32 I/O) for ONNX Runtime on CPUs; empty when export had no calibration data."""
+    int8_model_sha256: str = ''
+    quantization: dict = field(default_factory=dict)
+    """How the INT8 model was made: method, ops and blocks kept in float, the calibration crops (split, data
+    manifest hash, every ``category/object/view``) and its CD-L1 against float32 on them."""
     version: int = CONTRACT_VERSION
     units: str = 'unit_ball'
     """Output units before placement: the shape fits the unit ball (radius 1)."""
 
     # ---- derived views ---------------------------------------------------------------------------------------
+    @property
+    def precisions(self) -> tuple[Precision, ...]:
+        """The precisions this export has a model file for, float32 first."""
+        return tuple(p for p in PRECISIONS if getattr(self, model_fields(p)[0]))
+
     @property
     def class_names(self) -> tuple[str, ...]:
         return tuple(entry.name for entry in self.classes)
@@ -117,13 +133,25 @@ class ModelContract:
     def save(self, path: str | Path) -> Path:
         return write_atomic(Path(path), self.to_json().encode())
 
-    def model_path(self, contract_path: str | Path, fp16: bool = False) -> Path:
-        """The ONNX file next to the contract; ``fp16``: the float16-weight variant (ContractError if none)."""
-        if not fp16:
-            return Path(contract_path).resolve().parent / self.model_file
-        if not self.fp16_model_file:
-            raise ContractError(f'{contract_path}: field "fp16_model_file" is empty: export made no float16 model')
-        return Path(contract_path).resolve().parent / self.fp16_model_file
+    def model_path(self, contract_path: str | Path, precision: Precision = 'fp32') -> Path:
+        """The ONNX file of ``precision`` next to the contract (ContractError if the export made none)."""
+        if precision not in PRECISIONS:
+            raise ContractError(f'{contract_path}: unknown precision {precision!r}; one of {", ".join(PRECISIONS)}')
+        if precision not in self.precisions:
+            raise ContractError(f'{contract_path}: field "{precision}_model_file" is empty: export made no '
+                                f'{precision} model; this one offers {", ".join(self.precisions)}')
+        return Path(contract_path).resolve().parent / getattr(self, model_fields(precision)[0])
+
+
+def model_fields(precision: Precision) -> tuple[str, str]:
+    """Names of the contract fields holding the model file and its sha256 for ``precision``."""
+    prefix = '' if precision == 'fp32' else f'{precision}_'
+    return f'{prefix}model_file', f'{prefix}model_sha256'
+
+
+def _optional(data: dict, key: str, kind: type, default: object, where: str) -> object:
+    """A field that contracts written before it existed lack: ``default`` then, else checked like a required one."""
+    return _require(data, key, kind, where) if key in data else default
 
 
 def _require(data: dict, key: str, kind: type | tuple[type, ...], where: str) -> object:
@@ -199,6 +227,9 @@ def load_contract(path: str | Path) -> ModelContract:
         parity=_require(data, 'parity', dict, where),
         fp16_model_file=_require(data, 'fp16_model_file', str, where),
         fp16_model_sha256=_require(data, 'fp16_model_sha256', str, where),
+        int8_model_file=_optional(data, 'int8_model_file', str, '', where),
+        int8_model_sha256=_optional(data, 'int8_model_sha256', str, '', where),
+        quantization=_optional(data, 'quantization', dict, {}, where),
         version=version,
         units=_require(data, 'units', str, where),
     )
@@ -231,10 +262,10 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def verify_model_file(contract: ModelContract, contract_path: str | Path, fp16: bool = False) -> Path:
-    """Check that the model file next to the contract exists and is byte-identical to the exported one."""
-    file_field, sha_field = ('fp16_model_file', 'fp16_model_sha256') if fp16 else ('model_file', 'model_sha256')
-    model_path = contract.model_path(contract_path, fp16=fp16)
+def verify_model_file(contract: ModelContract, contract_path: str | Path, precision: Precision = 'fp32') -> Path:
+    """Check that the ``precision`` model file next to the contract exists and is byte-identical to the exported one."""
+    file_field, sha_field = model_fields(precision)
+    model_path = contract.model_path(contract_path, precision)
     if not model_path.is_file():
         raise ContractError(f'{contract_path}: field "{file_field}" points at {model_path}, which does not exist')
     actual = file_sha256(model_path)

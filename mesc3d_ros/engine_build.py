@@ -33,6 +33,7 @@ from typing import Literal, Protocol
 
 from mesc3d_ros.contract import (BATCH_AXIS, ContractError, ModelContract, load_contract, verify_model_file,
                                  write_atomic)
+from mesc3d_ros.cuda_runtime import cuda_device_properties
 
 LOGGER = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def build_model_path(contract: ModelContract, contract_path: Path, precision: Pr
     if fp16_graph and not contract.fp16_model_file:
         raise EngineBuildError(f'TensorRT {platform.tensorrt_version} builds FP16 only from a float16 ONNX (strong '
                                f'typing), and {contract_path} names none: re-export, or build with --fp32')
-    path = verify_model_file(contract, contract_path, fp16=fp16_graph)
+    path = verify_model_file(contract, contract_path, 'fp16' if fp16_graph else 'fp32')
     return path, contract.fp16_model_sha256 if fp16_graph else contract.model_sha256
 
 
@@ -202,8 +203,6 @@ class TensorRTBuilder:
         self.logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
 
     def platform(self) -> Platform:
-        from mesc3d_ros.tensorrt_backend import cuda_device_properties
-
         name, major, minor = cuda_device_properties()
         return Platform(tensorrt_version=self.trt.__version__, gpu_name=name, compute_capability=f'{major}.{minor}',
                         weakly_typed=hasattr(self.trt.BuilderFlag, 'FP16'))

@@ -1,82 +1,78 @@
-"""Inference backends: one small interface, ONNX Runtime here, TensorRT in ``tensorrt_backend.py``.
+"""ONNX Runtime backend and :func:`create_backend`, the one constructor the node needs.
 
-Every backend takes the contract's tensors (``mesc3d_ros.contract``) and returns ``points`` (B, N, 3) float32 in
-the model's output frame. :func:`create_backend` is the only constructor the node needs: it reads the contract,
-checks it against the model file (sha256, tensor names, dtypes, static dimensions) and picks TensorRT when usable,
-else ONNX Runtime, logging why. This module never imports torch.
+Every backend (``backend.Backend``) takes the contract's tensors (``mesc3d_ros.contract``) and returns ``points``
+(B, N, 3) float32 in the model's output frame. :func:`create_backend` reads the contract, checks it against the
+model file of the requested precision (sha256, tensor names, dtypes, static dimensions) and picks TensorRT when
+usable, else ONNX Runtime, logging why. This module never imports torch.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 
-from mesc3d_ros.contract import (INPUT_CLASS_EMBEDDING, INPUT_IMAGE, OUTPUT_POINTS, ContractError, ModelContract,
-                                 check_signature, load_contract, verify_model_file)
+from mesc3d_ros import tensorrt_backend
+from mesc3d_ros.backend import Backend, run_in_chunks, validate_inputs
+from mesc3d_ros.contract import (INPUT_CLASS_EMBEDDING, INPUT_IMAGE, OUTPUT_POINTS, PRECISIONS, ContractError,
+                                 ModelContract, Precision, check_signature, load_contract, verify_model_file)
 
 LOGGER = logging.getLogger(__name__)
 
 BackendKind = Literal['auto', 'tensorrt', 'onnxruntime']
+PrecisionChoice = Literal['auto', 'fp32', 'fp16', 'int8']
+PRECISION_CHOICES: tuple[PrecisionChoice, ...] = ('auto', *PRECISIONS)
 
 # ONNX Runtime reports element types as strings; the contract speaks numpy dtype names.
 _ORT_DTYPES = {'tensor(float)': 'float32', 'tensor(float16)': 'float16', 'tensor(double)': 'float64',
                'tensor(int64)': 'int64', 'tensor(int32)': 'int32', 'tensor(uint8)': 'uint8'}
 
 
-class Backend(Protocol):
-    """What the reconstruction pipeline needs from an inference engine."""
+@dataclass(frozen=True)
+class SessionSettings:
+    """ONNX Runtime session options; the defaults are the ones ``mesc3d bench`` measured best (docs/benchmarks.md)."""
 
-    name: str
-    """Human-readable backend name for logs and benchmarks, e.g. ``onnxruntime[CPUExecutionProvider]``."""
-    max_batch: int
-    """Largest batch sent to the engine in one call; :meth:`run` splits bigger batches."""
+    threads: int = 0
+    """Intra-op threads; 0: one per physical core."""
+    optimization: Literal['disable', 'basic', 'extended', 'all'] = 'all'
+    """Graph optimisation level. ``all`` adds the layout transforms to the blocked NCHWc format on x86 and, for the
+    INT8 model, the fusion of QDQ pairs into integer kernels."""
+    sequential: bool = True
+    """Sequential execution: the graph is a chain, so a parallel executor only adds scheduling cost."""
+    memory_arena: bool = True
+    """Keep freed buffers in ONNX Runtime's arena (and plan them by pattern) instead of returning them to malloc."""
+    spinning: bool = False
+    """Let idle intra-op threads spin for work instead of sleeping (ONNX Runtime's default). Off: on a 2-core CPU
+    shared with the camera driver, the detector and the node's own Python work, spinning threads burn the cycles
+    the others need (``mesc3d bench``: 2.0× the float32 and 3.0× the INT8 throughput without it, docs/benchmarks.md)."""
 
-    def run(self, image: np.ndarray, class_embedding: np.ndarray) -> np.ndarray:
-        """image (B, 3, S, S) float32 in [0, 1], class_embedding (B, D) float32 -> points (B, N, 3) float32."""
+    def options(self):
+        import onnxruntime as ort
 
-    def close(self) -> None:
-        """Release sessions and device memory; the backend is unusable afterwards."""
-
-
-def validate_inputs(contract: ModelContract, image: np.ndarray,
-                    class_embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Contiguous float32 copies (or views) of the two inputs after checking their shapes against the contract."""
-    size, dim = contract.image_size, contract.embedding_dim
-    if image.ndim != 4 or image.shape[1:] != (3, size, size):
-        raise ValueError(f'"{INPUT_IMAGE}" must be (B, 3, {size}, {size}), got {image.shape}')
-    if class_embedding.ndim != 2 or class_embedding.shape[1] != dim:
-        raise ValueError(f'"{INPUT_CLASS_EMBEDDING}" must be (B, {dim}), got {class_embedding.shape}')
-    if image.shape[0] != class_embedding.shape[0]:
-        raise ValueError(f'batch sizes differ: {image.shape[0]} images, {class_embedding.shape[0]} embeddings')
-    return (np.ascontiguousarray(image, dtype=np.float32),
-            np.ascontiguousarray(class_embedding, dtype=np.float32))
-
-
-def run_in_chunks(run_batch: Callable[[np.ndarray, np.ndarray], np.ndarray], image: np.ndarray,
-                  class_embedding: np.ndarray, max_batch: int, num_points: int) -> np.ndarray:
-    """Call ``run_batch`` on slices of at most ``max_batch`` items and concatenate: (B, N, 3) float32."""
-    batch = image.shape[0]
-    if batch == 0:
-        return np.zeros((0, num_points, 3), dtype=np.float32)
-    if batch <= max_batch:
-        return run_batch(image, class_embedding)
-    return np.concatenate([run_batch(image[start:start + max_batch], class_embedding[start:start + max_batch])
-                           for start in range(0, batch, max_batch)], axis=0)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = {
+            'disable': ort.GraphOptimizationLevel.ORT_DISABLE_ALL, 'basic': ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            'extended': ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            'all': ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[self.optimization]
+        options.execution_mode = (ort.ExecutionMode.ORT_SEQUENTIAL if self.sequential
+                                  else ort.ExecutionMode.ORT_PARALLEL)
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.enable_cpu_mem_arena = self.memory_arena
+        options.enable_mem_pattern = self.memory_arena
+        options.add_session_config_entry('session.intra_op.allow_spinning', '1' if self.spinning else '0')
+        return options
 
 
 class OnnxRuntimeBackend:
-    """ONNX Runtime session over the exported model: CPU everywhere, CUDA/TensorRT execution providers if present.
+    """ONNX Runtime session over the exported model of one precision: CPU everywhere, CUDA/TensorRT execution
+    providers if present. Session options: :class:`SessionSettings`."""
 
-    Tuned for latency of small batches: full graph optimisation (constant folding, Conv+BN+activation fusion,
-    layout transforms to the blocked NCHWc format on x86), sequential execution (the graph is a chain, so parallel
-    executors only add scheduling cost) and intra-op threads = ``threads`` (0: one per physical core).
-    """
-
-    def __init__(self, contract: ModelContract, contract_path: str | Path, max_batch: int = 8, threads: int = 0,
+    def __init__(self, contract: ModelContract, contract_path: str | Path, max_batch: int = 8,
+                 precision: Precision = 'fp32', settings: SessionSettings = SessionSettings(),
                  providers: tuple[str, ...] | None = None, engine_cache_dir: Path | None = None):
         import onnxruntime as ort
 
@@ -84,12 +80,9 @@ class OnnxRuntimeBackend:
             raise ValueError(f'max_batch must be >= 1, got {max_batch}')
         self.contract = contract
         self.max_batch = max_batch
-        model_path = verify_model_file(contract, contract_path)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
+        self.precision = precision
+        model_path = verify_model_file(contract, contract_path, precision)
+        options = settings.options()
         available = ort.get_available_providers()
         chosen = providers if providers is not None else tuple(
             p for p in ('TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider')
@@ -103,9 +96,8 @@ class OnnxRuntimeBackend:
         check_signature(contract, model_path,
                         {i.name: (tuple(i.shape), _ORT_DTYPES.get(i.type, i.type)) for i in self.session.get_inputs()},
                         {o.name: (tuple(o.shape), _ORT_DTYPES.get(o.type, o.type)) for o in self.session.get_outputs()})
-        self.name = f'onnxruntime[{",".join(self.session.get_providers())}]'
-        LOGGER.info('%s: %s, max batch %d, %s intra-op threads', self.name, model_path.name, max_batch,
-                    threads or 'default')
+        self.name = f'onnxruntime[{",".join(self.session.get_providers())}] {precision}'
+        LOGGER.info('%s: %s, max batch %d, %s', self.name, model_path.name, max_batch, settings)
 
     def _provider_options(self, provider: str, cache_dir: Path) -> dict[str, str]:
         if provider != 'TensorrtExecutionProvider':
@@ -131,22 +123,40 @@ class OnnxRuntimeBackend:
         self.session = None
 
 
+def resolve_precision(contract: ModelContract, contract_path: str | Path, precision: PrecisionChoice,
+                      tensorrt: bool) -> Precision:
+    """The model file to run: ``auto`` = fp16 on TensorRT, else int8 when the contract has it, else fp32; an explicit
+    precision the contract does not offer is a :class:`ContractError` naming what it offers."""
+    if precision not in PRECISION_CHOICES:
+        raise ValueError(f'precision must be one of {", ".join(PRECISION_CHOICES)}, got {precision!r}')
+    if precision == 'auto':
+        return 'fp16' if tensorrt else 'int8' if 'int8' in contract.precisions else 'fp32'
+    if precision not in contract.precisions:
+        raise ContractError(f'{contract_path}: precision {precision} requested, but this export offers only '
+                            f'{", ".join(contract.precisions)} (re-export with mesc3d export; INT8 needs the '
+                            f'validation data to calibrate)')
+    return precision
+
+
 def create_backend(contract_path: str | Path, kind: BackendKind = 'auto', max_batch: int = 8,
-                   engine_dir: Path | None = None, threads: int = 0) -> Backend:
-    """Load and check the contract, then build the requested backend.
+                   engine_dir: Path | None = None, threads: int = 0, precision: PrecisionChoice = 'auto') -> Backend:
+    """Load and check the contract, then build the requested backend at the requested precision.
 
     ``auto``: TensorRT when the ``tensorrt`` module, cuda-python and a GPU are all there (building or reusing a
     cached engine in ``engine_dir``), else — or when the engine cannot be built or started — ONNX Runtime; the
-    reason is logged either way. A contract or model file that does not match is a :class:`ContractError` whatever
-    the kind: falling back would hide a broken install.
+    reason is logged either way. INT8 runs on ONNX Runtime only (a TensorRT build of the QDQ model is unverified),
+    so ``auto`` with ``int8`` picks ONNX Runtime. A contract or model file that does not match, or a precision the
+    contract lacks, is a :class:`ContractError` whatever the kind: falling back would hide a broken install.
     """
-    from mesc3d_ros import tensorrt_backend
-
     contract_path = Path(contract_path)
     contract = load_contract(contract_path)
     if kind not in ('auto', 'tensorrt', 'onnxruntime'):
         raise ValueError(f'backend kind must be auto, tensorrt or onnxruntime, got {kind!r}')
-    if kind != 'onnxruntime':
+    resolve_precision(contract, contract_path, precision, tensorrt=False)   # refuse what the contract lacks first
+    if kind == 'tensorrt' and precision == 'int8':
+        raise RuntimeError('precision int8 runs on ONNX Runtime only: a TensorRT engine from the QDQ model is '
+                           'unverified; use backend onnxruntime, or precision fp16/fp32 with TensorRT')
+    if kind != 'onnxruntime' and precision != 'int8':
         usable, reason = tensorrt_backend.tensorrt_usable()
         if not usable:
             if kind == 'tensorrt':
@@ -155,10 +165,13 @@ def create_backend(contract_path: str | Path, kind: BackendKind = 'auto', max_ba
         else:
             LOGGER.info('backend: TensorRT (%s)', reason)
             try:
-                return tensorrt_backend.TensorRTBackend(contract, contract_path, max_batch=max_batch,
-                                                        engine_dir=engine_dir)
+                return tensorrt_backend.TensorRTBackend(
+                    contract, contract_path, max_batch=max_batch, engine_dir=engine_dir,
+                    precision=resolve_precision(contract, contract_path, precision, tensorrt=True))
             except RuntimeError as exc:   # engine build or CUDA failure; a ContractError is a ValueError and passes
                 if kind == 'tensorrt':
                     raise
                 LOGGER.warning('backend: ONNX Runtime, because the TensorRT backend failed to start: %s', exc)
-    return OnnxRuntimeBackend(contract, contract_path, max_batch=max_batch, threads=threads)
+    return OnnxRuntimeBackend(contract, contract_path, max_batch=max_batch,
+                              precision=resolve_precision(contract, contract_path, precision, tensorrt=False),
+                              settings=SessionSettings(threads=threads))

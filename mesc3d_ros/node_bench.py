@@ -1,16 +1,16 @@
 """Node benchmark: end-to-end latency of reconstruct_node (image in → cloud out) against the raw backend.
 
 Method (ros2_benchmark style, docs/field.md §2): a publisher sends synthetic 640×480 rgb8 frames with camera_info and
-1 or 5 detection boxes at a fixed rate, stamped with the wall clock; the node runs as its own process over loopback
-DDS (``mesc3d_ros.ros_env``); latency = arrival of the frame's cloud − its stamp, so it includes both DDS hops,
-conversions, cropping, inference, placement and serialisation. Frames the node skips because a newer one arrived
-while it was busy are drops. Each object count is run at the camera rate (30 Hz) and at an unsaturated rate (a
-frame period three times the backend time), where no frame waits. The node's CPU overhead is measured in-process:
-its per-frame work (conversions, crops, placement, output messages) against the backend time of the same frames,
-with a 16UC1 depth image (a ball in every box, a floor behind) so that the shape fit (``shape_fit.py``) is part of
-it, as on a camera with depth.
+1, 5 or 10 detection boxes at a fixed rate, stamped with the wall clock; the node runs as its own process over
+loopback DDS (``mesc3d_ros.ros_env``); latency = arrival of the frame's cloud − its stamp, so it includes both DDS
+hops, conversions, cropping, inference, placement and serialisation. Frames the node skips because a newer one
+arrived while it was busy are drops. Each precision (``--precision fp32,int8``: the node's ``precision``
+parameter) and object count is run at each camera rate (15 and 30 Hz). The node's CPU overhead is measured
+in-process: its per-frame work (conversions, crops, placement, output messages) against the backend time of the
+same frames, with a 16UC1 depth image (a ball in every box, a floor behind) so that the shape fit
+(``shape_fit.py``) is part of it, as on a camera with depth.
 
-    python -m mesc3d_ros.node_bench --model engines/model.json [--out docs/benchmarks.md]
+    python -m mesc3d_ros.node_bench --model engines/model.json [--precision fp32,int8] [--out docs/benchmarks.md]
 
 :func:`benchmark` and :func:`render_section` are what ``mesc3d bench`` can call.
 """
@@ -46,6 +46,7 @@ BLOCK, HEADING = 'bench:node', 'Node'
 
 @dataclass(frozen=True)
 class BackendTiming:
+    precision: str
     objects: int
     batched_p50_ms: float
     """One backend call with all objects."""
@@ -117,10 +118,12 @@ def synthetic_depth(boxes: np.ndarray) -> np.ndarray:
     return np.round(depth * 1000.0).astype(np.uint16)
 
 
-def time_backend(contract_path: Path, backend_kind: str, threads: int, objects: int, iterations: int) -> BackendTiming:
+def time_backend(contract_path: Path, backend_kind: str, threads: int, precision: str, objects: int,
+                 iterations: int) -> BackendTiming:
     """p50 of the batched call and of ``objects`` single calls, on the crops the node would make."""
     contract = load_contract(contract_path)
-    backend = create_backend(contract_path, backend_kind, max_batch=max(objects, 1), threads=threads)
+    backend = create_backend(contract_path, backend_kind, max_batch=max(objects, 1), threads=threads,
+                             precision=precision)
     image, boxes = synthetic_frame(objects)
     crops = np.stack([preprocess.crop_and_resize(image, preprocess.square_window(box, contract.crop_padding),
                                                  contract.image_size) for box in boxes])  # (B, S, S, 3) uint8
@@ -138,8 +141,8 @@ def time_backend(contract_path: Path, backend_kind: str, threads: int, objects: 
             backend.run(batch[index:index + 1], embeddings[index:index + 1])
         singles.append(time.perf_counter() - start)
     work_ms, backend_ms = node_work(contract_path, TimedBackend(backend), image, boxes, iterations)
-    return BackendTiming(objects, 1e3 * float(np.median(batched)), 1e3 * float(np.median(singles)), work_ms,
-                         backend_ms)
+    return BackendTiming(precision, objects, 1e3 * float(np.median(batched)), 1e3 * float(np.median(singles)),
+                         work_ms, backend_ms)
 
 
 def node_work(contract_path: Path, backend: TimedBackend, image: np.ndarray, boxes: np.ndarray,
@@ -245,61 +248,65 @@ def run_node(objects: int, rates_hz: tuple[float, ...], duration_s: float) -> li
 
 
 def benchmark(contract_path: Path, backend_kind: str = 'onnxruntime', threads: int = 0,
-              object_counts: tuple[int, ...] = (1, 5), camera_hz: float = 30.0, duration_s: float = 10.0,
+              precisions: tuple[str, ...] = ('fp32',), object_counts: tuple[int, ...] = (1, 5),
+              rates_hz: tuple[float, ...] = (15.0, 30.0), duration_s: float = 10.0,
               iterations: int = 20) -> list[tuple[BackendTiming, list[NodeRun]]]:
-    """Backend timings, then the node process at ``camera_hz`` and at an unsaturated rate, per object count."""
+    """Backend timings, then the node process at each of ``rates_hz``, per precision and object count."""
     apply_ros_environment()  # this process and the node: loopback DDS, same domain, logs in build/
     results = []
-    for objects in object_counts:
-        timing = time_backend(contract_path, backend_kind, threads, objects, iterations)
-        unsaturated_hz = min(camera_hz, 1e3 / (3 * timing.batched_p50_ms))
-        cmd = [sys.executable, '-m', 'mesc3d_ros.reconstruct_node', '--ros-args', '-r', f'__ns:={NAMESPACE}',
-               '-p', f'model_path:={contract_path}', '-p', f'backend:={backend_kind}', '-p', f'cpu_threads:={threads}',
-               '-p', f'max_batch:={max(object_counts)}', '-p', 'placement:=size_prior']
-        with tempfile.TemporaryFile() as log:
-            node = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            try:
-                runs = run_node(objects, (camera_hz, unsaturated_hz), duration_s)
-            except TimeoutError as exc:
-                log.seek(0)
-                exc.add_note(f'node output:\n{log.read().decode(errors="replace")}')
-                raise
-            finally:
-                node.terminate()
-                node.wait(timeout=30)
-        LOGGER.info('%d object(s): backend %.1f ms batched, %.1f ms singles; node %s', objects,
-                    timing.batched_p50_ms, timing.singles_p50_ms, runs)
-        results.append((timing, runs))
+    for precision in precisions:
+        for objects in object_counts:
+            timing = time_backend(contract_path, backend_kind, threads, precision, objects, iterations)
+            cmd = [sys.executable, '-m', 'mesc3d_ros.reconstruct_node', '--ros-args', '-r', f'__ns:={NAMESPACE}',
+                   '-p', f'model_path:={contract_path}', '-p', f'backend:={backend_kind}', '-p',
+                   f'cpu_threads:={threads}', '-p', f'precision:={precision}', '-p',
+                   f'max_batch:={max(object_counts)}', '-p', 'placement:=size_prior']
+            with tempfile.TemporaryFile() as log:
+                node = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                try:
+                    runs = run_node(objects, rates_hz, duration_s)
+                except TimeoutError as exc:
+                    log.seek(0)
+                    exc.add_note(f'node output:\n{log.read().decode(errors="replace")}')
+                    raise
+                finally:
+                    node.terminate()
+                    node.wait(timeout=30)
+            LOGGER.info('%s, %d object(s): backend %.1f ms batched, %.1f ms singles; node %s', precision, objects,
+                        timing.batched_p50_ms, timing.singles_p50_ms, runs)
+            results.append((timing, runs))
     return results
 
 
 def render_section(results: list[tuple[BackendTiming, list[NodeRun]]], backend_name: str, model_note: str,
-                   command: str) -> str:
+                   command: str, load: str) -> str:
     """Markdown for docs/benchmarks.md §Node."""
     cpu = platform.processor() or platform.machine()
     lines = [f'Measured {time.strftime("%Y-%m-%d")} with `{command}`.', '',
-             f'- Machine: {cpu}, {len(os.sched_getaffinity(0))} usable cores, load average before '
-             f'{os.getloadavg()[0]:.1f} (shared machine); backend {backend_name}; node and publisher are two '
-             f'processes on loopback DDS (Fast DDS, shared memory).',
+             f'- Machine: {cpu}, {len(os.sched_getaffinity(0))} usable cores, 1-min load average {load} (shared '
+             f'machine); backend {backend_name}; node and publisher are two processes on loopback DDS (Fast DDS, '
+             f'shared memory).',
              f'- Model: {model_note}. Frames: 640×480 rgb8 + camera_info + Detection2DArray, placement by size prior '
              'over DDS; the in-process node work also converts a 16UC1 depth image and fits every shape to it.',
              '- Backend: one call with all objects (batched) and one call per object (1-by-1), alternating, p50. '
              'Node work: the node\'s per-frame work without the backend call and without DDS (conversions, crops, '
              'placement with the shape fit to depth, output messages), p50, in-process, as a share of the backend '
              'time of the same frames.',
-             '- Latency = cloud arrival − image stamp (p50 / p95) through both DDS hops; at the camera rate it '
-             'includes waiting for the busy worker. The last column is unsaturated latency p50 − batched backend p50: '
-             'transport, hand-over and node work, but also CPU contention between the two processes.',
-             '', '| objects | backend batched ms | backend 1-by-1 ms | batching gain | node work ms (of backend) | '
-             'rate Hz | sent | dropped % | latency p50 ms | latency p95 ms | latency − backend ms |',
-             '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+             '- Latency = cloud arrival − image stamp (p50 / p95) through both DDS hops; when the node cannot keep '
+             'up it includes waiting for the busy worker. The last column is latency p50 − batched backend p50: '
+             'transport, hand-over, waiting and node work, but also CPU contention between the two processes.',
+             '', '| precision | objects | backend batched ms | backend 1-by-1 ms | batching gain | node work ms (of '
+             'backend) | rate Hz | sent | answered % | dropped % | latency p50 ms | latency p95 ms | latency − '
+             'backend ms |',
+             '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
     for timing, runs in results:
         gain = timing.singles_p50_ms / timing.batched_p50_ms
         for run in runs:
             share = timing.node_work_p50_ms / timing.node_backend_p50_ms
-            lines.append(f'| {run.objects} | {timing.batched_p50_ms:.1f} | {timing.singles_p50_ms:.1f} | '
-                         f'{gain:.2f}× | {timing.node_work_p50_ms:.1f} ({100 * share:.0f} %) | {run.rate_hz:.1f} | '
-                         f'{run.sent} | {run.dropped_pct:.0f} | {run.latency_p50_ms:.1f} | {run.latency_p95_ms:.1f} | '
+            lines.append(f'| {timing.precision} | {run.objects} | {timing.batched_p50_ms:.1f} | '
+                         f'{timing.singles_p50_ms:.1f} | {gain:.2f}× | {timing.node_work_p50_ms:.1f} '
+                         f'({100 * share:.0f} %) | {run.rate_hz:.1f} | {run.sent} | {100 - run.dropped_pct:.0f} | '
+                         f'{run.dropped_pct:.0f} | {run.latency_p50_ms:.1f} | {run.latency_p95_ms:.1f} | '
                          f'{run.latency_p50_ms - timing.batched_p50_ms:.1f} |')
     return '\n'.join(lines)
 
@@ -310,18 +317,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--model-note', default='', help='what the model is, for the table (e.g. random weights)')
     parser.add_argument('--backend', default='onnxruntime', choices=('auto', 'tensorrt', 'onnxruntime'))
     parser.add_argument('--threads', type=int, default=0, help='ONNX Runtime intra-op threads (0 = one per core)')
-    parser.add_argument('--objects', default='1,5', help='comma-separated detections per frame')
-    parser.add_argument('--rate-hz', type=float, default=30.0)
+    parser.add_argument('--precision', default='fp32,int8', help='comma-separated model precisions to run '
+                        '(the node\'s precision parameter); each must be in the contract')
+    parser.add_argument('--objects', default='1,5,10', help='comma-separated detections per frame')
+    parser.add_argument('--rates-hz', default='15,30', help='comma-separated camera rates')
     parser.add_argument('--duration-s', type=float, default=10.0)
     parser.add_argument('--out', type=Path, help='markdown file whose "## Node" section is replaced')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
     counts = tuple(int(count) for count in args.objects.split(','))
-    results = benchmark(args.model, args.backend, args.threads, counts, args.rate_hz, args.duration_s)
-    backend_name = create_backend(args.model, args.backend, threads=args.threads).name
+    precisions = tuple(args.precision.split(','))
+    rates = tuple(float(rate) for rate in args.rates_hz.split(','))
+    load_before = os.getloadavg()[0]
+    results = benchmark(args.model, args.backend, args.threads, precisions, counts, rates, args.duration_s)
+    load = f'{load_before:.1f} before, {os.getloadavg()[0]:.1f} after the run'
+    backend_name = create_backend(args.model, args.backend, threads=args.threads, precision='fp32').name
     note = args.model_note or f'`{args.model.name}`'
     command = shlex.join(['python', '-m', 'mesc3d_ros.node_bench', *(sys.argv[1:] if argv is None else argv)])
-    body = render_section(results, backend_name, note, command)
+    body = render_section(results, backend_name.rsplit(' ', 1)[0], note, command, load)
     if args.out is not None:
         LOGGER.info('wrote %s', replace_block(args.out, BLOCK, body, HEADING))
     else:

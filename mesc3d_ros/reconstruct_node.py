@@ -82,6 +82,9 @@ PARAMETERS = (
               'next to it), or the name of a model shipped in the package\'s models/ folder'),
     ParamSpec('backend', 'auto', 'Inference backend; auto = TensorRT when usable, else ONNX Runtime',
               choices=('auto', 'tensorrt', 'onnxruntime')),
+    ParamSpec('precision', 'auto', 'Model file to run, checked at configure against what the contract offers: '
+              'auto = fp16 on TensorRT, int8 on ONNX Runtime when exported, else fp32; int8 is ONNX Runtime only',
+              choices=('auto', 'fp32', 'fp16', 'int8')),
     ParamSpec('engine_dir', '', 'Folder for cached TensorRT engines; empty = next to the model'),
     ParamSpec('max_batch', 8, 'Most objects sent to the backend in one call (a frame with more is split)',
               value_range=(1, 64)),
@@ -365,7 +368,8 @@ class ReconstructNode(LifecycleNode):
                 prior=geometry.PlacementPrior(box_fill=p['placement_box_fill'],
                                               centre_offset=p['placement_centre_offset']))
             backend = create_backend(model_path, p['backend'], max_batch=p['max_batch'],
-                                     engine_dir=p['engine_dir'] or None, threads=p['cpu_threads'])
+                                     engine_dir=p['engine_dir'] or None, threads=p['cpu_threads'],
+                                     precision=p['precision'])
             self._pipeline = ReconstructionPipeline(backend, contract, settings)
         except Exception as exc:  # anything that stops the model from loading: say what, stay unconfigured
             if backend is not None:

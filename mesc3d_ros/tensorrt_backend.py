@@ -18,37 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mesc3d_ros import cuda_runtime
+from mesc3d_ros.backend import run_in_chunks, validate_inputs
 from mesc3d_ros.contract import (INPUT_CLASS_EMBEDDING, INPUT_IMAGE, OUTPUT_POINTS, ContractError, ModelContract,
                                  check_signature)
 from mesc3d_ros.engine_build import Precision, TensorRTBuilder, default_engine_dir, load_engine
-from mesc3d_ros.inference import run_in_chunks, validate_inputs
 
 LOGGER = logging.getLogger(__name__)
-
-
-def _cudart():
-    """cuda-python's runtime module under its current (``cuda.bindings``) or pre-12.6 (``cuda.cudart``) name."""
-    try:
-        from cuda.bindings import runtime
-    except ImportError:
-        from cuda import cudart as runtime
-    return runtime
-
-
-def _check(result: tuple) -> object:
-    """Unwrap a cuda-python ``(error, value…)`` tuple, raising on any error code."""
-    cudart = _cudart()
-    error, *values = result
-    if error != cudart.cudaError_t.cudaSuccess:
-        raise RuntimeError(f'CUDA error {error.name}: {cudart.cudaGetErrorString(error)[1].decode()}')
-    return values[0] if len(values) == 1 else tuple(values)
-
-
-def cuda_device_properties(device: int = 0) -> tuple[str, int, int]:
-    """(GPU name, compute capability major, minor) of a CUDA device."""
-    props = _check(_cudart().cudaGetDeviceProperties(device))
-    name = props.name.split(b'\0', 1)[0].decode() if isinstance(props.name, bytes) else str(props.name)
-    return name, props.major, props.minor
 
 
 def tensorrt_usable() -> tuple[bool, str]:
@@ -58,13 +34,13 @@ def tensorrt_usable() -> tuple[bool, str]:
     except ImportError as exc:
         return False, f'the tensorrt Python module is not installed ({exc})'
     try:
-        cudart = _cudart()
+        cudart = cuda_runtime.cudart()
     except ImportError as exc:
         return False, f'cuda-python is not installed ({exc})'
     error, count = cudart.cudaGetDeviceCount()
     if error != cudart.cudaError_t.cudaSuccess or count < 1:
         return False, f'no usable CUDA device ({error.name if error else "0 devices"})'
-    name, major, minor = cuda_device_properties()
+    name, major, minor = cuda_runtime.cuda_device_properties()
     return True, f'TensorRT {tensorrt.__version__} on {name} (sm{major}{minor})'
 
 
@@ -104,7 +80,7 @@ class TensorRTBackend:
                                         precision=precision, max_batch=max_batch, engine_path=engine_path)
         self._check_engine(path)
         self.context = self.engine.create_execution_context()
-        self.stream = _check(_cudart().cudaStreamCreate())
+        self.stream = cuda_runtime.check(cuda_runtime.cudart().cudaStreamCreate())
         self.buffers = {name: self._allocate(name) for name in (INPUT_IMAGE, INPUT_CLASS_EMBEDDING, OUTPUT_POINTS)}
         for name, pointer in self.buffers.items():
             self.context.set_tensor_address(name, int(pointer))
@@ -136,31 +112,32 @@ class TensorRTBackend:
     def _allocate(self, name: str) -> object:
         shape = list(self.contract.input_shapes().get(name) or self.contract.output_shapes()[name])
         shape[0] = self.max_batch
-        return _check(_cudart().cudaMalloc(int(np.prod(shape)) * np.dtype(np.float32).itemsize))
+        nbytes = int(np.prod(shape)) * np.dtype(np.float32).itemsize
+        return cuda_runtime.check(cuda_runtime.cudart().cudaMalloc(nbytes))
 
     def run(self, image: np.ndarray, class_embedding: np.ndarray) -> np.ndarray:
         image, class_embedding = validate_inputs(self.contract, image, class_embedding)
         return run_in_chunks(self._run_batch, image, class_embedding, self.max_batch, self.contract.num_points)
 
     def _run_batch(self, image: np.ndarray, class_embedding: np.ndarray) -> np.ndarray:
-        cudart = _cudart()
+        cudart = cuda_runtime.cudart()
         to_device, to_host = (cudart.cudaMemcpyKind.cudaMemcpyHostToDevice,
                               cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost)
         points = np.empty((image.shape[0], self.contract.num_points, 3), dtype=np.float32)
         for name, array in ((INPUT_IMAGE, image), (INPUT_CLASS_EMBEDDING, class_embedding)):
             if not self.context.set_input_shape(name, array.shape):
                 raise RuntimeError(f'TensorRT refused input shape {array.shape} for "{name}"')
-            _check(cudart.cudaMemcpyAsync(self.buffers[name], array.ctypes.data, array.nbytes, to_device,
-                                          self.stream))
+            cuda_runtime.check(cudart.cudaMemcpyAsync(self.buffers[name], array.ctypes.data, array.nbytes,
+                                                      to_device, self.stream))
         if not self.context.execute_async_v3(int(self.stream)):
             raise RuntimeError('TensorRT execute_async_v3 failed (see the TensorRT log)')
-        _check(cudart.cudaMemcpyAsync(points.ctypes.data, self.buffers[OUTPUT_POINTS], points.nbytes, to_host,
-                                      self.stream))
-        _check(cudart.cudaStreamSynchronize(self.stream))
+        cuda_runtime.check(cudart.cudaMemcpyAsync(points.ctypes.data, self.buffers[OUTPUT_POINTS], points.nbytes,
+                                                  to_host, self.stream))
+        cuda_runtime.check(cudart.cudaStreamSynchronize(self.stream))
         return points
 
     def close(self) -> None:
-        cudart = _cudart()
+        cudart = cuda_runtime.cudart()
         for pointer in self.buffers.values():
             cudart.cudaFree(pointer)
         self.buffers = {}

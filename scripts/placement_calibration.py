@@ -51,7 +51,7 @@ def measure(num_objects: int, views: int, seed: int) -> list[dict]:
     sources, _ = list_sources()
     chosen = rng.choice(len(sources), size=min(num_objects, len(sources)), replace=False)
     K = np.array([[FOCAL_PX, 0.0, (IMAGE_SIZE - 1) / 2], [0.0, FOCAL_PX, (IMAGE_SIZE - 1) / 2], [0.0, 0.0, 1.0]])
-    renderer = ObjectRenderer(IMAGE_SIZE)
+    renderer = ObjectRenderer(IMAGE_SIZE, scene_ranges=None)  # the object alone: only its mask and depth are used
     records = []
     try:
         for index in chosen:
@@ -71,7 +71,8 @@ def measure(num_objects: int, views: int, seed: int) -> list[dict]:
                 rotation = random_rotation(rng)
                 pose = np.eye(4)
                 pose[:3, :3], pose[:3, 3] = rotation, centre - rotation @ centroid
-                _, mask, depth = renderer.render_views(loaded, [(K, pose)], rng)[0]
+                view = renderer.render_views(loaded, [(K, pose)], rng)[0]
+                mask, depth = view['mask'], view['depth']
                 rows, cols = np.nonzero(mask)
                 box = np.array([cols.min() - 0.5, rows.min() - 0.5, cols.max() + 0.5, rows.max() + 0.5])
                 if box[0] < 0 or box[1] < 0 or box[2] > IMAGE_SIZE or box[3] > IMAGE_SIZE:

@@ -14,7 +14,7 @@ from mesc3d_ros.config import save_config
 from mesc3d_training.baselines import DESCRIPTIONS, ENTRIES, PSGN, RETRIEVAL_VIEWS, build_retrieval, main
 from mesc3d_training.checkpoint import load_model
 from mesc3d_training.data.dataset import ReconstructionDataset
-from train_fixtures import make_tiny_dataset, tiny_config
+from train_fixtures import UNSEEN, make_tiny_dataset, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,8 @@ def test_baselines_command_writes_the_comparison_table(data_root: Path, tmp_path
 
     comparison = json.loads((out / 'comparison.json').read_text())
     rows = {(row['entry'], row['split']): row for row in comparison['rows']}
-    assert set(rows) == {(entry, split) for entry in ENTRIES for split in ('val', 'test', 'zero_shot')}
+    splits = ('val', 'test', 'zero_shot') + (('unseen',) if UNSEEN else ())
+    assert set(rows) == {(entry, split) for entry in ENTRIES for split in splits}
     assert all(math.isfinite(row['cd_l1']) and row['cd_l1'] > 0 for row in rows.values())
     table = (out / 'comparison.md').read_text()
     for heading in ('## `val`', '## `test`', '## `zero_shot`', '## Quality bar (test split)', '## Training'):

@@ -166,7 +166,7 @@ def test_broken_mesh_is_skipped_and_reported(tmp_path: Path, monkeypatch: pytest
                         mesh_file=str(broken_obj), archive='', rotation=(1, 0, 0, 0, 1, 0, 0, 0, 1),
                         target_extents_m=(), scale=(0.1, 0.1, 0.1), color=(), creator='test', licence='none')
     real_list = generate.list_sources
-    monkeypatch.setattr(generate, 'list_sources', lambda kinds: (real_list(kinds)[0] + [broken], []))
+    monkeypatch.setattr(generate, 'list_sources', lambda kinds, count: (real_list(kinds, count)[0] + [broken], []))
     generate.make_dataset(tmp_path / 'out', views=1, object_ids=('broken_line', 'random_007'), workers=1,
                           progress=False)
     report = json.loads((tmp_path / 'out' / layout.REPORT_FILE).read_text())

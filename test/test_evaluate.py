@@ -7,6 +7,7 @@ table: evaluation does not care whether the weights are good, only that it score
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,12 +17,13 @@ from torch.nn import functional as F
 
 from mesc3d_ros.contract import ClassEntry
 from mesc3d_training.checkpoint import load_model, save_model
+from mesc3d_training.data import layout
 from mesc3d_training.data.dataset import ReconstructionDataset
 from mesc3d_training.evaluate import main
 from mesc3d_training.metrics import reconstruction_metrics
 from mesc3d_training.model import build_model
 from mesc3d_training.train import METRIC_KEYS, data_manifest_hash
-from train_fixtures import HELD_OUT, make_tiny_dataset, tiny_config
+from train_fixtures import HELD_OUT, UNSEEN, make_tiny_dataset, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -94,3 +96,53 @@ def test_eval_is_deterministic(checkpoint: Path, tmp_path: Path):
         main([str(checkpoint), '--split', 'val', '--out', str(tmp_path / out), '--gallery-per-category', '0'])
     assert (tmp_path / 'a' / 'metrics.json').read_bytes() == (tmp_path / 'b' / 'metrics.json').read_bytes()
     assert not (tmp_path / 'a' / 'gallery.png').exists()
+
+
+def test_eval_views_scores_every_view_and_reports_the_unseen_collection(checkpoint: Path, tmp_path: Path):
+    loaded = load_model(checkpoint)
+    test_set = ReconstructionDataset(loaded.cfg.data, 'test', loaded.cfg.model.image_size, train=False)
+    objects = len({test_set[i]['object_id'] for i in range(len(test_set))})
+    assert main([str(checkpoint), '--views', 'all', '--out', str(tmp_path / 'all'), '--gallery-per-category', '0']) == 0
+    report = json.loads((tmp_path / 'all' / 'metrics.json').read_text())
+    assert report['test']['num_samples'] == 2 * objects  # the tiny dataset has 2 views per object
+    main([str(checkpoint), '--views', '1', '--out', str(tmp_path / 'one'), '--gallery-per-category', '0'])
+    assert json.loads((tmp_path / 'one' / 'metrics.json').read_text())['test']['num_samples'] == objects
+    if UNSEEN:  # reported beside test and zero_shot
+        assert report['unseen']['num_samples'] == 2 * len(UNSEEN)
+        assert '## `unseen`' in (tmp_path / 'all' / 'metrics.md').read_text()
+    with pytest.raises(SystemExit):
+        main([str(checkpoint), '--views', '0'])
+
+
+def test_eval_on_a_dataset_without_the_held_out_categories(checkpoint: Path, tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture):
+    """A dataset made elsewhere need not have the held-out categories: test is scored, zero_shot skipped, logged;
+    a category name the model does not know (``blob``) is scored with the generic embedding, and logged."""
+    loaded = load_model(checkpoint)
+    root = Path(loaded.cfg.data.root)
+    manifest = json.loads((root / 'manifest.json').read_text())
+    mine = tmp_path / 'mine'
+    shutil.copytree(root, mine)
+    for object_id, entry in list(manifest['objects'].items()):
+        if entry['category'] == HELD_OUT:
+            del manifest['objects'][object_id]
+            shutil.rmtree(mine / 'ShapeNetV1Renderings' / HELD_OUT / object_id)
+            (mine / 'ShapeNetV1PointCloud' / HELD_OUT / f'{object_id}.points.ply.npy').unlink()
+            for split in manifest['splits'].values():
+                if object_id in split:
+                    split.remove(object_id)
+    del manifest['categories'][HELD_OUT]
+    manifest['held_out_categories'] = []
+    manifest['categories']['blob'] = manifest['categories'].pop('shape')
+    for entry in manifest['objects'].values():
+        entry['category'] = 'blob' if entry['category'] == 'shape' else entry['category']
+    for folder in ('ShapeNetV1Renderings', 'ShapeNetV1PointCloud'):
+        (mine / folder / 'shape').rename(mine / folder / 'blob')
+    manifest['manifest_hash'] = layout.manifest_hash(manifest)
+    (mine / 'manifest.json').write_text(json.dumps(manifest))
+    assert main([str(checkpoint), '--data-root', str(mine), '--out', str(tmp_path / 'eval')]) == 0
+    report = json.loads((tmp_path / 'eval' / 'metrics.json').read_text())
+    assert report['test']['num_samples'] > 0 and 'zero_shot' not in report
+    assert 'none of the held-out categories' in caplog.text
+    assert "['blob'] are not in the model's class table" in caplog.text
+    assert 'blob' in report['test']['per_category']

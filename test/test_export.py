@@ -62,7 +62,7 @@ def test_export_writes_model_fp16_model_contract_and_config(exported):
     checkpoint, contract_path = exported
     contract = load_contract(contract_path)
     assert verify_model_file(contract, contract_path).name == 'tiny.onnx'
-    assert verify_model_file(contract, contract_path, fp16=True).name == 'tiny.fp16.onnx'
+    assert verify_model_file(contract, contract_path, 'fp16').name == 'tiny.fp16.onnx'
     cfg = load_config(contract_path.with_suffix('.yaml'))
     assert cfg == tiny_config(text_dim=DIM, frame='canonical')
     assert contract.config_hash == config_hash(cfg)
@@ -185,3 +185,41 @@ def test_contract_json_is_plain_and_complete(exported):
     data = json.loads(exported[1].read_text())
     assert {'model_sha256', 'fp16_model_sha256', 'config', 'config_hash', 'parity', 'crop_padding',
             'classes', 'generic_class', 'output_frame', 'units', 'opset', 'metrics'} <= set(data)
+
+
+def test_int8_export_is_qdq_calibrated_on_recorded_crops(tmp_path):
+    """A real generated dataset's crops calibrate the INT8 model; the contract records them and the graph is QDQ."""
+    from mesc3d_training.data.generate import TINY_OBJECT_IDS, make_dataset
+    from mesc3d_training.quantize import FLOAT_BLOCKS, QUANTIZED_OPS, load_calibration_set
+
+    make_dataset(tmp_path / 'data', object_ids=TINY_OBJECT_IDS, views=2, workers=1, progress=False)
+    cfg = tiny_config(text_dim=16, frame='viewer')
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(tmp_path / 'data')))
+    torch.manual_seed(0)
+    table = tuple(ClassEntry(name=name, embedding=tuple(float(v) for v in np.eye(16)[i]), size_m=0.2)
+                  for i, name in enumerate(('mug', 'object')))
+    checkpoint = save_model(tmp_path / 'tiny', build_model(cfg.model).eval(), cfg, table[:1], table[1],
+                            data_manifest_hash='m', metrics={})
+    loaded = load_model(checkpoint)
+    calibration = load_calibration_set(cfg, loaded.classes, loaded.generic_class, split='train')
+    assert calibration.image.shape[1:] == (3, 64, 64) and len(calibration.items) == calibration.image.shape[0] > 0
+    contract_path = export.export_model(loaded, tmp_path / 'engines', calibration=calibration)
+
+    contract = load_contract(contract_path)
+    assert contract.precisions == ('fp32', 'fp16', 'int8')
+    path = verify_model_file(contract, contract_path, 'int8')
+    assert path.name == 'tiny.int8.onnx'
+    record = contract.quantization
+    assert record['calibration']['items'] == list(calibration.items) and record['calibration']['split'] == 'train'
+    assert record['calibration']['data_manifest_hash'] == calibration.data_manifest_hash
+    assert record['float_blocks'] == list(FLOAT_BLOCKS) and record['quantized_nodes'] > 0
+    assert set(record['calibration_cd_l1']) == {'fp32', 'int8'}
+    graph = onnx.load(str(path)).graph
+    ops = {node.op_type for node in graph.node}
+    assert {'QuantizeLinear', 'DequantizeLinear'} <= ops
+    assert any(init.data_type == TensorProto.INT8 for init in graph.initializer), 'weights are stored as int8'
+    quantized_inputs = {node.output[0] for node in graph.node if node.op_type == 'DequantizeLinear'}
+    assert any(set(node.input) & quantized_inputs for node in graph.node if node.op_type in QUANTIZED_OPS)
+    points = _session(path).run([OUTPUT_POINTS], {INPUT_IMAGE: calibration.image[:2],
+                                                  INPUT_CLASS_EMBEDDING: calibration.embedding[:2]})[0]
+    assert points.shape == (2, 64, 3) and np.isfinite(points).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -39,7 +40,7 @@ def _edit_contract(path: Path, values: dict) -> None:
 
 def test_onnxruntime_backend_equals_torch_and_splits_big_batches(random_model_contract):
     backend = create_backend(random_model_contract, 'onnxruntime', max_batch=2, threads=1)
-    assert backend.name == 'onnxruntime[CPUExecutionProvider]' and backend.max_batch == 2
+    assert backend.name == 'onnxruntime[CPUExecutionProvider] fp32' and backend.max_batch == 2
     image, embedding = _inputs(batch=5)
     points = backend.run(image, embedding)          # 5 objects through a max-batch-2 session: 2 + 2 + 1
     model = load_model(checkpoint_of(random_model_contract)).model
@@ -152,16 +153,69 @@ def test_bench_times_every_backend_and_rewrites_only_its_section(tmp_path):
     from mesc3d_training import bench
 
     cfg_path = save_config(tiny_config(), tmp_path / 'tiny.yaml')
-    results = bench.benchmark(bench.random_small_model(cfg_path), tmp_path / 'work', batches=(1, 3), iterations=2,
-                              warmup=1)
+    results, sessions = bench.benchmark(bench.random_small_model(cfg_path), tmp_path / 'work', batches=(1, 3),
+                                        iterations=2, warmup=1, calibration_data=str(tmp_path / 'no_data'),
+                                        sessions=True)
     assert [(r.backend, r.batch) for r in results] == [
-        ('torch eager (fp32)', 1), ('onnxruntime[CPUExecutionProvider]', 1),
-        ('torch eager (fp32)', 3), ('onnxruntime[CPUExecutionProvider]', 3)]
+        ('torch eager (fp32)', 1), ('onnxruntime[CPUExecutionProvider] fp32', 1),
+        ('torch eager (fp32)', 3), ('onnxruntime[CPUExecutionProvider] fp32', 3)]
     assert all(0 < r.p50_ms <= r.p95_ms and r.objects_per_s > 0 for r in results)
+    assert [r.backend for r in sessions] == [f'fp32, {label}' for label in bench.SESSION_VARIANTS]
+    slow = dataclasses.replace(results[1], mean_ms=100.0)
+    assert slow.answered(5.0) == 1.0 and slow.answered(30.0) == pytest.approx(1 / 3)
 
     doc = tmp_path / 'benchmarks.md'
     doc.write_text('# Benchmarks\n\nnode section by someone else\n')
     replace_block(doc, bench.BLOCK, bench.render_table(results, 'tiny', 'mesc3d bench', 0.5), bench.HEADING)
     text = doc.read_text()
     assert text.startswith('# Benchmarks\n\nnode section by someone else\n')
-    assert '| onnxruntime[CPUExecutionProvider] | 3 |' in text and 'load average 0.5 before the run' in text
+    assert '| onnxruntime[CPUExecutionProvider] fp32 | 3 |' in text and 'load average 0.5 before the run' in text
+    replace_block(doc, bench.SESSION_BLOCK, bench.render_sessions(sessions, 'mesc3d bench'), bench.SESSION_HEADING)
+    assert '| fp32, 1 thread |' in doc.read_text() and '| fp32, defaults |' in doc.read_text()
+
+
+@pytest.fixture(scope='module')
+def int8_model_contract(random_model_contract, tmp_path_factory) -> Path:
+    """The tiny random model exported again with an INT8 model, calibrated on synthetic crops."""
+    from mesc3d_training.export import export_model
+    from mesc3d_training.quantize import CalibrationSet
+
+    loaded = load_model(checkpoint_of(random_model_contract))
+    rng = np.random.default_rng(5)
+    calibration = CalibrationSet(
+        image=rng.random((20, 3, 64, 64), dtype=np.float32),
+        embedding=np.repeat(load_contract(random_model_contract).embedding_table()[:1], 20, axis=0),
+        points=rng.uniform(-1, 1, (20, 128, 3)).astype(np.float32), items=tuple(f'mug/m{i}/0' for i in range(20)),
+        split='val', data_root='synthetic', data_manifest_hash='none')
+    return export_model(loaded, tmp_path_factory.mktemp('int8') / 'engines', calibration=calibration)
+
+
+def test_precision_picks_the_model_file_and_refuses_what_the_contract_lacks(random_model_contract,
+                                                                            int8_model_contract, caplog):
+    assert load_contract(random_model_contract).precisions == ('fp32', 'fp16')
+    assert load_contract(int8_model_contract).precisions == ('fp32', 'fp16', 'int8')
+    with pytest.raises(ContractError, match='precision int8 requested, but this export offers only fp32, fp16'):
+        create_backend(random_model_contract, 'onnxruntime', precision='int8')
+    with pytest.raises(RuntimeError, match='int8 runs on ONNX Runtime only'):
+        create_backend(int8_model_contract, 'tensorrt', precision='int8')
+    with pytest.raises(ValueError, match='precision must be one of auto, fp32, fp16, int8'):
+        create_backend(int8_model_contract, 'onnxruntime', precision='int4')
+    assert create_backend(random_model_contract, 'auto').name.endswith(' fp32')     # auto without INT8: float32
+    image, embedding = _inputs(3)
+    fp32 = create_backend(int8_model_contract, 'onnxruntime', precision='fp32')
+    int8 = create_backend(int8_model_contract, 'auto')                              # auto on the CPU: INT8
+    fp16 = create_backend(int8_model_contract, 'onnxruntime', precision='fp16')
+    assert int8.name.endswith(' int8') and fp16.name.endswith(' fp16')
+    reference = fp32.run(image, embedding)
+    for backend, tolerance in ((int8, 0.15), (fp16, 0.01)):
+        points = backend.run(image, embedding)
+        assert points.shape == reference.shape and points.dtype == np.float32
+        assert 0 < np.abs(points - reference).mean() < tolerance, backend.name
+
+
+def test_int8_model_file_is_checked_like_the_others(int8_model_contract, tmp_path):
+    copy = _copy_model(int8_model_contract, tmp_path)
+    (tmp_path / load_contract(copy).int8_model_file).write_bytes(b'not an onnx file')
+    with pytest.raises(ContractError, match='does not match field "int8_model_sha256"'):
+        create_backend(copy, 'onnxruntime', precision='int8')
+    create_backend(copy, 'onnxruntime', precision='fp32').close()    # the float model is still fine

@@ -92,7 +92,7 @@ def render_scene() -> Scene:
     depth = np.full((SIZE, SIZE), np.inf)
     owner = np.full((SIZE, SIZE), -1)
     objects = []
-    renderer = ObjectRenderer(SIZE)
+    renderer = ObjectRenderer(SIZE, scene_ranges=None)  # each object alone: this test composes its own scene
     try:
         for index, (object_id, centroid, yaw) in enumerate(LAYOUT):
             loaded = load_object(sources[object_id])
@@ -101,7 +101,8 @@ def render_scene() -> Scene:
             pose = np.eye(4)
             pose[:3, :3] = upright_rotation(yaw)
             pose[:3, 3] = np.array(centroid) - pose[:3, :3] @ centre
-            color, mask, z = renderer.render_views(loaded, [(K, pose)], np.random.default_rng(index))[0]
+            view = renderer.render_views(loaded, [(K, pose)], np.random.default_rng(index))[0]
+            color, mask, z = view['rgb'], view['mask'], view['depth']
             nearer = mask & (z < depth)
             rgb[nearer], depth[nearer], owner[nearer] = color[nearer], z[nearer], index
             objects.append(SceneObject(object_id, sources[object_id].category, np.array(centroid),
@@ -447,6 +448,8 @@ INVALID = [  # (override, text the error must contain)
     ('placement:=depth', 'placement is "depth" but use_depth is false'),
     ("class_map:=['41:teapot']", "class_map maps to ['teapot'], which the model does not know"),
     ('model_path:=/nonexistent/model.json', '/nonexistent/model.json: cannot read model contract'),
+    ('precision:=int4', 'parameter "precision" is \'int4\'; allowed: auto, fp32, fp16, int8'),
+    ('precision:=int8', 'precision int8 requested, but this export offers only fp32, fp16'),
 ]
 
 

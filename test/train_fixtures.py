@@ -2,7 +2,8 @@
 
 The dataset is rendered by the real generator (``make_dataset``, 9 objects × 2 views, ~2 s). Its hash-based 70/10/20
 split leaves val or test empty at this size, so the manifest's splits are reassigned by hand (and its hash
-recomputed): every split then has objects, and ``toy`` is held out for the zero-shot split.
+recomputed): every split then has objects, and ``toy`` is held out for the zero-shot split. With the myosuite wheel
+installed, one myosuite object forms the ``unseen`` split (the generator puts that whole collection there).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from mesc3d_ros.config import Config, config_from_dict
 from mesc3d_training.data import layout
+from mesc3d_training.data.asset_collections import myosuite_objects
 from mesc3d_training.data.generate import make_dataset
 
 SPLITS = {
@@ -21,10 +23,11 @@ SPLITS = {
 }
 ZERO_SHOT = ['pybullet_duck', 'pybullet_teddy']
 HELD_OUT = 'toy'
+UNSEEN = ['myo_cup'] if any(o.object_id == 'myo_cup' for o in myosuite_objects()) else []
 
 
 def make_tiny_dataset(root: Path) -> Path:
-    ids = [i for ids in SPLITS.values() for i in ids] + ZERO_SHOT
+    ids = [i for ids in SPLITS.values() for i in ids] + ZERO_SHOT + UNSEEN
     manifest_path = make_dataset(root, seed=0, views=2, object_ids=tuple(ids), workers=1, progress=False)
     manifest = json.loads(manifest_path.read_text())
     for name, members in SPLITS.items():

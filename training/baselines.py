@@ -1,7 +1,7 @@
 """``mesc3d baselines CONFIG``: our model, two baselines and two ablations, one comparison table.
 
 Every entry sees the same data, the same budget (``cfg.train``: epochs, steps per epoch, batch, schedule, seed) and
-the same evaluation (``evaluate.py``) on the validation, test and zero-shot splits:
+the same evaluation (``evaluate.py``) on the validation, test, unseen-collection and zero-shot splits:
 
 - ``mesc3d``: the model of the config (``train.py``, 3DSPL stage included; its class table is reused below).
 - ``psgn``: PSGN-style direct regression, the same image encoder (:class:`ImageEncoder`, same tokens) -> MLP ->
@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from mesc3d_ros.config import Config, ModelConfig, save_config
 from mesc3d_ros.contract import write_atomic
 from mesc3d_training.checkpoint import load_model
-from mesc3d_training.data.categories import ZERO_SHOT_SPLIT
+from mesc3d_training.data.categories import UNSEEN_SPLIT, ZERO_SHOT_SPLIT
 from mesc3d_training.data.dataset import ReconstructionDataset
 from mesc3d_training.evaluate import evaluate_model, metric_table
 from mesc3d_training.model.image_encoder import ImageEncoder
@@ -184,8 +184,9 @@ def comparison_rows(reports: dict, results: dict) -> dict:
     """{'rows': [...]} one row per (entry, split) with the mean metrics, plus training facts per entry."""
     rows = []
     for entry, by_split in reports.items():
-        for split in (*EVAL_SPLITS, ZERO_SHOT_SPLIT):
-            report = by_split.get(split if split != ZERO_SHOT_SPLIT else 'test', {})
+        for split in (*EVAL_SPLITS, UNSEEN_SPLIT, ZERO_SHOT_SPLIT):
+            # unseen and zero_shot are scored beside test (evaluate.companion_splits), inside its report.
+            report = by_split.get(split if split not in (UNSEEN_SPLIT, ZERO_SHOT_SPLIT) else 'test', {})
             if split in report:
                 rows.append({'entry': entry, 'split': split, 'num_samples': report[split]['num_samples'],
                              **report[split]['mean']})
@@ -200,7 +201,7 @@ def comparison_markdown(comparison: dict, cfg: Config) -> str:
              f'{tc.max_steps_per_epoch or "all"} steps of batch {tc.batch_size}, seed {tc.seed}. Means over samples; '
              'F@0.1 (paper) = F-score at squared distance < 0.01, F@1% = at Euclidean distance < 0.01 (unit ball). '
              'Produced by `mesc3d baselines`.', '']
-    for split in (*EVAL_SPLITS, ZERO_SHOT_SPLIT):
+    for split in (*EVAL_SPLITS, UNSEEN_SPLIT, ZERO_SHOT_SPLIT):
         split_rows = [r for r in rows if r['split'] == split]
         if not split_rows:
             continue

@@ -1,11 +1,15 @@
 """``mesc3d bench``: latency and throughput of every inference backend on this machine, torch eager as reference.
 
-For batches 1, 4 and 8 (objects per call) each available backend — torch eager (float32, ``inference_mode``),
-ONNX Runtime (whatever execution providers this machine has) and TensorRT (FP16, when usable) — runs the same
-seeded inputs. Calls are interleaved round-robin across backends, so load from other processes on a shared machine
-hits all of them alike. Reported: median (p50) and p95 latency per call, throughput in objects/s (batch / mean call
-time) and the speed-up over torch eager. The table, with the machine description and the exact command, replaces
-the ``bench:backends`` section of ``docs/benchmarks.md`` (created if absent); other sections are left alone.
+For 1, 5 and 10 objects per call each available backend — torch eager (float32, ``inference_mode``), ONNX Runtime
+with the float32 and (when the export could calibrate one) the INT8 model, and TensorRT (FP16, when usable) — runs
+the same seeded inputs. Calls are interleaved round-robin across backends, so load from other processes on a shared
+machine hits all of them alike. Reported: median (p50) and p95 latency per call, throughput in objects/s (batch /
+mean call time), the speed-up over torch eager and over ONNX Runtime float32, and what a user can expect from the
+node at a 15 and 30 Hz camera: the share of frames answered when each frame costs one such call (the node always
+takes the newest frame, so it answers min(1, 1 / (call time × rate)) of them). A second table runs ONNX Runtime
+session-option variants (threads, optimisation level, arena, spinning, executor) beside today's defaults at 5
+objects. Both tables, with the machine description and the exact command, replace the ``bench:backends`` and
+``bench:session`` sections of ``docs/benchmarks.md`` (created if absent); other sections are left alone.
 
 The model is the shipped checkpoint when it exists (``models/mesc3d_small.yaml``), else a random-weight model of the
 ``small`` config (``config/mesc3d_small.yaml``): speed does not depend on the weights, and the table says which.
@@ -32,12 +36,12 @@ import torch
 
 from mesc3d_ros.config import load_config
 from mesc3d_ros.contract import ClassEntry, load_contract
-from mesc3d_ros.inference import Backend, OnnxRuntimeBackend
+from mesc3d_ros.inference import Backend, OnnxRuntimeBackend, SessionSettings
 from mesc3d_ros.markdown_blocks import replace_block
 from mesc3d_ros.tensorrt_backend import tensorrt_usable
 from mesc3d_training import SHIPPED_MODEL
 from mesc3d_training.checkpoint import LoadedModel, load_model
-from mesc3d_training.export import export_model, parity_inputs
+from mesc3d_training.export import calibration_for, export_model, parity_inputs
 from mesc3d_training.model import build_model
 
 LOGGER = logging.getLogger(__name__)
@@ -45,6 +49,19 @@ LOGGER = logging.getLogger(__name__)
 SMALL_CONFIG = Path('config/mesc3d_small.yaml')
 BENCHMARKS_DOC = Path('docs/benchmarks.md')
 BLOCK, HEADING = 'bench:backends', 'Inference backends (`mesc3d bench`)'
+SESSION_BLOCK, SESSION_HEADING = 'bench:session', 'ONNX Runtime session options (`mesc3d bench`)'
+TORCH_EAGER, ORT_FP32 = 'torch eager (fp32)', 'onnxruntime[CPUExecutionProvider] fp32'
+CAMERA_RATES_HZ = (15.0, 30.0)
+SESSION_VARIANTS = {
+    'defaults': SessionSettings(),
+    '1 thread': SessionSettings(threads=1),
+    'spinning (ONNX Runtime\'s default)': SessionSettings(spinning=True),
+    'no memory arena': SessionSettings(memory_arena=False),
+    'optimisation extended (no NCHWc layout)': SessionSettings(optimization='extended'),
+    'parallel executor': SessionSettings(sequential=False),
+}
+"""ONNX Runtime session options tried beside the defaults (``inference.SessionSettings``)."""
+SESSION_BATCH = 5
 
 
 @dataclass(frozen=True)
@@ -54,6 +71,11 @@ class Result:
     p50_ms: float
     p95_ms: float
     objects_per_s: float
+    mean_ms: float
+
+    def answered(self, rate_hz: float) -> float:
+        """Share of frames a node answers at ``rate_hz`` when one frame costs one such call (newest frame first)."""
+        return min(1.0, 1e3 / (self.mean_ms * rate_hz))
 
 
 def random_small_model(config_path: Path, seed: int = 0) -> LoadedModel:
@@ -99,13 +121,15 @@ def cuda_runners(model: torch.nn.Module) -> dict[str, Callable[[np.ndarray, np.n
     return runners
 
 
-def benchmark(loaded: LoadedModel, work_dir: Path, batches: tuple[int, ...], iterations: int,
-              warmup: int) -> list[Result]:
-    """Export ``loaded`` into ``work_dir``, open every usable backend and time them all on the same inputs."""
-    contract_path = export_model(loaded, work_dir)
+def benchmark(loaded: LoadedModel, work_dir: Path, batches: tuple[int, ...], iterations: int, warmup: int,
+              calibration_data: str | None = None, sessions: bool = False) -> tuple[list[Result], list[Result]]:
+    """Export ``loaded`` into ``work_dir`` (INT8 too when its validation data is there), open every usable backend
+    and time them all on the same inputs; with ``sessions`` also the session-option variants. (backends, sessions)."""
+    contract_path = export_model(loaded, work_dir, calibration=calibration_for(loaded, calibration_data))
     contract = load_contract(contract_path)
     max_batch = max(batches)
-    backends: list[Backend] = [OnnxRuntimeBackend(contract, contract_path, max_batch=max_batch)]
+    backends: list[Backend] = [OnnxRuntimeBackend(contract, contract_path, max_batch=max_batch, precision=precision)
+                               for precision in ('fp32', 'int8') if precision in contract.precisions]
     usable, reason = tensorrt_usable()
     if usable:
         from mesc3d_ros.tensorrt_backend import TensorRTBackend
@@ -118,26 +142,41 @@ def benchmark(loaded: LoadedModel, work_dir: Path, batches: tuple[int, ...], ite
         with torch.inference_mode():
             return loaded.model(torch.from_numpy(image), torch.from_numpy(embedding))
 
-    runners = {'torch eager (fp32)': torch_eager}
+    runners = {TORCH_EAGER: torch_eager}
     if torch.cuda.is_available():
         runners |= cuda_runners(loaded.model)
     runners |= {backend.name: backend.run for backend in backends}
-    results = []
-    for batch in batches:
-        image, embedding = parity_inputs(contract, batch, seed=batch)
-        seconds = time_backends(runners, image, embedding, warmup=warmup, iterations=iterations)
-        for name, values in seconds.items():
-            ms = np.asarray(values) * 1e3
-            results.append(Result(backend=name, batch=batch, p50_ms=float(np.percentile(ms, 50)),
-                                  p95_ms=float(np.percentile(ms, 95)), objects_per_s=batch * 1e3 / float(ms.mean())))
-            LOGGER.info('batch %d %-40s p50 %8.1f ms  p95 %8.1f ms  %7.1f objects/s', batch, name,
-                        results[-1].p50_ms, results[-1].p95_ms, results[-1].objects_per_s)
+    results = [result for batch in batches
+               for result in time_all(runners, contract, batch, warmup=warmup, iterations=iterations)]
+    session_results = []
+    if sessions:
+        variants = {f'{precision}, {label}': OnnxRuntimeBackend(contract, contract_path, max_batch=max_batch,
+                                                                precision=precision, settings=settings).run
+                    for precision in contract.precisions if precision != 'fp16'
+                    for label, settings in SESSION_VARIANTS.items()}
+        session_results = time_all(variants, contract, SESSION_BATCH, warmup=warmup, iterations=iterations)
     for backend in backends:
         backend.close()
+    return results, session_results
+
+
+def time_all(runners: dict[str, Callable[[np.ndarray, np.ndarray], object]], contract, batch: int, warmup: int,
+             iterations: int) -> list[Result]:
+    """One :class:`Result` per runner for ``batch`` objects per call, timed round-robin."""
+    image, embedding = parity_inputs(contract, batch, seed=batch)
+    seconds = time_backends(runners, image, embedding, warmup=warmup, iterations=iterations)
+    results = []
+    for name, values in seconds.items():
+        ms = np.asarray(values) * 1e3
+        results.append(Result(backend=name, batch=batch, p50_ms=float(np.percentile(ms, 50)),
+                              p95_ms=float(np.percentile(ms, 95)), objects_per_s=batch * 1e3 / float(ms.mean()),
+                              mean_ms=float(ms.mean())))
+        LOGGER.info('batch %d %-45s p50 %8.1f ms  p95 %8.1f ms  %7.1f objects/s', batch, name,
+                    results[-1].p50_ms, results[-1].p95_ms, results[-1].objects_per_s)
     return results
 
 
-def machine_description(load_before: float) -> str:
+def machine_description(load: str) -> str:
     """CPU model, cores, load, OS and library versions (plus TensorRT/GPU when usable), for the table's caption."""
     cpu = platform.processor() or platform.machine()
     try:
@@ -148,30 +187,52 @@ def machine_description(load_before: float) -> str:
     _, reason = tensorrt_usable()
     # Other processes compete for the same cores on shared machines; the load average before the run says how much.
     return (f'{cpu}, {len(os.sched_getaffinity(0))} usable cores ({os.cpu_count()} online), 1-min load average '
-            f'{load_before:.1f} before the run; '
+            f'{load}; '
             f'{platform.system()} {platform.release()}; Python {platform.python_version()}, '
             f'torch {torch.__version__} ({torch.get_num_threads()} threads), onnxruntime {ort.__version__} '
             f'({", ".join(ort.get_available_providers())}), numpy {np.__version__}; TensorRT: {reason}'
             + (f'; GPU: {torch.cuda.get_device_name()}' if torch.cuda.is_available() else ''))
 
 
-def render_table(results: list[Result], model_note: str, command: str, load_before: float) -> str:
-    reference = {r.batch: r for r in results if r.backend == 'torch eager (fp32)'}
+def render_table(results: list[Result], model_note: str, command: str, load_before: float,
+                 load_after: float | None = None) -> str:
+    reference = {r.batch: r for r in results if r.backend == TORCH_EAGER}
+    fp32 = {r.batch: r for r in results if r.backend == ORT_FP32}
+    load = f'{load_before:.1f} before the run' + (f', {load_after:.1f} after' if load_after is not None else '')
     lines = [
         f'Measured {datetime.date.today().isoformat()} with `{command}`.',
         '',
-        f'- Machine: {machine_description(load_before)}',
+        f'- Machine: {machine_description(load)}',
         f'- Model: {model_note}',
         '- Latency: wall time of one call with `batch` objects (inputs already preprocessed, float32 in host '
-        'memory; outputs back in host memory). Throughput: batch / mean call time.',
+        'memory; outputs back in host memory). Throughput: batch / mean call time. Frames answered: the share of '
+        'camera frames a node answers when each frame costs one such call: min(1, 1 / (mean call time × rate)); '
+        'the node benchmark below measures the real node.',
         '',
-        '| backend | batch | p50 ms | p95 ms | objects/s | vs torch eager |',
-        '|---|---:|---:|---:|---:|---:|',
+        '| backend | objects per call | p50 ms | p95 ms | objects/s | vs torch eager | vs ORT fp32 | '
+        'frames answered at 15 Hz | at 30 Hz |',
+        '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
     ]
     for r in results:
-        speedup = reference[r.batch].p50_ms / r.p50_ms
+        speedup = reference[r.batch].p50_ms / r.p50_ms if r.batch in reference else float('nan')
+        versus_fp32 = f'{fp32[r.batch].mean_ms / r.mean_ms:.2f}×' if r.batch in fp32 else ''
+        answered = ' | '.join(f'{100 * r.answered(rate):.0f} %' for rate in CAMERA_RATES_HZ)
         lines.append(f'| {r.backend} | {r.batch} | {r.p50_ms:.1f} | {r.p95_ms:.1f} | {r.objects_per_s:.1f} | '
-                     f'{speedup:.2f}× |')
+                     f'{speedup:.2f}× | {versus_fp32} | {answered} |')
+    return '\n'.join(lines)
+
+
+def render_sessions(results: list[Result], command: str) -> str:
+    """The session-option variants, each against the defaults of its precision."""
+    defaults = {r.backend.split(',')[0]: r for r in results if r.backend.endswith(', defaults')}
+    lines = [f'Measured {datetime.date.today().isoformat()} with `{command}`, in the same run as the table above '
+             f'(round-robin, {SESSION_BATCH} objects per call; ONNX Runtime CPU).', '',
+             '| precision, session options | p50 ms | p95 ms | objects/s | vs defaults (throughput) |',
+             '|---|---:|---:|---:|---:|']
+    for r in results:
+        base = defaults[r.backend.split(',')[0]]
+        lines.append(f'| {r.backend} | {r.p50_ms:.1f} | {r.p95_ms:.1f} | {r.objects_per_s:.1f} | '
+                     f'{r.objects_per_s / base.objects_per_s:.2f}× |')
     return '\n'.join(lines)
 
 
@@ -180,7 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--checkpoint', type=Path, help=f'model to time (default: {SHIPPED_MODEL} if present, '
                         f'else random weights of {SMALL_CONFIG})')
     parser.add_argument('--config', type=Path, default=SMALL_CONFIG, help='config of the random-weight model')
-    parser.add_argument('--batches', default='1,4,8', help='comma-separated objects per call')
+    parser.add_argument('--batches', default='1,5,10', help='comma-separated objects per call')
+    parser.add_argument('--calibration-data', help='dataset whose validation crops calibrate the INT8 model '
+                        '(default: the checkpoint\'s data.root; without it INT8 is not benchmarked)')
+    parser.add_argument('--no-sessions', action='store_true', help='skip the session-option variants')
     parser.add_argument('--iterations', type=int, default=20, help='timed calls per backend and batch')
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--out', type=Path, default=BENCHMARKS_DOC, help='markdown file to update')
@@ -198,7 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     batches = tuple(int(b) for b in args.batches.split(','))
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix='mesc3d_bench_') as work_dir:
-        results = benchmark(loaded, Path(work_dir), batches, args.iterations, args.warmup)
-    command = 'mesc3d bench ' + ' '.join(argv if argv is not None else sys.argv[2:])
-    LOGGER.info('wrote %s', replace_block(args.out, BLOCK, render_table(results, note, command.strip(), load_before), HEADING))
+        results, sessions = benchmark(loaded, Path(work_dir), batches, args.iterations, args.warmup,
+                                      args.calibration_data, sessions=not args.no_sessions)
+    command = ('mesc3d bench ' + ' '.join(argv if argv is not None else sys.argv[2:])).strip()
+    table = render_table(results, note, command, load_before, os.getloadavg()[0])
+    LOGGER.info('wrote %s', replace_block(args.out, BLOCK, table, HEADING))
+    if sessions:
+        replace_block(args.out, SESSION_BLOCK, render_sessions(sessions, command), SESSION_HEADING)
     return 0

@@ -7,10 +7,17 @@ Metrics (``metrics.py``, method.md §7), per sample, on the model's N points aga
 - F@paper: F-score with precision/recall at **squared** distance < 0.01, i.e. 0.1 Euclidean (MESC-3D's threshold);
 - F@1%: F-score at Euclidean distance < 0.01, i.e. squared < 1e-4 (the common F-score@1 %).
 
-``mean`` averages over samples (as upstream), ``category_mean`` over categories. When the data config holds out
-categories, the ``zero_shot`` split (those categories, embedded from their names only) is evaluated as well.
-Everything is deterministic: evaluation items use a fixed view, crop and seeded ground-truth subset, the model runs
+``mean`` averages over samples (as upstream), ``category_mean`` over categories. Beside ``test``, the report holds the
+``unseen`` split (a whole collection never trained on) when the dataset has one, and the ``zero_shot`` split (the
+held-out categories, embedded from their names only) when the data config holds out categories the dataset has.
+``--views N`` scores views 0..N-1 of every object (``all``: every view; default: the config's ``eval_views``).
+Category names the model's class table does not know get the generic embedding, and are logged.
+Everything is deterministic: evaluation items use fixed views, crops and seeded ground-truth subsets, the model runs
 in eval mode, and the gallery shows the first objects of each category in dataset order.
+
+``--onnx CONTRACT --precision int8`` scores an exported model file (float32, float16 or INT8, run by ONNX Runtime on
+the CPU exactly as the node runs it) in place of the checkpoint's torch module; the checkpoint still supplies the
+config and class table, and must be the one the contract was exported from (same config hash).
 
 Outputs in ``--out``: ``metrics.json``, ``metrics.md``, ``gallery.png`` (input crop, prediction and ground truth
 from the front and from above, a few objects per category).
@@ -31,10 +38,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mesc3d_ros.config import Config
-from mesc3d_ros.contract import write_atomic
+from mesc3d_ros.config import Config, config_hash
+from mesc3d_ros.contract import load_contract, write_atomic
+from mesc3d_ros.inference import OnnxRuntimeBackend
 from mesc3d_training.checkpoint import checkpoint_stem, load_model, save_model
-from mesc3d_training.data.categories import ZERO_SHOT_SPLIT
+from mesc3d_training.data import layout
+from mesc3d_training.data.categories import UNSEEN_SPLIT, ZERO_SHOT_SPLIT
 from mesc3d_training.data.dataset import ReconstructionDataset
 from mesc3d_training.metrics import FSCORE_1PCT_SQ_THRESHOLD, FSCORE_PAPER_SQ_THRESHOLD, reconstruction_metrics
 from mesc3d_training.prompt_learning import ClassTable
@@ -61,6 +70,10 @@ def score_split(model: nn.Module, table: ClassTable, cfg: Config, split: str, de
     The summary holds ``num_samples``, ``mean``, ``category_mean`` and ``per_category`` (count + METRIC_KEYS).
     """
     dataset = ReconstructionDataset(cfg.data, split, cfg.model.image_size, train=False)
+    unknown = sorted(set(dataset.categories) - {entry.name for entry in table.classes})
+    if unknown:
+        log.warning('%s: categories %s are not in the model\'s class table; they get the generic embedding',
+                    split, unknown)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=cfg.train.num_workers)
     model.to(device).eval()
     per_category: dict[str, list[dict]] = defaultdict(list)
@@ -90,19 +103,34 @@ def _mean(rows: list[dict]) -> dict:
     return {key: float(np.mean([row[key] for row in rows])) for key in METRIC_KEYS}
 
 
+def companion_splits(cfg: Config, split: str) -> list[str]:
+    """The splits reported beside ``test``: ``unseen`` when the dataset has one, ``zero_shot`` when the config holds
+    out categories that the dataset has (a dataset made elsewhere may lack them: that is logged, not an error)."""
+    if split != 'test' or cfg.data.layout != 'generated':
+        return []
+    manifest = layout.read_manifest(Path(cfg.data.root))
+    extra = [UNSEEN_SPLIT] if manifest['splits'].get(UNSEEN_SPLIT) else []
+    present = sorted(set(cfg.data.held_out_categories) & set(manifest['categories']))
+    if cfg.data.held_out_categories and not present:
+        log.warning('%s has none of the held-out categories %s: no zero_shot split', cfg.data.root,
+                    list(cfg.data.held_out_categories))
+    return extra + ([ZERO_SHOT_SPLIT] if present else [])
+
+
 def evaluate_model(model: nn.Module, table: ClassTable, cfg: Config, split: str, out_dir: Path, name: str,
                    batch_size: int = 16, gallery_per_category: int = 2, zero_shot: bool = True) -> dict:
-    """Score ``split`` (and, with ``zero_shot``, the zero-shot split when categories are held out); write
+    """Score ``split`` (and, with ``zero_shot``, the companion splits of ``test``: unseen, zero_shot); write
     metrics.json/.md and gallery.png into ``out_dir``; returns the report."""
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     out_dir.mkdir(parents=True, exist_ok=True)
     summary, gallery = score_split(model, table, cfg, split, device, batch_size, gallery_per_category)
     report = {'model': name, 'split': split, 'data_root': cfg.data.root, 'frame': cfg.data.frame,
-              'data_manifest_hash': data_manifest_hash(cfg), 'thresholds': THRESHOLDS, split: summary}
-    if zero_shot and cfg.data.held_out_categories and split != ZERO_SHOT_SPLIT:
-        report[ZERO_SHOT_SPLIT], zero_shot_gallery = score_split(model, table, cfg, ZERO_SHOT_SPLIT, device,
-                                                                 batch_size, gallery_per_category)
-        gallery += zero_shot_gallery
+              'eval_views': cfg.data.eval_views, 'data_manifest_hash': data_manifest_hash(cfg),
+              'thresholds': THRESHOLDS, split: summary}
+    for extra in companion_splits(cfg, split) if zero_shot else []:
+        report[extra], extra_gallery = score_split(model, table, cfg, extra, device, batch_size,
+                                                   gallery_per_category)
+        gallery += extra_gallery
     write_atomic(out_dir / 'metrics.json', json.dumps(report, indent=1).encode())
     write_atomic(out_dir / 'metrics.md', markdown_report(report).encode())
     if gallery:
@@ -117,7 +145,7 @@ def markdown_report(report: dict) -> str:
     lines = [f'# {report["model"]}: evaluation on `{report["split"]}`', '',
              f'Data `{report["data_root"]}` (manifest `{report["data_manifest_hash"][:12]}`), ground truth in the '
              f'`{report["frame"]}` frame, unit ball. ' + '; '.join(report['thresholds'].values()) + '.', '']
-    for split in (report['split'], ZERO_SHOT_SPLIT):
+    for split in dict.fromkeys((report['split'], UNSEEN_SPLIT, ZERO_SHOT_SPLIT)):  # ordered, no repeats
         if split not in report:
             continue
         summary = report[split]
@@ -167,14 +195,45 @@ def write_gallery(samples: list[dict], path: Path, title: str) -> Path:
     return path
 
 
+class ExportedModel(nn.Module):
+    """An exported model file run by ONNX Runtime behind the module interface :func:`score_split` calls."""
+
+    def __init__(self, contract_path: Path, precision: str) -> None:
+        super().__init__()
+        self.backend = OnnxRuntimeBackend(load_contract(contract_path), contract_path, max_batch=64,
+                                          precision=precision)
+
+    def forward(self, image: torch.Tensor, class_embedding: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [0, 1], (B, D) -> (B, N, 3) float32 unit ball, on the CPU."""
+        return torch.from_numpy(self.backend.run(image.cpu().numpy(), class_embedding.cpu().numpy()))
+
+
+ALL_VIEWS = 10**6
+"""``--views all``: more than any dataset has; the dataset clamps it to the views it holds."""
+
+
+def _views(text: str) -> int:
+    if text == 'all':
+        return ALL_VIEWS
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f'--views takes a positive number or "all", got {text!r}')
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='mesc3d eval', description=__doc__.splitlines()[0])
     parser.add_argument('checkpoint', type=Path, help='deployable model: <stem>, <stem>.yaml or <stem>.safetensors')
-    parser.add_argument('--split', default='test', help='train, val, test or zero_shot (default test)')
+    parser.add_argument('--split', default='test', help='train, val, test, unseen or zero_shot (default test)')
+    parser.add_argument('--views', type=_views, help='views per object: N (views 0..N-1) or all (default: the '
+                                                    "config's eval_views)")
     parser.add_argument('--out', type=Path, help='output folder (default runs/eval_<checkpoint name>_<split>)')
     parser.add_argument('--data-root', help='dataset folder, if not the one the checkpoint was trained on')
     parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--gallery-per-category', type=int, default=2)
+    parser.add_argument('--onnx', type=Path, metavar='CONTRACT',
+                        help='score this export of the checkpoint (contract JSON) with ONNX Runtime instead of torch')
+    parser.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'int8'),
+                        help='which model file of --onnx to score')
     parser.add_argument('--ship', type=Path, metavar='STEM',
                         help='also write the evaluated model as a deployable checkpoint STEM.safetensors/.yaml with '
                              'float16 weights and these results in its metrics (how models/ is made)')
@@ -183,17 +242,27 @@ def main(argv: list[str] | None = None) -> int:
     cfg = loaded.cfg
     if args.data_root:
         cfg = replace(cfg, data=replace(cfg.data, root=args.data_root))
+    if args.views is not None:
+        cfg = replace(cfg, data=replace(cfg.data, eval_views=args.views))
     if loaded.data_manifest_hash and loaded.data_manifest_hash != data_manifest_hash(cfg):
         log.warning('%s was trained on dataset %s…, evaluating on %s…', args.checkpoint,
                     loaded.data_manifest_hash[:12], data_manifest_hash(cfg)[:12])
     stem = checkpoint_stem(args.checkpoint)
-    out = args.out or Path('runs') / f'eval_{stem.name}_{args.split}'
-    report = evaluate_model(loaded.model, ClassTable(loaded.classes, loaded.generic_class, {}), cfg, args.split, out,
-                            name=cfg.model.name, batch_size=args.batch_size,
+    model, name = loaded.model, cfg.model.name
+    if args.onnx:
+        if args.ship:
+            raise ValueError('--ship writes the torch checkpoint; it cannot be combined with --onnx')
+        if load_contract(args.onnx).config_hash != config_hash(loaded.cfg):
+            raise ValueError(f'{args.onnx} was not exported from {args.checkpoint} (config hashes differ)')
+        model, name = ExportedModel(args.onnx, args.precision), f'{name} (ONNX Runtime, {args.precision})'
+    suffix = f'_onnx_{args.precision}' if args.onnx else ''
+    out = args.out or Path('runs') / f'eval_{stem.name}_{args.split}{suffix}'
+    report = evaluate_model(model, ClassTable(loaded.classes, loaded.generic_class, {}), cfg, args.split, out,
+                            name=name, batch_size=args.batch_size,
                             gallery_per_category=args.gallery_per_category)
     if args.ship:
         results = {split: {'mean': report[split]['mean'], 'num_samples': report[split]['num_samples']}
-                   for split in (args.split, ZERO_SHOT_SPLIT) if split in report}
+                   for split in (args.split, UNSEEN_SPLIT, ZERO_SHOT_SPLIT) if split in report}
         path = save_model(args.ship, loaded.model, loaded.cfg, loaded.classes, loaded.generic_class,
                           loaded.data_manifest_hash, {**loaded.metrics, 'evaluation': results}, fp16=True,
                           prompts=loaded.prompts)

@@ -5,6 +5,8 @@ Writes, for a checkpoint whose config is named ``<name>``:
 - ``<name>.onnx``       float32 graph, dynamic ``batch`` axis (names from ``mesc3d_ros.contract``), standard ops only,
                          everything input-independent (sphere tokens, normalisation constants) folded to initializers;
 - ``<name>.fp16.onnx``  the same with float16 weights and float32 I/O, for strongly typed TensorRT (11+) FP16 builds;
+- ``<name>.int8.onnx``  static INT8 (QDQ) for ONNX Runtime on CPUs, calibrated on the validation split's crops
+                         (``quantize.py``); only when that dataset is on this machine (``--calibration-data``);
 - ``<name>.json``       the :class:`~mesc3d_ros.contract.ModelContract` the node and engine build read;
 - ``<name>.yaml``       the resolved training config.
 
@@ -13,7 +15,8 @@ constants. It implements opset 18 and newer (asking it for 17 silently yields 18
 every TensorRT 10 ONNX parser reads. Before anything is written under the final names, the graph is checked (ONNX
 checker, default domain only, no input-independent node left) and run with ONNX Runtime against torch: a float32
 error above :data:`FP32_TOLERANCE` fails the export. The float16 model's error is measured the same way and
-recorded in the contract's ``parity`` field.
+recorded in the contract's ``parity`` field. The INT8 model's CD-L1 against float32 on its calibration crops goes to
+the contract's ``quantization`` field with the list of those crops.
 
 ``--extra-classes`` embeds more class names with the checkpoint's trained 3DSPL text prior (``text_prior.py``, the
 same prompts that made the class table), so the node can use them zero-shot; ``name:0.3`` sets the metric size
@@ -40,6 +43,8 @@ from mesc3d_ros.config import config_hash, config_to_dict
 from mesc3d_ros.contract import (INPUT_CLASS_EMBEDDING, INPUT_IMAGE, OUTPUT_POINTS, ClassEntry, ModelContract,
                                  file_sha256, write_atomic)
 from mesc3d_training.checkpoint import LoadedModel, load_model
+from mesc3d_training.quantize import (CalibrationSet, calibration_available, cd_l1, load_calibration_set,
+                                      quantize_int8, run_model)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -58,8 +63,9 @@ class ExportError(RuntimeError):
 
 
 def export_model(loaded: LoadedModel, out_dir: Path, opset: int = MIN_OPSET,
-                 extra_classes: tuple[ClassEntry, ...] = ()) -> Path:
-    """Export ``loaded`` to ``out_dir``; returns the contract JSON path. ``extra_classes`` join the class table."""
+                 extra_classes: tuple[ClassEntry, ...] = (), calibration: CalibrationSet | None = None) -> Path:
+    """Export ``loaded`` to ``out_dir``; returns the contract JSON path. ``extra_classes`` join the class table;
+    with ``calibration`` (validation crops) the INT8 model is written too."""
     if opset < MIN_OPSET:
         raise ValueError(f'opset {opset} < {MIN_OPSET}: torch\'s ONNX exporter implements opset {MIN_OPSET}+')
     cfg, model = loaded.cfg, loaded.model.eval()
@@ -95,15 +101,33 @@ def export_model(loaded: LoadedModel, out_dir: Path, opset: int = MIN_OPSET,
     onnx_path = write_atomic(out_dir / draft.model_file, fp32.SerializeToString())
     fp16_path = write_atomic(out_dir / f'{name}.fp16.onnx', fp16.SerializeToString())
     write_atomic(out_dir / f'{name}.yaml', yaml.safe_dump(config_to_dict(cfg), sort_keys=False).encode())
+    int8 = _write_int8(onnx_path, out_dir / f'{name}.int8.onnx', calibration) if calibration is not None else {}
     contract = dataclasses.replace(
         draft, model_sha256=file_sha256(onnx_path), fp16_model_file=fp16_path.name,
-        fp16_model_sha256=file_sha256(fp16_path),
+        fp16_model_sha256=file_sha256(fp16_path), **int8,
         parity={'fp32_max_abs': fp32_error, 'fp16_max_abs': fp16_error, 'batch': PARITY_BATCH,
                 'fp16_method': 'onnxruntime CPU on the float16-weight ONNX (onnxruntime.transformers.float16, '
                                'float32 I/O) vs torch float32 eager'})
     contract_path = contract.save(out_dir / f'{name}.json')
     LOGGER.info('exported %s (%d classes, opset %d) to %s', name, len(classes), opset, contract_path)
     return contract_path
+
+
+def _write_int8(fp32_path: Path, out_path: Path, calibration: CalibrationSet) -> dict:
+    """Quantise, score INT8 against float32 on the calibration crops; the contract fields of the INT8 model."""
+    tmp = out_path.with_name(f'.{out_path.name}.tmp')
+    try:
+        record = quantize_int8(fp32_path, tmp, calibration)
+        tmp.replace(out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    scores = {precision: cd_l1(run_model(path, calibration.image, calibration.embedding), calibration.points)
+              for precision, path in (('fp32', fp32_path), ('int8', out_path))}
+    change = 100.0 * (scores['int8'] / scores['fp32'] - 1.0)
+    LOGGER.info('%s: INT8 on %d %s crops: CD-L1 %.4f vs float32 %.4f (%+.1f %%)', out_path.name,
+                len(calibration.items), calibration.split, scores['int8'], scores['fp32'], change)
+    return {'int8_model_file': out_path.name, 'int8_model_sha256': file_sha256(out_path),
+            'quantization': {**record, 'calibration_cd_l1': scores, 'calibration_cd_l1_change_pct': change}}
 
 
 def embed_extra_classes(loaded: LoadedModel, names: tuple[str, ...],
@@ -207,6 +231,17 @@ def _max_abs_error(model: onnx.ModelProto, image: np.ndarray, embedding: np.ndar
     return float(np.abs(points.astype(np.float32) - reference).max())
 
 
+def calibration_for(loaded: LoadedModel, data_root: str | None) -> CalibrationSet | None:
+    """The validation crops of ``data_root`` (default: the checkpoint's dataset), or None (logged) when absent."""
+    cfg = loaded.cfg if data_root is None else dataclasses.replace(
+        loaded.cfg, data=dataclasses.replace(loaded.cfg.data, root=data_root))
+    if not calibration_available(cfg):
+        LOGGER.warning('no INT8 model: dataset %s (its validation crops calibrate it) is not on this machine; '
+                       'pass --calibration-data', cfg.data.root)
+        return None
+    return load_calibration_set(cfg, loaded.classes, loaded.generic_class)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='mesc3d export', description=__doc__.splitlines()[0])
     parser.add_argument('checkpoint', type=Path, help='deployable checkpoint (stem, .yaml or .safetensors)')
@@ -214,11 +249,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--opset', type=int, default=MIN_OPSET)
     parser.add_argument('--extra-classes', default='', help='comma-separated class names (optionally name:size_m) '
                         'to embed with the text prior for zero-shot use')
+    parser.add_argument('--calibration-data', help='dataset whose validation crops calibrate the INT8 model '
+                        '(default: the checkpoint\'s data.root; without it no INT8 model is written)')
+    parser.add_argument('--no-int8', action='store_true', help='write the float models only')
     args = parser.parse_args(argv)
     for chatty in ('onnxscript', 'onnx_ir'):    # one INFO line per folded constant otherwise
         logging.getLogger(chatty).setLevel(logging.WARNING)
     names, sizes = parse_extra_classes(args.extra_classes)
     loaded = load_model(args.checkpoint)
     extra = embed_extra_classes(loaded, names, sizes) if names else ()
-    export_model(loaded, args.out_dir, opset=args.opset, extra_classes=extra)
+    export_model(loaded, args.out_dir, opset=args.opset, extra_classes=extra,
+                 calibration=None if args.no_int8 else calibration_for(loaded, args.calibration_data))
     return 0

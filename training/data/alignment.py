@@ -18,15 +18,26 @@ from scipy.spatial import cKDTree
 from mesc3d_training.data import layout
 
 
-def projected_on_mask(points_unit: np.ndarray, cams: layout.ObjectCameras, view: int, mask: np.ndarray) -> float:
-    """Fraction of unit-ball points whose projection through the view's camera hits the (H, W) bool mask."""
+def in_image(points_unit: np.ndarray, cams: layout.ObjectCameras, view: int, shape: tuple[int, int]
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 2) rounded pixel coordinates of the projected points, and (N,) bool: in front of the camera and in the
+    image."""
     uvw = cams.unit_ball_to_camera(points_unit, view) @ cams.K[view].T
-    uv = np.round(uvw[:, :2] / uvw[:, 2:3]).astype(np.int64)
-    height, width = mask.shape
+    uv = np.round(uvw[:, :2] / np.maximum(uvw[:, 2:3], 1e-9)).astype(np.int64)
+    height, width = shape
     inside = (uvw[:, 2] > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height)
-    hits = np.zeros(len(uv), dtype=bool)
-    hits[inside] = mask[uv[inside, 1], uv[inside, 0]]
-    return float(hits.mean())
+    return uv, inside
+
+
+def projected_on_mask(points_unit: np.ndarray, cams: layout.ObjectCameras, view: int, mask: np.ndarray) -> float:
+    """Fraction of the unit-ball points projecting into the image whose pixel is on the (H, W) bool mask.
+
+    Points outside the image (a view truncated at the border) are not counted: the mask cannot hold them.
+    """
+    uv, inside = in_image(points_unit, cams, view, mask.shape)
+    if not inside.any():
+        return 0.0
+    return float(mask[uv[inside, 1], uv[inside, 0]].mean())
 
 
 def grow(mask: np.ndarray) -> np.ndarray:

@@ -8,7 +8,8 @@ docs/data.md §Categories shows the resulting table.
 
 Splits are by object, never by view: within each category, groups of identical meshes (same file sha256) are ranked
 by a stable hash and cut 70/10/20, so a category with ≥ 3 distinct meshes always has test objects and duplicates
-never straddle two splits. :data:`HELD_OUT_CATEGORIES` are the zero-shot categories: a zero-shot run lists them in
+never straddle two splits. Objects of the unseen collection (:data:`DEFAULT_UNSEEN_SOURCE`) all go to
+:data:`UNSEEN_SPLIT` instead. :data:`HELD_OUT_CATEGORIES` are the zero-shot categories: a zero-shot run lists them in
 ``DataConfig.held_out_categories``, which removes them from train/val/test and makes them the ``zero_shot`` split.
 """
 
@@ -24,6 +25,10 @@ import numpy as np
 
 SPLITS = ('train', 'val', 'test')
 ZERO_SHOT_SPLIT = 'zero_shot'
+UNSEEN_SPLIT = 'unseen'
+"""A whole real collection (every object of one source) never in train or val: novel-collection generalisation."""
+DEFAULT_UNSEEN_SOURCE = 'myosuite'
+MANIFEST_SPLITS = SPLITS + (UNSEEN_SPLIT,)
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
 HELD_OUT_CATEGORIES = ('food', 'tool')
 """Graspable categories with ≥ 10 objects and shapes unlike the rest (docs/offline-data.md §6)."""
@@ -68,6 +73,8 @@ NAME_RULES: tuple[tuple[str, str], ...] = (
     ('chair', r'chair|stool|seat\b|bench|puff|ottoman'),
     ('clothing', r'shoe|sneakers|slippers|bootie|mocassin|\bhat\b|\bcap\b|helmet|glove|jacket|trousers|skirt|'
                  r'short$|suit$|dress$|clothes|^towel$|bag\b|backpack|handbag|glasses'),
+    ('book', r'\bbooks?\b|magazine'),
+    ('can', r'\bcans?\b|tin can'),
 )
 
 # (reason, pattern on the lower-cased name): entries that are not free-standing objects.

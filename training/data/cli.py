@@ -6,7 +6,10 @@ import argparse
 import json
 import logging
 
+from mesc3d_training.data.categories import DEFAULT_UNSEEN_SOURCE
+from mesc3d_training.data.check import DEFAULT_DEPTH_TOLERANCE
 from mesc3d_training.data.generate import DEFAULT_IMAGE_SIZE, DEFAULT_VIEWS
+from mesc3d_training.data.sources import DEFAULT_PROCEDURAL_COUNT, SOURCE_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +28,19 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument('--views', type=int, default=DEFAULT_VIEWS, help='views per object')
     make.add_argument('--limit', type=int, default=0, help='render a hash-ranked subset of N objects (0 = all)')
     make.add_argument('--objects', type=_csv, default=(), help='comma-separated object ids (overrides --limit)')
-    make.add_argument('--sources', type=_csv, default=('sh3d', 'pybullet', 'random'),
-                      help='comma-separated mesh sources: sh3d, pybullet, random')
+    make.add_argument('--sources', type=_csv, default=SOURCE_KINDS,
+                      help=f'comma-separated mesh sources: {", ".join(SOURCE_KINDS)}')
+    make.add_argument('--procedural', type=int, default=DEFAULT_PROCEDURAL_COUNT,
+                      help='number of procedural graspables (source procedural)')
+    make.add_argument('--unseen', default=DEFAULT_UNSEEN_SOURCE,
+                      help='source whose objects form the unseen split (never train or val)')
     make.add_argument('--workers', type=int, default=2, help='render processes (one EGL context each)')
     make.add_argument('--image-size', type=int, default=DEFAULT_IMAGE_SIZE, help='square render size in pixels')
 
     check = commands.add_parser('check', help='report missing, corrupt or inconsistent files (non-zero exit)')
     check.add_argument('root', help='dataset folder')
+    check.add_argument('--depth-tolerance', type=float, default=DEFAULT_DEPTH_TOLERANCE,
+                       help='share of mask pixels (off the 1-px border band) that may disagree with depth > 0')
 
     stats = commands.add_parser('stats', help='agreement of clouds, cameras, masks and depth (JSON summary)')
     stats.add_argument('root', help='dataset folder')
@@ -52,12 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         from mesc3d_training.data.generate import make_dataset
 
         make_dataset(args.out, seed=args.seed, views=args.views, limit=args.limit, object_ids=args.objects,
-                     sources=args.sources, workers=args.workers, image_size=args.image_size)
+                     sources=args.sources, workers=args.workers, image_size=args.image_size,
+                     procedural_count=args.procedural, unseen_source=args.unseen)
         return 0
     if args.command == 'check':
         from mesc3d_training.data.check import check_dataset
 
-        problems = check_dataset(args.root, progress=True)
+        problems = check_dataset(args.root, progress=True, depth_tolerance=args.depth_tolerance)
         for problem in problems:
             log.error('%s', problem)
         if problems:

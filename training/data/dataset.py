@@ -10,6 +10,7 @@ Pix3D has its own class with the same item format (``pix3d.py``); :func:`open_da
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,17 +19,20 @@ import torch
 from mesc3d_ros.config import DataConfig
 from mesc3d_ros.preprocess import CropWindow
 from mesc3d_training.data import layout, shapenet
-from mesc3d_training.data.categories import SPLITS, ZERO_SHOT_SPLIT
+from mesc3d_training.data.categories import SPLITS, UNSEEN_SPLIT, ZERO_SHOT_SPLIT
 from mesc3d_training.data.sample import (build_sample, eval_seed, mask_box, read_mask, read_rgb, training_rng,
                                          unit_ball)
+
+log = logging.getLogger(__name__)
+EVAL_SPLITS = SPLITS + (UNSEEN_SPLIT, ZERO_SHOT_SPLIT)
 
 
 class ReconstructionDataset(torch.utils.data.Dataset):
     """Generated layout (``cfg.layout == 'generated'``) or AtlasNet ShapeNet (``'shapenet'``)."""
 
     def __init__(self, cfg: DataConfig, split: str, image_size: int, train: bool):
-        if split not in SPLITS + (ZERO_SHOT_SPLIT,):
-            raise ValueError(f'unknown split {split!r}; choose from {list(SPLITS) + [ZERO_SHOT_SPLIT]}')
+        if split not in EVAL_SPLITS:
+            raise ValueError(f'unknown split {split!r}; choose from {list(EVAL_SPLITS)}')
         self.cfg, self.split, self.image_size, self.train = cfg, split, image_size, train
         self.root = Path(cfg.root)
         if cfg.layout == 'generated':
@@ -44,19 +48,28 @@ class ReconstructionDataset(torch.utils.data.Dataset):
     def _init_generated(self) -> None:
         manifest = layout.read_manifest(self.root)
         known = sorted(manifest['categories'])
-        unknown = sorted(set(self.cfg.categories) - set(known)) + sorted(
-            set(self.cfg.held_out_categories) - set(known))
+        unknown = sorted(set(self.cfg.categories) - set(known))
         if unknown:
             raise ValueError(f'{self.root}: categories {unknown} are not in the dataset; it has {known}')
+        absent = sorted(set(self.cfg.held_out_categories) - set(known))
+        if absent:  # a dataset made elsewhere need not have them: there is simply nothing to hold out
+            log.warning('%s: held-out categories %s are not in the dataset; nothing of them to hold out',
+                        self.root, absent)
         self.categories = tuple(c for c in known if not self.cfg.categories or c in self.cfg.categories)
         self.category_sizes_m = {c: manifest['categories'][c]['size_m'] for c in self.categories}
         held_out = set(self.cfg.held_out_categories)
         if self.split == ZERO_SHOT_SPLIT:
             if not held_out:
                 raise ValueError('split zero_shot needs DataConfig.held_out_categories (e.g. [food, tool])')
-            ids = [i for i, o in manifest['objects'].items() if o['category'] in held_out]
+            ids = [i for i, o in manifest['objects'].items()
+                   if o['category'] in held_out and o['split'] != UNSEEN_SPLIT]  # unseen objects stay unseen
         else:
-            ids = [i for i in manifest['splits'][self.split] if manifest['objects'][i]['category'] not in held_out]
+            listed = manifest['splits'].get(self.split, [])
+            ids = [i for i in listed if manifest['objects'][i]['category'] not in held_out]
+            if len(ids) < len(listed):
+                moved = sorted({manifest['objects'][i]['category'] for i in listed} & held_out)
+                log.info('%s split %s: %d objects of the held-out categories %s are left out (they are zero_shot)',
+                         self.root, self.split, len(listed) - len(ids), moved)
         ids = sorted(i for i in ids if manifest['objects'][i]['category'] in self.categories)
         if self.cfg.max_objects_per_split:
             ids = ids[:self.cfg.max_objects_per_split]
@@ -74,8 +87,11 @@ class ReconstructionDataset(torch.utils.data.Dataset):
         image = read_rgb(layout.rgb_path(self.root, category, object_id, view))
         mask = read_mask(layout.mask_path(self.root, category, object_id, view))
         canonical = np.load(layout.points_path(self.root, category, object_id)).astype(np.float64)
+        # The stored detector-like box when the generator drew one (visible part, jittered, clipped at the border),
+        # else the mask's box (datasets made elsewhere).
+        box = cams.boxes[view] if cams.boxes is not None else mask_box(mask)
         return build_sample(
-            image_rgb=image, box=mask_box(mask), window=None, canonical=canonical,
+            image_rgb=image, box=box, window=None, canonical=canonical,
             rotation_cam_obj=cams.T_cam_obj[view, :3, :3], K=cams.K[view], cfg=self.cfg, image_size=self.image_size,
             train=self.train, rng=rng, category=category, category_index=self.categories.index(category),
             object_id=object_id, view=view, scale_m=cams.scale_m, center_cam_m=cams.centre_in_camera(view))

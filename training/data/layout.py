@@ -8,7 +8,7 @@ of synsets, plus our extras (masks, metric depth, cameras)::
     <root>/ShapeNetV1Renderings/<category>/<object_id>/rendering/NN.png      RGB, background kept
                                                       /rendering/NN_mask.png  uint8 {0, 255}
                                                       /rendering/NN_depth.png uint16 z-depth in millimetres, 0 = none
-                                                      /cameras.json            K, pose, scale, centroid (ObjectCameras)
+                                                      /cameras.json            K, pose, box, scale, centroid
                                                       /done.json               written last: the object is complete
 
 Frames (docs/data.md §Frames): the *object frame* is the mesh in metres, Y up; the stored cloud is
@@ -81,6 +81,11 @@ class ObjectCameras:
     T_cam_obj: np.ndarray
     """(V, 4, 4) object frame (metres) -> OpenCV optical frame (metres)."""
     image_size: int
+    boxes: np.ndarray | None = None
+    """(V, 4) x0, y0, x1, y1 pixel edges: the detector-like box of each view (generator version ≥ 2); None when
+    absent (a dataset made elsewhere): loaders then use the mask's box."""
+    visible: np.ndarray | None = None
+    """(V,) share of the object's mask that no neighbour hides (generator version ≥ 2)."""
 
     @property
     def num_views(self) -> int:
@@ -103,7 +108,10 @@ class ObjectCameras:
             'image_size': int(self.image_size),
             'depth_unit_m': DEPTH_UNIT_M,
             'frame': 'T_cam_obj: object frame (metres, Y up) -> OpenCV optical frame (x right, y down, z forward)',
-            'views': [{'K': k.tolist(), 'T_cam_obj': pose.tolist()} for k, pose in zip(self.K, self.T_cam_obj)],
+            'views': [{'K': k.tolist(), 'T_cam_obj': pose.tolist(),
+                       **({} if self.boxes is None else {'box': [float(v) for v in self.boxes[i]]}),
+                       **({} if self.visible is None else {'visible': float(self.visible[i])})}
+                      for i, (k, pose) in enumerate(zip(self.K, self.T_cam_obj))],
         }, indent=1)
 
 
@@ -117,7 +125,11 @@ def read_cameras(path: Path) -> ObjectCameras:
             centroid_m=np.asarray(data['centroid_m'], dtype=np.float64).reshape(3),
             K=np.asarray([v['K'] for v in views], dtype=np.float64).reshape(len(views), 3, 3),
             T_cam_obj=np.asarray([v['T_cam_obj'] for v in views], dtype=np.float64).reshape(len(views), 4, 4),
-            image_size=int(data['image_size']))
+            image_size=int(data['image_size']),
+            boxes=np.asarray([v['box'] for v in views], dtype=np.float64).reshape(len(views), 4)
+            if views and all('box' in v for v in views) else None,
+            visible=np.asarray([v['visible'] for v in views], dtype=np.float64)
+            if views and all('visible' in v for v in views) else None)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise LayoutError(f'{path}: unreadable camera file: {exc!r}') from exc
     if not (np.isfinite(cams.scale_m) and cams.scale_m > 0):

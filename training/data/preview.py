@@ -37,6 +37,9 @@ def preview_tile(root: Path, category: str, object_id: str, view: int, num_point
     uv = project(cams.K[view], cams.unit_ball_to_camera(subset, view))
     contours, _ = cv2.findContours((mask > 127).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(bgr, contours, -1, (0, 255, 0), 1)
+    if cams.boxes is not None:  # the detector-like box the crop is cut around, in blue
+        x0, y0, x1, y1 = (int(round(v)) for v in cams.boxes[view])
+        cv2.rectangle(bgr, (x0, y0), (x1 - 1, y1 - 1), (255, 128, 0), 1)
     for u, v in np.round(uv).astype(int):
         if 0 <= u < bgr.shape[1] and 0 <= v < bgr.shape[0]:
             bgr[v, u] = (0, 0, 255)

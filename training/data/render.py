@@ -1,9 +1,12 @@
 """Headless CPU rendering of one object from random cameras: pyrender on EGL (Mesa llvmpipe), one context per process.
 
-Each view draws a camera looking at the object's centroid from a random azimuth, elevation, roll, focal length and
-distance, random lights, and a random background (plain, gradient, textured clutter or a tabletop scene) composited
-at render time through the object mask: the RGB keeps the background, the mask marks the object. Depth is the
-metric z-depth of the object, 0 elsewhere.
+Each view draws a camera looking at the object's centroid (or, for a truncated view, past it, so part of the object
+leaves the image) from a random azimuth, elevation, roll, focal length and distance, and random lights. The object
+stands on a table or floor among procedural neighbours, some in front of it (``scene.py``); a random background
+(plain, gradient, textured clutter or a tabletop scene) fills what the scene leaves empty; the picture then goes
+through sensor noise, blur and JPEG compression. The mask and the depth come from a second, depth-only render of the
+object alone: exact for the whole object, occluded parts included. Depth is metric z-depth, 0 elsewhere. The
+detector-like box is drawn around the object's visible part.
 
 Conventions: intrinsics ``K`` use OpenCV pixel centres (pixel (0, 0) is centred at 0.0); pyrender's
 ``IntrinsicsCamera`` puts pixel edges at integers, hence ``cx_gl = cx + 0.5`` (checked by test_data.py through the
@@ -20,14 +23,19 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import trimesh
 
 # PyOpenGL picks its platform at import time: EGL renders without a display (docs/offline-data.md §3).
 os.environ.setdefault('PYOPENGL_PLATFORM', 'egl')
 import pyrender  # noqa: E402
 
+from mesc3d_training.data import scene as scene_parts  # noqa: E402
+from mesc3d_training.data.scene import SceneRanges  # noqa: E402
 from mesc3d_training.data.sources import LoadedObject  # noqa: E402
 
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
+PLANES_PER_OBJECT = 3
+NEIGHBOURS_PER_OBJECT = 6
 BACKGROUND_KINDS = ('plain', 'gradient', 'clutter', 'tabletop')
 
 
@@ -42,7 +50,11 @@ class ViewRanges:
     vertical_fov_deg: tuple[float, float] = (35.0, 65.0)
     """Spans common RGB-D cameras (RealSense D435 colour ≈ 42°, wide webcams ≈ 60°)."""
     fill: tuple[float, float] = (0.45, 0.9)
-    """Bounding-sphere diameter as a fraction of the image height: the object is always fully in view."""
+    """Bounding-sphere diameter as a fraction of the image height."""
+    truncate_probability: float = 0.2
+    truncate_shift: tuple[float, float] = (0.3, 0.8)
+    """A truncated view looks this many object radii beside the centre, so part of the object leaves the image
+    (as detections at the image border do); its centre stays in view."""
 
 
 def look_at_pose(eye: np.ndarray, target: np.ndarray, roll_rad: float) -> np.ndarray:
@@ -62,7 +74,7 @@ def look_at_pose(eye: np.ndarray, target: np.ndarray, roll_rad: float) -> np.nda
 
 def sample_camera(rng: np.random.Generator, centre_m: np.ndarray, radius_m: float, image_size: int,
                   ranges: ViewRanges) -> tuple[np.ndarray, np.ndarray]:
-    """A random (K (3, 3), T_cam_obj (4, 4)) whose camera looks at ``centre_m`` and sees the whole bounding sphere."""
+    """A random (K (3, 3), T_cam_obj (4, 4)) looking at ``centre_m`` (or beside it, for a truncated view)."""
     fov = math.radians(rng.uniform(*ranges.vertical_fov_deg))
     focal_px = image_size / 2 / math.tan(fov / 2)
     # The sphere's silhouette half-angle a satisfies tan(a) = fill · tan(fov / 2) and sin(a) = radius / distance.
@@ -72,7 +84,14 @@ def sample_camera(rng: np.random.Generator, centre_m: np.ndarray, radius_m: floa
     elevation = math.radians(rng.uniform(*ranges.elevation_deg))
     direction = np.array([math.cos(elevation) * math.sin(azimuth), math.sin(elevation),
                           math.cos(elevation) * math.cos(azimuth)])
-    pose = look_at_pose(centre_m + distance * direction, centre_m, math.radians(rng.uniform(*ranges.roll_deg)))
+    eye, roll = centre_m + distance * direction, math.radians(rng.uniform(*ranges.roll_deg))
+    pose = look_at_pose(eye, centre_m, roll)
+    if rng.uniform() < ranges.truncate_probability:
+        angle = rng.uniform(0, 2 * math.pi)
+        shift = rng.uniform(*ranges.truncate_shift) * radius_m
+        # Move the look-at point in the image plane (camera x right, y down, expressed in the object frame).
+        offset = shift * (math.cos(angle) * pose[0, :3] + math.sin(angle) * pose[1, :3])
+        pose = look_at_pose(eye, centre_m + offset, roll)
     principal = (image_size - 1) / 2
     K = np.array([[focal_px, 0.0, principal], [0.0, focal_px, principal], [0.0, 0.0, 1.0]])
     return K, pose
@@ -158,41 +177,111 @@ def _random_light_pose(rng: np.random.Generator, camera_to_world_gl: np.ndarray)
 class ObjectRenderer:
     """Renders one object's views; create once per process (it owns the EGL context)."""
 
-    def __init__(self, image_size: int):
+    def __init__(self, image_size: int, scene_ranges: SceneRanges | None = SceneRanges()):
+        """``scene_ranges`` None renders the object alone on a random background, without sensor effects (the v1
+        look; the node tests compose such renders into their own scenes)."""
         self.image_size = image_size
+        self.scene_ranges = scene_ranges
         self._renderer = pyrender.OffscreenRenderer(image_size, image_size)
 
     def close(self) -> None:
         self._renderer.delete()
 
     def render_views(self, loaded: LoadedObject, cameras: list[tuple[np.ndarray, np.ndarray]],
-                     rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Per camera (K, T_cam_obj): (rgb (S, S, 3) uint8 with background, mask (S, S) bool, depth (S, S) metres)."""
+                     rng: np.random.Generator) -> list[dict]:
+        """Per camera (K, T_cam_obj) a dict: ``rgb`` (S, S, 3) uint8 as the camera sees the scene, ``mask`` (S, S)
+        bool and ``depth`` (S, S) metres of the target alone, ``box`` (4,) the detector-like box (pixel edges),
+        ``visible`` the share of the target's pixels no neighbour hides."""
         scene = pyrender.Scene(bg_color=[0.0, 0.0, 0.0, 0.0])
         for part in loaded.meshes:
             scene.add(pyrender.Mesh.from_trimesh(part, smooth=False))
-        radius = max(float(np.linalg.norm(part.vertices, axis=1).max()) for part in loaded.meshes)
+        vertices = np.concatenate([part.vertices for part in loaded.meshes])
+        radius = float(np.linalg.norm(vertices, axis=1).max())
+        footprint = float(np.linalg.norm(vertices[:, [0, 2]], axis=1).max())
+        floor_y = float(vertices[:, 1].min())
+        if self.scene_ranges is None:
+            return [self._render_alone(scene, K, pose, radius, rng) for K, pose in cameras]
+        # Built once per object (meshes are the slow part to make and upload), placed anew in every view.
+        planes = [pyrender.Mesh.from_trimesh(scene_parts.support_plane(rng, radius, self.scene_ranges), smooth=False)
+                  for _ in range(PLANES_PER_OBJECT)]
+        pool = scene_parts.neighbour_pool(rng, NEIGHBOURS_PER_OBJECT)
+        half_widths = [float(np.linalg.norm(np.ptp(np.concatenate([p.vertices for p in parts]), axis=0)[[0, 2]]) / 2)
+                       for parts in pool]
+        pool_meshes = [[pyrender.Mesh.from_trimesh(part, smooth=False) for part in parts] for parts in pool]
         views = []
         for K, pose in cameras:
-            distance = float(np.linalg.norm(pose[:3, 3]))  # camera centre to the object-frame origin
-            camera = pyrender.IntrinsicsCamera(
-                fx=K[0, 0], fy=K[1, 1], cx=K[0, 2] + 0.5, cy=K[1, 2] + 0.5,
-                znear=max(distance - 1.5 * radius, 1e-3) * 0.5, zfar=distance + 1.5 * radius + 1.0)
+            eye = -pose[:3, :3].T @ pose[:3, 3]  # camera centre, object frame
+            distance = float(np.linalg.norm(eye))
+            plane_pose = trimesh.transformations.rotation_matrix(rng.uniform(0, 2 * math.pi), [0, 1, 0])
+            # The top sits 0.5 mm under the object's lowest point: no z-fighting with a flat base.
+            plane_pose[:3, 3] = [rng.uniform(-0.5, 0.5) * radius, floor_y - 5e-4, rng.uniform(-0.5, 0.5) * radius]
+            clutter = [(planes[int(rng.integers(len(planes)))], plane_pose)]
+            for index, neighbour_pose in scene_parts.place_neighbours(rng, half_widths, floor_y, footprint, radius,
+                                                                      eye[[0, 2]], self.scene_ranges):
+                clutter += [(mesh, neighbour_pose) for mesh in pool_meshes[index]]
+            far = distance + 25 * radius + 1.0
+            wide = pyrender.IntrinsicsCamera(fx=K[0, 0], fy=K[1, 1], cx=K[0, 2] + 0.5, cy=K[1, 2] + 0.5,
+                                             znear=max(0.2 * (distance - 1.5 * radius), 1e-3), zfar=far)
+            tight = pyrender.IntrinsicsCamera(fx=K[0, 0], fy=K[1, 1], cx=K[0, 2] + 0.5, cy=K[1, 2] + 0.5,
+                                              znear=max(distance - 1.5 * radius, 1e-3) * 0.5,
+                                              zfar=distance + 1.5 * radius + 1.0)
             camera_to_world_gl = np.linalg.inv(pose) @ OPENCV_TO_OPENGL
-            level = rng.uniform(0.15, 0.45)
+            level = rng.uniform(0.1, 0.5)
             scene.ambient_light = np.array([level, level, level, 1.0])
-            tint = rng.uniform(0.85, 1.0, 3)
-            nodes = [scene.add(camera, pose=camera_to_world_gl),
-                     scene.add(pyrender.DirectionalLight(color=tint, intensity=rng.uniform(1.5, 5.0)),
+            tint = rng.uniform(0.8, 1.0, 3)
+            nodes = [scene.add(pyrender.DirectionalLight(color=tint, intensity=rng.uniform(1.0, 5.5)),
                                pose=_random_light_pose(rng, camera_to_world_gl)),
                      scene.add(pyrender.DirectionalLight(color=np.ones(3), intensity=rng.uniform(0.2, 1.5)),
                                pose=_random_light_pose(rng, camera_to_world_gl))]
+            # Target alone, depth only: the exact mask and depth (tight near/far planes for depth precision).
+            camera_node = scene.add(tight, pose=camera_to_world_gl)
+            depth = self._renderer.render(scene, flags=pyrender.RenderFlags.DEPTH_ONLY
+                                          | pyrender.RenderFlags.SKIP_CULL_FACES)
+            scene.remove_node(camera_node)
+            nodes.append(scene.add(wide, pose=camera_to_world_gl))
+            clutter_nodes = [scene.add(mesh, pose=mesh_pose) for mesh, mesh_pose in clutter]
             # Catalog models mix face windings and single-sided sheets; back-face culling would punch holes in them.
-            color, depth = self._renderer.render(scene, flags=pyrender.RenderFlags.SKIP_CULL_FACES)
-            for node in nodes:
-                scene.remove_node(node)
+            color, scene_depth = self._renderer.render(scene, flags=pyrender.RenderFlags.SKIP_CULL_FACES)
             mask = depth > 0
+            visible = scene_parts.visible_mask(depth, scene_depth)
+            if visible.sum() < self.scene_ranges.min_visible * mask.sum():  # hidden too much: keep only the table
+                for node in clutter_nodes[1:]:
+                    scene.remove_node(node)
+                clutter_nodes = clutter_nodes[:1]
+                color, scene_depth = self._renderer.render(scene, flags=pyrender.RenderFlags.SKIP_CULL_FACES)
+                visible = scene_parts.visible_mask(depth, scene_depth)
+            for node in nodes + clutter_nodes:
+                scene.remove_node(node)
             background, _ = make_background(rng, self.image_size)
-            rgb = np.where(mask[..., None], color[..., :3], background)
-            views.append((rgb, mask, depth.astype(np.float64)))
+            rgb = np.where((scene_depth > 0)[..., None], color[..., :3], background)
+            box = scene_parts.detector_box(rng, visible if visible.any() else mask, self.scene_ranges) \
+                if mask.any() else np.zeros(4)
+            views.append({'rgb': scene_parts.sensor(rng, rgb, self.scene_ranges), 'mask': mask,
+                          'depth': depth.astype(np.float64), 'box': box,
+                          'visible': float(visible.sum() / max(mask.sum(), 1))})
         return views
+
+    def _render_alone(self, scene: pyrender.Scene, K: np.ndarray, pose: np.ndarray, radius: float,
+                      rng: np.random.Generator) -> dict:
+        """One view of the object alone on a random background (``scene_ranges`` None)."""
+        distance = float(np.linalg.norm(pose[:3, 3]))
+        camera = pyrender.IntrinsicsCamera(fx=K[0, 0], fy=K[1, 1], cx=K[0, 2] + 0.5, cy=K[1, 2] + 0.5,
+                                           znear=max(distance - 1.5 * radius, 1e-3) * 0.5,
+                                           zfar=distance + 1.5 * radius + 1.0)
+        camera_to_world_gl = np.linalg.inv(pose) @ OPENCV_TO_OPENGL
+        level = rng.uniform(0.15, 0.45)
+        scene.ambient_light = np.array([level, level, level, 1.0])
+        nodes = [scene.add(camera, pose=camera_to_world_gl),
+                 scene.add(pyrender.DirectionalLight(color=rng.uniform(0.85, 1.0, 3), intensity=rng.uniform(1.5, 5.0)),
+                           pose=_random_light_pose(rng, camera_to_world_gl)),
+                 scene.add(pyrender.DirectionalLight(color=np.ones(3), intensity=rng.uniform(0.2, 1.5)),
+                           pose=_random_light_pose(rng, camera_to_world_gl))]
+        color, depth = self._renderer.render(scene, flags=pyrender.RenderFlags.SKIP_CULL_FACES)
+        for node in nodes:
+            scene.remove_node(node)
+        mask = depth > 0
+        background, _ = make_background(rng, self.image_size)
+        ys, xs = np.nonzero(mask)
+        box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float64) if len(xs) else np.zeros(4)
+        return {'rgb': np.where(mask[..., None], color[..., :3], background), 'mask': mask,
+                'depth': depth.astype(np.float64), 'box': box, 'visible': 1.0}

@@ -1,4 +1,5 @@
-"""Mesh sources that ship in packages: Sweet Home 3D furniture (Debian), pybullet_data objects and random_urdfs.
+"""Mesh sources that ship in packages (Sweet Home 3D furniture, pybullet_data objects and random_urdfs, myosuite and
+LIBERO objects) and the procedural graspables of ``procedural.py``.
 
 :func:`list_sources` enumerates the candidate objects (with the reason each excluded entry is left out) without
 touching the meshes; :func:`load_object` loads one of them in the *object frame*: metres, Y up, bounding-box centre
@@ -8,12 +9,14 @@ category table.
 Real sizes: Sweet Home 3D gives width × height × depth in cm and the application stretches the model's bounding box
 to them, so we do the same. pybullet assets carry no size; :data:`PYBULLET_OBJECTS` states the scale we chose (the
 URDF's scale where it is plausible, otherwise a typical size of the real thing, written next to it). random_urdfs
-use their URDF mesh scale (0.015), which makes 3–15 cm graspable blobs.
+use their URDF mesh scale (0.015), which makes 3–15 cm graspable blobs. myosuite and LIBERO objects
+(``asset_collections.py``) are metric after their MJCF scale; procedural objects are built in metres.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import tempfile
 import xml.etree.ElementTree as ElementTree
@@ -25,10 +28,17 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
+from mesc3d_training.data import asset_collections, procedural
 from mesc3d_training.data.categories import SHAPE_CATEGORY, category_for_name, exclusion_reason
 
+log = logging.getLogger(__name__)
+
 SH3D_FURNITURE_DIR = Path('/usr/share/sweethome3d/furniture')
-SOURCE_KINDS = ('sh3d', 'pybullet', 'random')
+SOURCE_KINDS = ('sh3d', 'pybullet', 'random', 'myosuite', 'libero', 'morse', 'gym', 'procedural')
+DEFAULT_PROCEDURAL_COUNT = 2000
+MAX_RANDOM_SHARE = 0.25
+"""random_urdfs blobs are capped at this share of the objects that can be trained on (all but the unseen
+collection): they are shapes, not the things a robot meets."""
 Y_UP_FROM_Z_UP = (1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -1.0, 0.0)
 """Row-major rotation taking a Z-up asset (pybullet) into our Y-up object frame: (x, y, z) -> (x, z, -y)."""
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
@@ -64,7 +74,7 @@ class MeshSource:
 
     object_id: str
     source: str
-    """``sh3d``, ``pybullet`` or ``random``."""
+    """One of :data:`SOURCE_KINDS` (the collection the object comes from)."""
     name: str
     category: str
     mesh_file: str
@@ -81,6 +91,10 @@ class MeshSource:
     """RGBA in [0, 1] replacing the materials (single-colour assets), or () to keep them."""
     creator: str
     licence: str
+    part_files: tuple[str, ...] = ()
+    """Further mesh files merged into the object (multi-part collection objects)."""
+    capsules: tuple[tuple[float, float, float, float, float], ...] = ()
+    """Upright capsules (radius, half length, x, y, z in file units) that are parts too (MJCF primitive geoms)."""
 
 
 @dataclass(frozen=True)
@@ -164,8 +178,51 @@ def random_urdf_sources() -> list[MeshSource]:
     return sources
 
 
-def list_sources(kinds: Sequence[str] = SOURCE_KINDS) -> tuple[list[MeshSource], list[dict]]:
-    """All candidate objects of the requested kinds, sorted by id, and the excluded catalog entries."""
+def _color_for(object_id: str) -> tuple[float, ...]:
+    """A muted colour fixed by the id, for untextured meshes (myosuite STLs carry no material)."""
+    digest = hashlib.sha256(object_id.encode()).digest()
+    return (0.25 + 0.6 * digest[0] / 255, 0.25 + 0.6 * digest[1] / 255, 0.25 + 0.6 * digest[2] / 255, 1.0)
+
+
+def collection_sources(kind: str) -> list[MeshSource]:
+    """myosuite, LIBERO, MORSE or gymnasium-robotics kitchen objects (empty, with a warning, when the package or the
+    conversion is missing)."""
+    objects = {'myosuite': asset_collections.myosuite_objects, 'libero': asset_collections.libero_objects,
+               'morse': asset_collections.morse_objects, 'gym': asset_collections.gym_kitchen_objects}[kind]()
+    return [MeshSource(object_id=o.object_id, source=kind, name=o.name, category=o.category, mesh_file=o.files[0],
+                       archive='', rotation=Y_UP_FROM_Z_UP if o.z_up else IDENTITY, target_extents_m=(), scale=o.scale,
+                       color=_color_for(o.object_id) if kind in ('myosuite', 'morse', 'gym') else (), creator=o.creator,
+                       licence=o.licence, part_files=o.files[1:], capsules=o.capsules)
+            for o in objects]
+
+
+def procedural_sources(count: int) -> list[MeshSource]:
+    return [MeshSource(object_id=object_id, source='procedural', name=f'procedural {procedural.kind_of(object_id)}',
+                       category=procedural.CATEGORY_OF[procedural.kind_of(object_id)], mesh_file='', archive='',
+                       rotation=IDENTITY, target_extents_m=(), scale=(), color=(), creator=procedural.CREATOR,
+                       licence=procedural.LICENCE)
+            for object_id in procedural.procedural_ids(count)]
+
+
+def cap_random(sources: list[MeshSource], unseen_source: str, share: float = MAX_RANDOM_SHARE) -> list[MeshSource]:
+    """Keep a hash-ranked subset of the random_urdfs so they are at most ``share`` of the trainable objects."""
+    others = sum(1 for s in sources if s.source not in ('random', unseen_source))
+    # Salted: ranked by the unsalted id hash (--limit's ranking), the kept blobs would all rank early and a --limit
+    # subset would hold more of them than the cap.
+    blobs = sorted((s for s in sources if s.source == 'random'),
+                   key=lambda s: hashlib.sha256(f'cap:{s.object_id}'.encode()).hexdigest())
+    keep = min(len(blobs), int(share / (1 - share) * others))
+    kept = {s.object_id for s in blobs[:keep]}
+    return [s for s in sources if s.source != 'random' or s.object_id in kept]
+
+
+def list_sources(kinds: Sequence[str] = SOURCE_KINDS, procedural_count: int = DEFAULT_PROCEDURAL_COUNT
+                 ) -> tuple[list[MeshSource], list[dict]]:
+    """All candidate objects of the requested kinds, sorted by id, and the excluded catalog entries.
+
+    myosuite and LIBERO need optional wheels, MORSE a one-off conversion: without them they contribute nothing
+    (logged), never an error.
+    """
     unknown = sorted(set(kinds) - set(SOURCE_KINDS))
     if unknown:
         raise ValueError(f'unknown mesh source(s) {unknown}; choose from {list(SOURCE_KINDS)}')
@@ -176,6 +233,11 @@ def list_sources(kinds: Sequence[str] = SOURCE_KINDS) -> tuple[list[MeshSource],
         kept += pybullet_sources()
     if 'random' in kinds:
         kept += random_urdf_sources()
+    for kind in ('myosuite', 'libero', 'morse', 'gym'):
+        if kind in kinds:
+            kept += collection_sources(kind)
+    if 'procedural' in kinds:
+        kept += procedural_sources(procedural_count)
     ids = [source.object_id for source in kept]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
@@ -195,6 +257,8 @@ def _flat_color_if_unrenderable(mesh: trimesh.Trimesh) -> None:
 
 
 def _read_parts(source: MeshSource) -> tuple[list[trimesh.Trimesh], str]:
+    if source.source == 'procedural':
+        return procedural.build(source.object_id), hashlib.sha256(source.object_id.encode()).hexdigest()
     if source.archive:
         with zipfile.ZipFile(source.archive) as zf, tempfile.TemporaryDirectory(prefix='sh3d_') as tmp:
             folder = Path(source.mesh_file).parent.as_posix() + '/'
@@ -203,12 +267,16 @@ def _read_parts(source: MeshSource) -> tuple[list[trimesh.Trimesh], str]:
             path = Path(tmp) / source.mesh_file
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
             scene = trimesh.load(path, force='scene', process=False)
-    else:
-        path = Path(source.mesh_file)
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        return [part for part in scene.dump() if isinstance(part, trimesh.Trimesh) and len(part.faces)], digest
+    hasher, parts = hashlib.sha256(), []
+    for path in (Path(source.mesh_file), *map(Path, source.part_files)):  # a multi-part object is their union
+        hasher.update(path.read_bytes())
         scene = trimesh.load(path, force='scene', process=False)
-    parts = [part for part in scene.dump() if isinstance(part, trimesh.Trimesh) and len(part.faces)]
-    return parts, digest
+        parts += [part for part in scene.dump() if isinstance(part, trimesh.Trimesh) and len(part.faces)]
+    for radius, half_length, x, y, z in source.capsules:
+        capsule = trimesh.creation.capsule(height=2 * half_length, radius=radius, count=[12, 12])
+        parts.append(capsule.apply_translation([x, y, z]))
+    return parts, hasher.hexdigest()
 
 
 def load_object(source: MeshSource) -> LoadedObject:
