@@ -228,7 +228,10 @@ def fit_shape(q: np.ndarray, measured: np.ndarray, radius0_m: float, view_ray: n
     # squarely they face the camera, else a round shape's rim pulls its centroid back by ~0.2 radii (measured on
     # the bench's balls), which the ICP then spends rounds to creep out of.
     ray = view_ray / np.linalg.norm(view_ray)
-    facing = np.abs(normals @ ray) + 1e-9  # (F,) |cos| of the view angle
+    # A sparse prediction lets a few far-side points through the z-buffer (rim cells holding only those): facing
+    # counts a point only when its normal, turned outwards (away from the unit shape's centre), faces the camera.
+    outward = np.sign(np.einsum('fi,fi->f', normals, front))  # (F,)
+    facing = np.maximum(-outward * (normals @ ray), 0.0) + 1e-9  # (F,) cos of the view angle, 0 facing away
     weight = facing / facing.sum()
     front_mean, measured_mean = weight @ front, measured.mean(axis=0)
     # The scale starts from the spread across the view ray, measured ÷ predicted visible side (area-weighted): the
