@@ -41,7 +41,8 @@ class SurfaceSettings:
     depth; they are not tuned per category)."""
 
     max_pixels: int = 4096
-    """Readings kept from one box (strided): enough for ~600 fit points, bounded time for any box size."""
+    """Readings kept from one box (strided, ~64 × 64): bounded time for any box size. Measured: 2,048 cost the
+    synthetic cuboid's fitted scale 1 % on average, 3 % at worst (coarser rims), and saved no time worth it."""
     max_points: int = 400
     """Visible points returned (evenly subsampled): the fit's cost grows with them, its accuracy barely."""
     edge_jump_fraction: float = 0.03
@@ -59,7 +60,7 @@ class SurfaceSettings:
     """Readings nearer than this share of their depth to the support plane belong to it (1.5 cm at 1 m)."""
     plane_min_share: float = 0.4
     """The ring's best plane must hold this share of its readings, else there is no support plane."""
-    plane_hypotheses: int = 48
+    plane_hypotheses: int = 32
     """RANSAC hypotheses (fixed seed: the same frame gives the same surface)."""
 
 
@@ -119,10 +120,21 @@ def _central(shape: tuple[int, int], roi_fraction: float) -> np.ndarray:
     return mask
 
 
-def _back_project(K: np.ndarray, u: np.ndarray, v: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """(P, 3) metres, optical frame, of pixels (u, v) with z-depth z (each (P,))."""
-    pixels = np.stack([u, v, np.ones_like(z)])  # (3, P) homogeneous pixels
-    return (np.linalg.solve(np.asarray(K, dtype=np.float64), pixels) * z).T
+def _ray_grid(K: np.ndarray, cols: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(h, w) x and y of the z = 1 rays through the pixel grid ``cols`` × ``rows``: K is upper triangular, so y
+    depends on the row only and x on both linearly (broadcast, no meshgrid or solve per pixel)."""
+    inverse = np.linalg.inv(np.asarray(K, dtype=np.float64))
+    x = inverse[0, 0] * cols[None, :] + (inverse[0, 1] * rows + inverse[0, 2])[:, None]
+    y = np.broadcast_to((inverse[1, 1] * rows + inverse[1, 2])[:, None], x.shape)
+    return x, y
+
+
+def _points(rays: tuple[np.ndarray, np.ndarray], crop: np.ndarray,
+            where: np.ndarray | tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """(P, 3) float64 metres, optical frame, of the readings of ``crop`` at ``where`` ((h, w) bool, or row and
+    column indices) with their ``rays``."""
+    z = crop[where].astype(np.float64)
+    return np.stack([rays[0][where] * z, rays[1][where] * z, z], axis=1)
 
 
 def support_plane(depth_m: np.ndarray, K: np.ndarray, box_xyxy: np.ndarray, window: DepthWindow,
@@ -134,14 +146,12 @@ def support_plane(depth_m: np.ndarray, K: np.ndarray, box_xyxy: np.ndarray, wind
     margin = max(3.0, settings.ring_fraction * max(x1 - x0, y1 - y0))
     outer = np.array([x0 - margin, y0 - margin, x1 + margin, y1 + margin])
     crop, cols, rows = _box_pixels(depth_m, outer, settings.max_pixels // 2)
-    uu, vv = np.meshgrid(cols, rows)  # (h, w) pixel coordinates
-    inside = (uu >= x0) & (uu <= x1) & (vv >= y0) & (vv <= y1)
+    inside = ((rows >= y0) & (rows <= y1))[:, None] & ((cols >= x0) & (cols <= x1))[None, :]  # (h, w)
     with np.errstate(invalid='ignore'):
         ring = ~inside & (crop >= window.min_depth_m) & (crop <= window.max_depth_m)
     if ring.sum() < max(settings.min_points, 3):
         return None
-    points = _back_project(K, uu[ring].astype(np.float64), vv[ring].astype(np.float64),
-                           crop[ring].astype(np.float64))  # (R, 3)
+    points = _points(_ray_grid(K, cols, rows), crop, ring)  # (R, 3)
     tolerance = settings.plane_distance_fraction * points[:, 2]  # (R,) metres
     rng = np.random.default_rng(0)
     triples = points[rng.integers(0, len(points), size=(settings.plane_hypotheses, 3))]  # (Hy, 3, 3)
@@ -192,14 +202,13 @@ def visible_surface(depth_m: np.ndarray, K: np.ndarray, box_xyxy: np.ndarray, wi
     if crop.size == 0:
         return None
     usable = _valid_readings(crop, window, settings.edge_jump_fraction)
+    rays = _ray_grid(K, cols, rows)  # (h, w) x and y of the z = 1 rays
     plane = support_plane(depth_m, K, box_xyxy, window, settings)
     if plane is not None:
         normal, offset = plane
-        uu, vv = np.meshgrid(cols, rows)  # (h, w) pixel coordinates
-        rays = np.linalg.solve(np.asarray(K, dtype=np.float64),
-                               np.stack([uu.ravel(), vv.ravel(), np.ones(uu.size)]))  # (3, h·w), z = 1
+        x, y = rays
         # Signed distance of each reading from the plane, > 0 behind it (seen from the camera): n·(z ray) − d.
-        signed = (normal @ rays).reshape(crop.shape) * crop - offset
+        signed = (normal[0] * x + normal[1] * y + normal[2]) * crop - offset
         with np.errstate(invalid='ignore'):
             usable &= signed < -settings.plane_distance_fraction * crop
     central = _central(crop.shape, window.roi_fraction)
@@ -212,14 +221,16 @@ def visible_surface(depth_m: np.ndarray, K: np.ndarray, box_xyxy: np.ndarray, wi
     radius = max(x1 - x0, y1 - y0) / 2 * z_front / focal / box_fill  # metres the box allows at z_f
     with np.errstate(invalid='ignore'):
         near = usable & (crop >= z_front - radius) & (crop <= z_front + 2 * radius)
-    labels, _ = ndimage.label(near, structure=np.ones((3, 3), dtype=bool))
-    touching = np.unique(labels[near & central])
-    keep = np.isin(labels, touching[touching > 0])
+    labels, count = ndimage.label(near, structure=np.ones((3, 3), dtype=bool))
+    touching = np.zeros(count + 1, dtype=bool)
+    touching[labels[central]] = True
+    touching[0] = False
+    keep = touching[labels]
     if keep.sum() < settings.min_points:
         return None
     r_index, c_index = np.nonzero(keep)
     if r_index.size > settings.max_points:  # evenly spread over the surface, deterministic
         pick = np.linspace(0, r_index.size - 1, settings.max_points).round().astype(np.int64)
         r_index, c_index = r_index[pick], c_index[pick]
-    points = _back_project(K, cols[c_index], rows[r_index], crop[r_index, c_index].astype(np.float64))  # (P, 3)
+    points = _points(rays, crop, (r_index, c_index))  # (P, 3)
     return VisibleSurface(points=points, front_depth_m=z_front)

@@ -50,8 +50,9 @@ def fit_object(depth_m: np.ndarray, box: np.ndarray, unit: np.ndarray) -> bool:
     return fit_shape(unit @ start.rotation.T, surface.points, start.radius_m, ray, K, box, FitSettings()).accepted
 
 
-def fit_timing(objects: int, points: int, repeats: int) -> tuple[float, float, int]:
-    """(wall p50 ms, CPU p50 ms) per object, and how many of the frame's objects were fitted."""
+def fit_timing(objects: int, points: int, repeats: int) -> tuple[float, float, float, int]:
+    """(wall p50 ms, CPU p50 ms, CPU p10 ms) per object, and how many of the frame's objects were fitted. The p10
+    is what the fit costs when the other processes leave the core and its caches alone for a moment."""
     _, boxes = synthetic_frame(objects)
     depth_m = synthetic_depth(boxes).astype(np.float32) * 0.001
     unit = fibonacci_sphere(points)
@@ -63,7 +64,7 @@ def fit_timing(objects: int, points: int, repeats: int) -> tuple[float, float, i
             fit_object(depth_m, box, unit)
             wall.append(time.perf_counter() - start_wall)
             cpu.append(time.process_time() - start_cpu)
-    return 1e3 * float(np.median(wall)), 1e3 * float(np.median(cpu)), fitted
+    return 1e3 * float(np.median(wall)), 1e3 * float(np.median(cpu)), 1e3 * float(np.percentile(cpu, 10)), fitted
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,9 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     LOGGER.info('load average before: %.1f', os.getloadavg()[0])
-    wall_ms, cpu_ms, fitted = fit_timing(args.objects, args.points, args.repeats)
-    LOGGER.info('shape fit per object (%d points, %d of %d objects fitted): wall p50 %.2f ms, CPU p50 %.2f ms',
-                args.points, fitted, args.objects, wall_ms, cpu_ms)
+    wall_ms, cpu_ms, cpu_low_ms, fitted = fit_timing(args.objects, args.points, args.repeats)
+    LOGGER.info('shape fit per object (%d points, %d of %d objects fitted): wall p50 %.2f ms, CPU p50 %.2f ms, '
+                'CPU p10 %.2f ms', args.points, fitted, args.objects, wall_ms, cpu_ms, cpu_low_ms)
     image, boxes = synthetic_frame(args.objects)
     for depth_fit in (True, False):
         backend = TimedBackend(create_backend(args.model, 'onnxruntime', max_batch=args.objects))
