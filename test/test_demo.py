@@ -9,6 +9,7 @@ the bag reads back. The failure paths check the exit status, the message and tha
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -100,7 +101,9 @@ def test_node_failing_to_start_stops_the_demo_and_its_children(contract, tmp_pat
     result = run_demo(['--model', str(contract), '--out', str(out), '--params-file', str(params),
                        '--duration-s', '3', '--objects', '2'], timeout_s=90)
     assert result.returncode != 0
-    assert 'reconstruct_node exited with status 1' in result.stderr and 'max_batch' in result.stderr, result.stderr
+    # All three node instances (as configured, no_fit, fused) get the bad file; whichever exits first is reported.
+    assert re.search(r'reconstruct_node(_no_fit|_fused)? exited with status 1', result.stderr), result.stderr
+    assert 'max_batch' in result.stderr, result.stderr
     assert not leftover_processes(str(out))
 
 
