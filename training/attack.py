@@ -26,17 +26,14 @@ import sys
 import time
 from collections import deque
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import psutil
 
 from mesc3d_ros.markdown_blocks import replace_block
-from mesc3d_ros.ros_env import REPO_ROOT, apply_ros_environment
-from mesc3d_training import SHIPPED_MODEL
-from mesc3d_training.demo import (NODE_NAME, PARAMS_FILE, REMAPS, DemoError, ensure_exported, interrupt_on_sigterm,
-                                  node_command, start_child)
-from mesc3d_training.reliability import BENCHMARKS_DOC, MONITOR_NODE, RunContext, _good_frame, _spin_until
+from mesc3d_training.demo import NODE_NAME, REMAPS, DemoError, interrupt_on_sigterm, node_command, start_child
+from mesc3d_training.reliability import (BENCHMARKS_DOC, MONITOR_NODE, RunContext, _good_frame, _spin_until,
+                                         add_run_arguments, start_run)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -347,7 +344,7 @@ def attack_markdown(result: dict, command: str) -> str:
         f'| node RSS after {result["warmup_s"]:g} s warm-up (min … max) | {rss["after_warmup_min"]:.1f} … '
         f'{rss["after_warmup_max"]:.1f} MiB, spread {rss["after_warmup_spread_pct"]:.1f} % (first sample '
         f'{rss["first"]:.1f} MiB) | within 10 % |',
-        f'| node log volume in the log phase | '
+        '| node log volume in the log phase | '
         + (f'{log_rate / 1000:.2f} kB/min' if log_rate is not None else 'not measured (phase too short)')
         + f' ({result["log_bytes_total"] / 1000:.1f} kB in the whole run) | < 10 kB/min |',
         f'| node alive afterwards, exit status on SIGINT | {"yes" if result["node_alive_after"] else "**no**"}, '
@@ -363,23 +360,16 @@ def attack_markdown(result: dict, command: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m mesc3d_training.attack', description=__doc__.splitlines()[0])
-    parser.add_argument('--model', type=Path, default=SHIPPED_MODEL, help='checkpoint or contract JSON')
-    parser.add_argument('--engines-dir', type=Path, default=REPO_ROOT / 'engines')
-    parser.add_argument('--params-file', type=Path, default=PARAMS_FILE)
-    parser.add_argument('--out', type=Path, default=REPO_ROOT / 'build' / 'reliability')
+    add_run_arguments(parser)
     parser.add_argument('--duration-s', type=float, default=600.0, help='mixed attack length')
     parser.add_argument('--log-phase-s', type=float, default=65.0, help='1 MB-string attacks only, afterwards')
     parser.add_argument('--warmup-s', type=float, default=60.0, help='RSS before this is warm-up')
-    parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--max-objects', type=int, help="the node's max_objects (default: the params file's)")
-    parser.add_argument('--write-docs', action='store_true', help='update the block in docs/benchmarks.md')
     args = parser.parse_args(argv)
     interrupt_on_sigterm()
     out = args.out.resolve()
-    (out / 'logs').mkdir(parents=True, exist_ok=True)
     try:
-        ctx = RunContext(ensure_exported(args.model, args.engines_dir), out, args.params_file)
-        apply_ros_environment(log_dir=out / 'logs' / 'ros')
+        ctx = start_run(args.model, args.engines_dir, args.params_file, out)
         result = attack(ctx, args.duration_s, args.log_phase_s, args.warmup_s, args.seed, args.max_objects)
     except DemoError as exc:
         LOGGER.error('attack failed: %s', exc)

@@ -406,26 +406,37 @@ def fuzz_markdown(result: dict, command: str) -> str:
     ])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m mesc3d_training.reliability', description=__doc__.splitlines()[0])
-    parser.add_argument('kind', choices=('soak', 'fuzz'))
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every live-node run of this module and ``attack.py`` shares: model, output, seed, docs."""
     parser.add_argument('--model', type=Path, default=SHIPPED_MODEL, help='checkpoint or contract JSON')
     parser.add_argument('--engines-dir', type=Path, default=REPO_ROOT / 'engines')
     parser.add_argument('--params-file', type=Path, default=PARAMS_FILE)
     parser.add_argument('--out', type=Path, default=REPO_ROOT / 'build' / 'reliability')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--write-docs', action='store_true', help='update the block in docs/benchmarks.md')
+
+
+def start_run(model: Path, engines_dir: Path, params_file: Path, out: Path) -> RunContext:
+    """Export the model if needed and put this process on loopback DDS with its logs under ``out``."""
+    (out / 'logs').mkdir(parents=True, exist_ok=True)
+    ctx = RunContext(ensure_exported(model, engines_dir), out, params_file)
+    apply_ros_environment(log_dir=out / 'logs' / 'ros')
+    return ctx
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m mesc3d_training.reliability', description=__doc__.splitlines()[0])
+    parser.add_argument('kind', choices=('soak', 'fuzz'))
+    add_run_arguments(parser)
     parser.add_argument('--duration-s', type=float, default=600.0, help='soak length')
     parser.add_argument('--rate-hz', type=float, default=30.0, help='soak camera rate')
     parser.add_argument('--objects-per-frame', type=int, default=5)
     parser.add_argument('--examples', type=int, default=300, help='fuzz cases')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--write-docs', action='store_true', help='update the block in docs/benchmarks.md')
     args = parser.parse_args(argv)
     interrupt_on_sigterm()
     out = args.out.resolve()
-    (out / 'logs').mkdir(parents=True, exist_ok=True)
     try:
-        ctx = RunContext(ensure_exported(args.model, args.engines_dir), out, args.params_file)
-        apply_ros_environment(log_dir=out / 'logs' / 'ros')
+        ctx = start_run(args.model, args.engines_dir, args.params_file, out)
         if args.kind == 'soak':
             result = soak(ctx, args.duration_s, args.rate_hz, args.objects_per_frame, args.seed)
             markdown = soak_markdown(result, 'python -m mesc3d_training.reliability ' + ' '.join(argv or []))
