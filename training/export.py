@@ -196,7 +196,10 @@ def check_graph(model: onnx.ModelProto, name: str) -> None:
                           f'{foldable[:10]}')
 
 
-def _to_onnx(model: torch.nn.Module, contract: ModelContract, opset: int) -> onnx.ModelProto:
+def trace_to_onnx(model: torch.nn.Module, contract: ModelContract, opset: int,
+                  optimize: bool) -> torch.onnx.ONNXProgram:
+    """torch.export the model with the contract's inputs, outputs and dynamic axes (``optimize``: the exporter's
+    own constant folding, which ``mesc3d ship`` leaves off to keep every trained tensor an initializer)."""
     example = [torch.from_numpy(array) for array in parity_inputs(contract, 2, seed=1)]
     # Batch 2 at trace time: torch.export specialises a dimension traced at size 1.
     axes = contract.dynamic_axes()
@@ -206,10 +209,14 @@ def _to_onnx(model: torch.nn.Module, contract: ModelContract, opset: int) -> onn
     with warnings.catch_warnings():
         # torch renames the axis to the name it already has and warns that the name "will not be used".
         warnings.filterwarnings('ignore', message='# The axis name')
-        program = torch.onnx.export(model, tuple(example), input_names=[INPUT_IMAGE, INPUT_CLASS_EMBEDDING],
-                                    output_names=[OUTPUT_POINTS], opset_version=opset, dynamo=True,
-                                    dynamic_shapes=dynamic_shapes, optimize=True, external_data=False,
-                                    verbose=False)
+        return torch.onnx.export(model, tuple(example), input_names=[INPUT_IMAGE, INPUT_CLASS_EMBEDDING],
+                                 output_names=[OUTPUT_POINTS], opset_version=opset, dynamo=True,
+                                 dynamic_shapes=dynamic_shapes, optimize=optimize, external_data=False,
+                                 verbose=False)
+
+
+def _to_onnx(model: torch.nn.Module, contract: ModelContract, opset: int) -> onnx.ModelProto:
+    program = trace_to_onnx(model, contract, opset, optimize=True)
     # The exporter's pass skips constants above 512² elements; the small config's factorised selection maps slice
     # such a weight (style conv weight[:, :, 0]), so fold again with a limit above any tensor of this model.
     onnxscript.optimizer.optimize(program.model, input_size_limit=FOLD_SIZE_LIMIT,

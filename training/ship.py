@@ -27,7 +27,6 @@ import dataclasses
 import json
 import logging
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +41,7 @@ from mesc3d_ros.contract import (INPUT_CLASS_EMBEDDING, INPUT_IMAGE, OUTPUT_POIN
                                  load_contract, write_atomic)
 from mesc3d_ros.package_share import EXTERNAL_WEIGHTS_KEY, safetensors_header
 from mesc3d_training.checkpoint import checkpoint_stem, load_model
-from mesc3d_training.export import FP32_TOLERANCE, PARITY_BATCH, export_model, parity_inputs
+from mesc3d_training.export import FP32_TOLERANCE, PARITY_BATCH, export_model, parity_inputs, trace_to_onnx
 
 LOGGER = logging.getLogger(__name__)
 
@@ -57,17 +56,7 @@ def source_record(stem: Path) -> dict[str, str]:
 def unfolded_graph(model: torch.nn.Module, contract: ModelContract) -> onnx.ModelProto:
     """The torch.export ONNX graph with the module's parameters and buffers as initializers named as in its
     state dict; shape-only subgraphs are folded, nothing that reads a weight is."""
-    example = tuple(torch.from_numpy(array) for array in parity_inputs(contract, 2, seed=1))  # batch 2: dynamic
-    axes = contract.dynamic_axes()
-    dims = {name: torch.export.Dim(name, min=1) for tensor_axes in axes.values() for name in tensor_axes.values()}
-    dynamic_shapes = {tensor: {axis: dims[name] for axis, name in axes[tensor].items()}
-                      for tensor in (INPUT_IMAGE, INPUT_CLASS_EMBEDDING)}
-    with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', message='# The axis name')  # as in export.py: a harmless rename notice
-        program = torch.onnx.export(model, example, input_names=[INPUT_IMAGE, INPUT_CLASS_EMBEDDING],
-                                    output_names=[OUTPUT_POINTS], opset_version=contract.opset, dynamo=True,
-                                    dynamic_shapes=dynamic_shapes, optimize=False, external_data=False,
-                                    verbose=False)
+    program = trace_to_onnx(model, contract, contract.opset, optimize=False)
     proto = program.model_proto
     # input_size_limit=0: fold only nodes without tensor inputs (sequence and shape plumbing ORT cannot fold itself).
     onnxscript.optimizer.fold_constants(proto, input_size_limit=0, output_size_limit=1 << 16)
