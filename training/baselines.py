@@ -5,7 +5,7 @@ the same evaluation (``evaluate.py``) on the validation, test, unseen-collection
 
 - ``mesc3d``: the model of the config (``train.py``, 3DSPL stage included; its class table is reused below).
 - ``psgn``: PSGN-style direct regression, the same image encoder (:class:`ImageEncoder`, same tokens) -> MLP ->
-  N × 3 with tanh, trained with the same loss and loop (``train.fit``). The image only: no class embedding.
+  N × 3 with tanh, trained with the same loss and loop (``loop.fit``). The image only: no class embedding.
 - ``retrieval``: nearest neighbour. Each test image is embedded with the *trained psgn encoder* (the flattened
   image tokens, cosine similarity) and answered with the ground-truth cloud of the closest training view, from a
   bank of ``RETRIEVAL_VIEWS`` views per training object. It needs no training of its own beyond psgn's.
@@ -33,15 +33,16 @@ from torch.utils.data import DataLoader
 
 from mesc3d_ros.config import Config, ModelConfig, save_config
 from mesc3d_ros.contract import write_atomic
-from mesc3d_training.checkpoint import load_model
+from mesc3d_training.checkpoint import load_model, load_weights
 from mesc3d_training.data.categories import UNSEEN_SPLIT, ZERO_SHOT_SPLIT
 from mesc3d_training.data.dataset import ReconstructionDataset
+from mesc3d_training.distributed import Distributed, init_distributed
 from mesc3d_training.evaluate import evaluate_model, metric_table
+from mesc3d_training.loop import BEST_STEM, CHECKPOINT_DIR, fit
 from mesc3d_training.metrics import chamfer_l1, nearest_squared_distances
 from mesc3d_training.model.image_encoder import ImageEncoder
 from mesc3d_training.prompt_learning import TABLE_FILE, ClassTable
-from mesc3d_training.train import (MODEL_STEM, add_config_arguments, config_from_arguments, fit, init_distributed,
-                                   load_best_weights, train)
+from mesc3d_training.train import MODEL_STEM, add_config_arguments, config_from_arguments, train
 from mesc3d_training.train_checkpoint import has_train_checkpoint
 
 log = logging.getLogger(__name__)
@@ -188,11 +189,13 @@ def run_baselines(cfg: Config, out_dir: Path, batch_size: int = 16, entries: tup
             torch.manual_seed(cfg.train.seed)
             psgn = PSGN(cfg.model)
             results[entry] = _train_once(run, lambda: _fit_psgn(psgn, cfg, run, table_of_ours, ctx))
-            model, table = load_best_weights(psgn, run / 'best_weights.safetensors'), table_of_ours
+            load_weights(run / BEST_STEM, psgn)
+            model, table = psgn, table_of_ours
         else:
             entry_cfg = entry_config(cfg, entry)
-            shared = None if entry == 'mesc3d' else table_of_ours
-            results[entry] = _train_once(run, lambda: _train_ours(entry_cfg, run, shared))
+            # One 3DSPL stage for all: the ablations reuse ours (its class table and prompts).
+            stage_a = None if entry == 'mesc3d' else out_dir / 'mesc3d'
+            results[entry] = _train_once(run, lambda: _train_ours(entry_cfg, run, stage_a))
             loaded = load_model(run / f'{MODEL_STEM}.yaml')
             model, table = loaded.model, ClassTable(loaded.classes, loaded.generic_class, {})
             if entry == 'mesc3d':
@@ -230,15 +233,15 @@ def _evaluate_once(model: nn.Module, table: ClassTable, cfg: Config, split: str,
                           zero_shot=split == 'test')
 
 
-def _train_ours(cfg: Config, run: Path, table: ClassTable | None) -> dict:
-    model_yaml = train(cfg, run, resume=has_train_checkpoint(run / 'checkpoints'), table=table)
+def _train_ours(cfg: Config, run: Path, class_table_run: Path | None) -> dict:
+    model_yaml = train(cfg, run, resume=has_train_checkpoint(run / CHECKPOINT_DIR), class_table_run=class_table_run)
     metrics = load_model(model_yaml).metrics
     return {'best_epoch': metrics['best_epoch'], 'samples_per_s': metrics['train_samples_per_s']}
 
 
-def _fit_psgn(psgn: PSGN, cfg: Config, run: Path, table: ClassTable, ctx) -> dict:
+def _fit_psgn(psgn: PSGN, cfg: Config, run: Path, table: ClassTable, ctx: Distributed) -> dict:
     run.mkdir(parents=True, exist_ok=True)
-    result = fit(psgn, cfg, run, table, resume=has_train_checkpoint(run / 'checkpoints'), ctx=ctx)
+    result = fit(psgn, cfg, run, table, resume=has_train_checkpoint(run / CHECKPOINT_DIR), ctx=ctx)
     return {'best_epoch': result.best_epoch, 'samples_per_s': round(result.samples_per_s, 2)}
 
 

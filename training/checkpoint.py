@@ -1,6 +1,8 @@
 """The deployable model checkpoint: ``<stem>.safetensors`` (weights) + ``<stem>.yaml`` (everything else).
 
-This is the format of the shipped model in ``models/`` and the input of ``mesc3d export``. It holds the inference
+This is the format of the shipped model in ``models/``, of a training run's ``best`` and ``model`` files and the
+input of ``mesc3d export``. Its weights file is the project's one weights format (:func:`weights_bytes`): the
+resumable training checkpoints (``train_checkpoint.py``) write theirs with the same function. It holds the inference
 module's state dict plus, optionally, the trained 3DSPL prompts (``text_prior.PromptParameters``, stored under the
 ``prompts.`` prefix; they let ``mesc3d export --extra-classes`` embed new class names exactly as the table was
 embedded). No optimizer state: resumable training checkpoints belong to the training code. Nothing is unpickled on
@@ -80,14 +82,10 @@ def save_model(stem: Path, model: nn.Module, cfg: Config, classes: tuple[ClassEn
         if len(entry.embedding) != cfg.model.text_dim:
             raise ValueError(f'{stem}: class "{entry.name}" has a {len(entry.embedding)}-d embedding, '
                              f'model.text_dim is {cfg.model.text_dim}')
-    # Copies, so tensors that share storage (safetensors refuses those) and non-contiguous views both serialise.
     state = dict(model.state_dict())
     if prompts is not None:
         state.update({PROMPTS_PREFIX + key: value for key, value in prompts.items()})
-    tensors = {key: (value.detach().to('cpu', torch.float16 if fp16 and value.is_floating_point() else None,
-                                       copy=True).contiguous())
-               for key, value in state.items()}
-    blob = save_safetensors_bytes(tensors, metadata={'config_hash': config_hash(cfg)})
+    blob = weights_bytes(state, cfg, fp16)
     meta = {
         'config': config_to_dict(cfg),
         'classes': [class_entry_to_dict(entry) for entry in classes],
@@ -102,6 +100,35 @@ def save_model(stem: Path, model: nn.Module, cfg: Config, classes: tuple[ClassEn
         raise ValueError(f'{stem}: metrics must hold plain numbers/strings/lists/dicts: {exc}') from exc
     write_atomic(stem.with_suffix(WEIGHTS_SUFFIX), blob)
     return write_atomic(stem.with_suffix(META_SUFFIX), meta_text.encode())
+
+
+def weights_bytes(state: Mapping[str, torch.Tensor], cfg: Config, fp16: bool = False) -> bytes:
+    """The one weights format: safetensors of CPU copies of ``state``, tagged with the config hash (the caller
+    records the bytes' sha256 beside them). ``fp16`` stores floating-point tensors as float16."""
+    # Copies, so tensors that share storage (safetensors refuses those) and non-contiguous views both serialise.
+    tensors = {key: (value.detach().to('cpu', torch.float16 if fp16 and value.is_floating_point() else None,
+                                       copy=True).contiguous())
+               for key, value in state.items()}
+    return save_safetensors_bytes(tensors, metadata={'config_hash': config_hash(cfg)})
+
+
+def load_weights(path: str | Path, model: nn.Module) -> dict:
+    """Load a checkpoint's verified weights into ``model`` (any module with the saved state dict: the MESC-3D of its
+    config, or a baseline trained by the same loop); returns the checkpoint's metrics."""
+    stem = checkpoint_stem(path)
+    meta_path, weights_path = stem.with_suffix(META_SUFFIX), stem.with_suffix(WEIGHTS_SUFFIX)
+    meta = _read_meta(meta_path)
+    tensors = read_verified_safetensors(weights_path, _typed(meta, 'weights_sha256', str, meta_path), meta_path,
+                                        CheckpointError)
+    model.load_state_dict(_match_state_dict(model, {key: value for key, value in tensors.items()
+                                                    if not key.startswith(PROMPTS_PREFIX)}, weights_path))
+    return _typed(meta, 'metrics', dict, meta_path)
+
+
+def read_metrics(path: str | Path) -> dict:
+    """A checkpoint's recorded metrics, without reading its weights."""
+    meta_path = checkpoint_stem(path).with_suffix(META_SUFFIX)
+    return _typed(_read_meta(meta_path), 'metrics', dict, meta_path)
 
 
 def load_model(path: str | Path) -> LoadedModel:

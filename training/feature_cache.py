@@ -3,7 +3,7 @@
 On a 2-core CPU the pretrained image trunk costs as much per sample as everything after it, and it does not train.
 So it runs once per (training object, rendered view, augmentation draw): each draw is the training loader's own
 sample (``ReconstructionDataset.view_sample``: box jitter, colour jitter, flip), seeded by (train seed, object, view,
-draw), and the trunk's map is stored as float16. Training (``train.fit`` with ``train.feature_cache``) then reads
+draw), and the trunk's map is stored as float16. Training (``loop.py`` with ``train.feature_cache``) then reads
 :class:`CachedFeatures`: the cached map, the draw's canonical→output rotation (flip included) and a fresh subset of the
 object's canonical cloud per access, so the ground truth is exactly the one the image sample would have had.
 

@@ -1,9 +1,9 @@
 """Resumable training checkpoints: weights, optimiser, schedule, RNG and progress, written atomically.
 
-This is the *training* state (``train.py`` writes one every epoch and on SIGINT/SIGTERM); the deployable model is
+This is the *training* state (``loop.py`` writes one every epoch and on SIGINT/SIGTERM); the deployable model is
 ``checkpoint.py``'s format. One checkpoint is a pair of files named after the global step, then a pointer::
 
-    <dir>/step_00001234.safetensors   model state dict (safetensors: no pickle)
+    <dir>/step_00001234.safetensors   model state dict (``checkpoint.weights_bytes``, the one weights format)
     <dir>/step_00001234.pt            optimiser, LR scheduler, per-rank RNG states, progress, config,
                                       sha256 of the weights; tensors and primitives only (``weights_only=True``)
     <dir>/latest.json                 {"weights": ..., "state": ...}: replaced last, by rename
@@ -23,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 
 from mesc3d_ros.config import Config, config_hash, config_to_dict
 from mesc3d_ros.contract import write_atomic
-from mesc3d_training.checkpoint import read_verified_safetensors
+from mesc3d_training.checkpoint import read_verified_safetensors, weights_bytes
 
 LATEST_FILE = 'latest.json'
 KEEP_CHECKPOINTS = 2
@@ -92,8 +91,7 @@ def save_train_checkpoint(ckpt_dir: Path, model: nn.Module, optimizer: torch.opt
     """
     ckpt_dir = Path(ckpt_dir)
     stem = f'step_{progress.global_step:08d}'
-    weights = {key: value.detach().to('cpu', copy=True).contiguous() for key, value in model.state_dict().items()}
-    blob = save_safetensors_bytes(weights, metadata={'config_hash': config_hash(cfg)})
+    blob = weights_bytes(model.state_dict(), cfg)
     state = {
         'config': config_to_dict(cfg),
         'config_hash': config_hash(cfg),
@@ -142,7 +140,7 @@ def load_train_checkpoint(ckpt_dir: Path, model: nn.Module, optimizer: torch.opt
     except Exception as exc:   # torch.load raises many types (RuntimeError, EOFError, UnpicklingError, …)
         raise TrainCheckpointError(f'{state_path}: corrupt or truncated training state: {exc!r}') from exc
     if not isinstance(state, dict) or 'config_hash' not in state:
-        raise TrainCheckpointError(f'{state_path}: not a training state written by train.py')
+        raise TrainCheckpointError(f'{state_path}: not a training state written by loop.py')
     if state['config_hash'] != config_hash(cfg):
         raise TrainCheckpointError(f'{state_path}: written for another config; differing keys: '
                                    f'{config_differences(state["config"], config_to_dict(cfg))}')
