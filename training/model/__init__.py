@@ -7,7 +7,7 @@ from mesc3d_training.model.mesc3d import MESC3D
 
 
 def build_model(cfg: ModelConfig) -> MESC3D:
-    """A freshly initialised MESC-3D for ``cfg`` (train mode, CPU, float32)."""
+    """Return a freshly initialised MESC-3D for ``cfg`` (train mode, CPU, float32)."""
     return MESC3D(cfg)
 
 
