@@ -1,4 +1,5 @@
-"""The one typed configuration shared by training, export and the node.
+"""
+The one typed configuration shared by training, export and the node.
 
 A :class:`Config` is a tree of frozen dataclasses loaded from YAML with ``yaml.safe_load``. Unknown and missing
 keys are errors that name the offending key, so a typo never silently falls back to a default. Values that cannot
@@ -317,7 +318,7 @@ def config_from_dict(data: dict, where: str = 'config') -> Config:
 
 
 def _plain(obj: object) -> dict:
-    """Mapping of a config dataclass; ints in float fields become floats so ``20`` and ``20.0`` hash alike."""
+    """Return the mapping of a config dataclass; ints in float fields become floats (``20``, ``20.0`` hash alike)."""
     hints = typing.get_type_hints(type(obj))
     out = {}
     for f in dataclasses.fields(obj):

@@ -1,4 +1,5 @@
-"""Pack pre-drawn training crops and the validation crops of the generated dataset for a lent GPU machine.
+"""
+Pack pre-drawn training crops and the validation crops of the generated dataset for a lent GPU machine.
 
 The pack (``training/crop_pack.py``) is what ``mesc3d train --pack`` reads instead of the dataset, which cannot
 travel to that machine (64 MiB per call):
@@ -17,7 +18,7 @@ from mesc3d_training.crop_pack import write_pack
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument('config', type=Path)
     parser.add_argument('--draws', type=int, default=6, help='augmented samples per training object')
     parser.add_argument('--quality', type=int, default=90, help='JPEG quality of the training crops')

@@ -13,7 +13,7 @@ import torch
 from mesc3d_ros.config import save_config
 from mesc3d_ros.contract import ClassEntry
 from mesc3d_training.baselines import (DESCRIPTIONS, ENTRIES, PSGN, RETRIEVAL_VIEWS, build_class_medoid,
-                                      build_retrieval, main)
+                                       build_retrieval, main)
 from mesc3d_training.checkpoint import load_model
 from mesc3d_training.data.dataset import ReconstructionDataset
 from mesc3d_training.metrics import METRIC_KEYS, chamfer_l1, nearest_squared_distances
@@ -111,6 +111,7 @@ def test_class_mean_answers_with_a_training_cloud_of_the_named_class(data_root: 
         own = torch.stack([other['points'] for other in items if other['category'] == item['category']])
         assert any(torch.equal(answer, cloud) for cloud in own)
         # The medoid: no member of the class has a smaller mean CD-L1 to the class's clouds.
+
         def mean_cd(cloud):
             return chamfer_l1(nearest_squared_distances(own, cloud.expand_as(own))).mean()
         assert mean_cd(answer) <= min(mean_cd(cloud) for cloud in own) + 1e-6

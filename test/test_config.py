@@ -1,5 +1,9 @@
-"""mesc3d_ros.config: the strict YAML loader names the offending key, values that cannot work together fail at load;
-save/load round-trips; the hash is stable."""
+"""
+Test mesc3d_ros.config.
+
+The strict YAML loader names the offending key, values that cannot work together fail at load, save/load
+round-trips, the hash is stable.
+"""
 
 from __future__ import annotations
 

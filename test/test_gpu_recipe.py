@@ -1,4 +1,5 @@
-"""The GPU recipe is ``mesc3d train`` on a crop pack: the pack itself, and what the one training loop promises.
+"""
+The GPU recipe is ``mesc3d train`` on a crop pack: the pack itself, and what the one training loop promises.
 
 ``scripts/pack_crops.py`` draws a pack from the tiny generated dataset; ``mesc3d train --pack PACK --device cpu
 --class-table RUN`` trains from it with ``data.root`` pointing nowhere, as on a lent GPU machine that the dataset
@@ -59,7 +60,7 @@ def pack(config_path: Path) -> Path:
 
 @pytest.fixture(scope='module')
 def stage_a(config_path: Path) -> Path:
-    """A run folder holding a class table of unrelated unit vectors (stage (a) is not what this file tests)."""
+    """Make a run folder holding a class table of unrelated unit vectors (stage (a) is not tested here)."""
     cfg = load_config(config_path)
     train_set = ReconstructionDataset(cfg.data, 'train', cfg.model.image_size, train=False)
     names = sorted({train_set.category_of(o) for o in train_set.object_ids})

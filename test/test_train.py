@@ -1,4 +1,5 @@
-"""Training: both stages end to end, logs, resume after a real SIGINT, checkpoint errors, 2-process gloo DDP.
+"""
+Training: both stages end to end, logs, resume after a real SIGINT, checkpoint errors, 2-process gloo DDP.
 
 Everything runs on a tiny dataset rendered by the real generator and a tiny config (``train_fixtures.py``).
 """
@@ -40,7 +41,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope='module')
 def finished_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An uninterrupted run of 3 epochs × 2 steps (the reference for the resume test)."""
+    """Train an uninterrupted run of 3 epochs × 2 steps (the reference for the resume test)."""
     run = tmp_path_factory.mktemp('run')
     train(tiny_config(data_root, epochs=3), run)
     return run

@@ -1,4 +1,5 @@
-"""The deployable model checkpoint: ``<stem>.safetensors`` (weights) + ``<stem>.yaml`` (everything else).
+"""
+The deployable model checkpoint: ``<stem>.safetensors`` (weights) + ``<stem>.yaml`` (everything else).
 
 This is the format of the shipped model in ``models/``, of a training run's ``best`` and ``model`` files and the
 input of ``mesc3d export``. Its weights file is the project's one weights format (:func:`weights_bytes`): the
@@ -68,11 +69,12 @@ def checkpoint_stem(path: str | Path) -> Path:
 def save_model(stem: Path, model: nn.Module, cfg: Config, classes: tuple[ClassEntry, ...],
                generic_class: ClassEntry, data_manifest_hash: str, metrics: dict, fp16: bool = False,
                prompts: Mapping[str, torch.Tensor] | None = None) -> Path:
-    """Write ``<stem>.safetensors`` and ``<stem>.yaml`` atomically; returns the YAML path.
+    """
+    Write ``<stem>.safetensors`` and ``<stem>.yaml`` atomically; returns the YAML path.
 
     ``fp16`` stores floating-point tensors as float16 (halves the shipped file); they are widened back to float32
-    on load, so the model always runs in float32. ``prompts``: the state dict of the trained ``TextPrior.prompts``, if any (what
-    ``load_model`` returns as ``LoadedModel.prompts``).
+    on load, so the model always runs in float32. ``prompts``: the state dict of the trained
+    ``TextPrior.prompts``, if any (what ``load_model`` returns as ``LoadedModel.prompts``).
     """
     stem = checkpoint_stem(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -103,8 +105,12 @@ def save_model(stem: Path, model: nn.Module, cfg: Config, classes: tuple[ClassEn
 
 
 def weights_bytes(state: Mapping[str, torch.Tensor], cfg: Config, fp16: bool = False) -> bytes:
-    """The one weights format: safetensors of CPU copies of ``state``, tagged with the config hash (the caller
-    records the bytes' sha256 beside them). ``fp16`` stores floating-point tensors as float16."""
+    """
+    Serialise ``state`` in the one weights format.
+
+    Safetensors of CPU copies, tagged with the config hash (the caller records the bytes' sha256 beside them).
+    ``fp16`` stores floating-point tensors as float16.
+    """
     # Copies, so tensors that share storage (safetensors refuses those) and non-contiguous views both serialise.
     tensors = {key: (value.detach().to('cpu', torch.float16 if fp16 and value.is_floating_point() else None,
                                        copy=True).contiguous())
@@ -113,8 +119,12 @@ def weights_bytes(state: Mapping[str, torch.Tensor], cfg: Config, fp16: bool = F
 
 
 def load_weights(path: str | Path, model: nn.Module) -> dict:
-    """Load a checkpoint's verified weights into ``model`` (any module with the saved state dict: the MESC-3D of its
-    config, or a baseline trained by the same loop); returns the checkpoint's metrics."""
+    """
+    Load a checkpoint's verified weights into ``model``; return the checkpoint's metrics.
+
+    ``model`` is any module with the saved state dict: the MESC-3D of its config, or a baseline trained by the same
+    loop.
+    """
     stem = checkpoint_stem(path)
     meta_path, weights_path = stem.with_suffix(META_SUFFIX), stem.with_suffix(WEIGHTS_SUFFIX)
     meta = _read_meta(meta_path)
@@ -126,7 +136,7 @@ def load_weights(path: str | Path, model: nn.Module) -> dict:
 
 
 def read_metrics(path: str | Path) -> dict:
-    """A checkpoint's recorded metrics, without reading its weights."""
+    """Return a checkpoint's recorded metrics, without reading its weights."""
     meta_path = checkpoint_stem(path).with_suffix(META_SUFFIX)
     return _typed(_read_meta(meta_path), 'metrics', dict, meta_path)
 
@@ -184,7 +194,7 @@ def _typed(meta: dict, key: str, kind: type, meta_path: Path) -> object:
 
 
 def _match_state_dict(model: nn.Module, tensors: dict[str, torch.Tensor], weights_path: Path) -> dict:
-    """The loaded tensors in the model's dtypes, after checking names and shapes against the built model."""
+    """Return the loaded tensors in the model's dtypes, after checking names and shapes against the model."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -201,8 +211,11 @@ def _match_state_dict(model: nn.Module, tensors: dict[str, torch.Tensor], weight
 
 def read_verified_safetensors(weights_path: Path, expected_sha256: str, recorded_in: Path,
                               error: type[Exception]) -> dict[str, torch.Tensor]:
-    """Tensors of ``weights_path`` after checking its bytes against the sha256 recorded in ``recorded_in``;
-    every failure is ``error`` naming the file (a truncated copy and a swapped file both fail the hash)."""
+    """
+    Return the tensors of ``weights_path`` after checking its bytes against the sha256 recorded in ``recorded_in``.
+
+    Every failure is ``error`` naming the file (a truncated copy and a swapped file both fail the hash).
+    """
     try:
         blob = weights_path.read_bytes()
     except OSError as exc:

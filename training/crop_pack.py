@@ -1,4 +1,5 @@
-"""The crop pack: a dataset small enough to travel to a lent GPU machine, and the two datasets that read it.
+"""
+The crop pack: a dataset small enough to travel to a lent GPU machine, and the two datasets that read it.
 
 The generated dataset (1.3 GB) cannot travel to a lent machine (64 MiB per call). A pack holds what
 ``mesc3d train`` reads of it instead (``train.pack``):
@@ -93,7 +94,7 @@ def write_pack(cfg: Config, draws: int, jpeg_quality: int, out: Path) -> Path:
 
 
 def read_pack_meta(path: Path) -> dict:
-    """The pack's ``meta`` (see the module docstring); raises ValueError for another format version."""
+    """Return the pack's ``meta`` (see the module docstring); raise ValueError for another format version."""
     with np.load(path) as pack:
         meta = json.loads(str(pack['meta'])) if 'meta' in pack.files else {'version': 1}
     if meta['version'] != PACK_VERSION:
@@ -103,7 +104,7 @@ def read_pack_meta(path: Path) -> dict:
 
 
 def check_pack(path: Path, cfg: Config) -> dict:
-    """The pack's meta after checking that it was made for ``cfg``'s crops; raises ValueError naming the field."""
+    """Return the pack's meta after checking that it was made for ``cfg``'s crops (ValueError naming the field)."""
     meta = read_pack_meta(path)
     for key, wanted in (('image_size', cfg.model.image_size), ('frame', cfg.data.frame)):
         if meta[key] != wanted:
@@ -118,8 +119,12 @@ def _decode(data: np.ndarray, offsets: np.ndarray, index: int) -> torch.Tensor:
 
 
 class PackedCrops(Dataset):
-    """Training items of a pack: ``image`` (3, S, S) float32 in [0, 1], ``points`` (G, 3) float32 in the draw's
-    output frame (a fresh subset per access, from torch's generator), ``category`` str."""
+    """
+    Training items of a pack.
+
+    ``image`` (3, S, S) float32 in [0, 1], ``points`` (G, 3) float32 in the draw's output frame (a fresh subset per
+    access, from torch's generator), ``category`` str.
+    """
 
     def __init__(self, path: Path, cfg: Config):
         check_pack(path, cfg)

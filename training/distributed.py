@@ -1,4 +1,5 @@
-"""Where this training process runs: its rank among torchrun's processes, its device, and stop signals.
+"""
+Where this training process runs: its rank among torchrun's processes, its device, and stop signals.
 
 One process (the default) or ``torchrun --nproc_per_node G``: DDP with NCCL on CUDA, gloo on CPU. SIGINT/SIGTERM
 become a flag that every rank agrees on between steps, so the step in flight finishes and is checkpointed.
@@ -32,8 +33,11 @@ class Distributed:
 
 
 def init_distributed(device: DeviceChoice = 'auto') -> Distributed:
-    """Join the torchrun process group when WORLD_SIZE > 1, else a 1-process run, on ``device`` (``auto``: CUDA when
-    available). Raises RuntimeError when ``cuda`` is asked for and there is none."""
+    """
+    Join the torchrun process group when WORLD_SIZE > 1, else make a 1-process run, on ``device``.
+
+    ``auto``: CUDA when available. Raises RuntimeError when ``cuda`` is asked for and there is none.
+    """
     if device not in DEVICE_CHOICES:
         raise ValueError(f'device {device!r}: choose one of {list(DEVICE_CHOICES)}')
     use_cuda = torch.cuda.is_available() if device == 'auto' else device == 'cuda'
@@ -73,7 +77,7 @@ class StopSignals:
         self.signum = signum
 
     def requested(self, ctx: Distributed) -> int:
-        """The signal number when any rank was signalled (all ranks stop at the same step), else 0."""
+        """Return the signal number when any rank was signalled (all ranks stop at the same step), else 0."""
         if ctx.world_size == 1:
             return self.signum
         flag = torch.tensor([self.signum], device=ctx.device)

@@ -1,4 +1,5 @@
-"""The one training loop of stage (b), reconstruction: every model this project ships or compares is trained here.
+"""
+The one training loop of stage (b), reconstruction: every model this project ships or compares is trained here.
 
 :func:`fit` trains any module ``(image, class_embedding) -> points`` (MESC-3D, the PSGN-style baseline) on a
 config's training set (``train_data.py``: images, cached trunk features or a crop pack) on one device or under
@@ -58,8 +59,11 @@ class TrainingInterrupted(RuntimeError):
 
 
 class AfterTrunk(nn.Module):
-    """``(trunk features, class embedding) -> points``: what the cached recipe trains of a model with ``from_trunk``
-    (the trunk's parameters stay in ``model``, frozen, so checkpoints and the deployable file hold the whole model)."""
+    """
+    Map ``(trunk features, class embedding) -> points``: what the cached recipe trains of a model.
+
+    The trunk's parameters stay in ``model``, frozen, so checkpoints and the deployable file hold the whole model.
+    """
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -163,7 +167,7 @@ class Trainer:
                          samples_per_s=sum(throughput) / len(throughput) if throughput else math.nan)
 
     def train_epoch(self, epoch: int, stop: StopSignals, run_log: RunLog | None) -> EpochStats:
-        """The epoch's remaining steps (all of them, or those after a resumed checkpoint)."""
+        """Take the epoch's remaining steps (all of them, or those after a resumed checkpoint)."""
         tc, first_step = self.cfg.train, self.progress.step_in_epoch if epoch == self.progress.epoch else 0
         self.batches.set_epoch(epoch, first_step)
         self.network.train()

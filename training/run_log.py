@@ -1,4 +1,5 @@
-"""The training run's logs behind one object: ``epochs.csv``, ``steps.csv`` and TensorBoard (``tb/``).
+"""
+The training run's logs behind one object: ``epochs.csv``, ``steps.csv`` and TensorBoard (``tb/``).
 
 Only rank 0 holds a :class:`RunLog`. A resumed run first drops the rows written after its checkpoint, so the logs of
 an interrupted and resumed run read like those of an uninterrupted one.
@@ -59,7 +60,7 @@ class RunLog:
         self._tb.close()
 
     def step(self, global_step: int, epoch: int, loss: float, lr: float, samples_per_s: float) -> None:
-        """One logged step (1-based ``global_step`` and ``epoch``): its loss and the rate it was taken with."""
+        """Record a logged step: its loss and the rate it was taken with; ``global_step`` and ``epoch`` 1-based."""
         self._steps.write({'global_step': global_step, 'epoch': epoch, 'loss': f'{loss:.6f}', 'lr': f'{lr:.9g}'})
         self._tb.add_scalar('train/loss', loss, global_step)
         self._tb.add_scalar('train/lr', lr, global_step)
@@ -67,7 +68,7 @@ class RunLog:
 
     def epoch(self, epoch: int, global_step: int, lr: float, train_loss: float, val: dict, samples_per_s: float,
               epoch_s: float) -> None:
-        """One finished epoch (1-based): mean training loss, validation metrics (METRIC_KEYS), throughput."""
+        """Record a finished epoch, 1-based: mean training loss, validation metrics (METRIC_KEYS), throughput."""
         self._epochs.write({'epoch': epoch, 'global_step': global_step, 'lr': f'{lr:.9g}',
                             'train_loss': f'{train_loss:.6f}', **{f'val_{k}': f'{val[k]:.6f}' for k in METRIC_KEYS},
                             'samples_per_s': f'{samples_per_s:.2f}', 'epoch_s': f'{epoch_s:.1f}'})

@@ -1,4 +1,5 @@
-"""``mesc3d train CONFIG``: MESC-3D's two training stages and the deployable best model.
+"""
+``mesc3d train CONFIG``: MESC-3D's two training stages and the deployable best model.
 
 Stage (a), 3DSPL (``prompt_learning.py``): class prompts and a point-cloud encoder aligned contrastively, frozen into
 a class-embedding table (or reused from an earlier run: ``--class-table RUN``). Stage (b), reconstruction: the one
@@ -47,8 +48,10 @@ MODEL_STEM = 'model'
 
 def train(cfg: Config, out_dir: Path, resume: bool = False, class_table_run: Path | None = None,
           device: DeviceChoice = 'auto') -> Path:
-    """Run stage (a) (unless ``class_table_run`` names a run whose class table and prompts to reuse) and stage (b);
-    returns the deployable ``model.yaml``.
+    """
+    Run stage (a) and stage (b); return the deployable ``model.yaml``.
+
+    ``class_table_run`` names an earlier run whose class table and prompts to reuse instead of running stage (a).
 
     ``resume`` continues from ``out_dir``'s checkpoint (and reuses its class table). Under torchrun every rank calls
     this; rank 0 alone runs stage (a) and writes files.
@@ -112,7 +115,7 @@ OVERRIDE_FLAGS = (('epochs', 'train.epochs'), ('batch_size', 'train.batch_size')
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """The config file and the overrides that ``train`` and ``baselines`` share."""
+    """Add the config file and the overrides that ``train`` and ``baselines`` share."""
     parser.add_argument('config', type=Path, help='config YAML, e.g. config/mesc3d_small.yaml')
     parser.add_argument('--epochs', type=int, help='override train.epochs')
     parser.add_argument('--batch-size', type=int, help='override train.batch_size')
@@ -133,12 +136,12 @@ def config_from_arguments(args: argparse.Namespace) -> Config:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='mesc3d train', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='mesc3d train', description=__doc__.strip().splitlines()[0])
     add_config_arguments(parser)
     parser.add_argument('--out', type=Path, help='run directory (default runs/<model name>)')
     parser.add_argument('--resume', action='store_true', help='continue the run in --out from its last checkpoint')
     parser.add_argument('--device', choices=DEVICE_CHOICES, default='auto',
-                        help='where to train (default auto: CUDA when available); under torchrun, each rank\'s GPU')
+                        help="where to train (default auto: CUDA when available); under torchrun, each rank's GPU")
     parser.add_argument('--class-table', type=Path, metavar='RUN',
                         help='skip stage (a): reuse the class table and prompts of this earlier run folder '
                              '(needed where the dataset is absent, e.g. with --pack on a lent GPU)')

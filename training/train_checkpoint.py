@@ -1,4 +1,5 @@
-"""Resumable training checkpoints: weights, optimiser, schedule, RNG and progress, written atomically.
+"""
+Resumable training checkpoints: weights, optimiser, schedule, RNG and progress, written atomically.
 
 This is the *training* state (``loop.py`` writes one every epoch and on SIGINT/SIGTERM); the deployable model is
 ``checkpoint.py``'s format. One checkpoint is a pair of files named after the global step, then a pointer::
@@ -53,7 +54,7 @@ class Progress:
 
 
 def capture_rng() -> dict:
-    """This process's RNG states (torch CPU/CUDA, numpy global, python) as tensors and primitives."""
+    """Return this process's RNG states (torch CPU/CUDA, numpy global, python) as tensors and primitives."""
     np_state = np.random.get_state(legacy=False)
     return {
         'torch': torch.get_rng_state(),
@@ -85,7 +86,8 @@ def _python_state_to_primitives(state: tuple) -> list:
 def save_train_checkpoint(ckpt_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                           scheduler: torch.optim.lr_scheduler.LRScheduler, progress: Progress, cfg: Config,
                           rng_states: list[dict]) -> Path:
-    """Write the pair for ``progress.global_step``, move the pointer, drop older pairs; returns the state path.
+    """
+    Write the pair for ``progress.global_step``, move the pointer, drop older pairs; returns the state path.
 
     ``model`` is the bare module (not the DDP wrapper); ``rng_states`` holds one :func:`capture_rng` per rank.
     """
@@ -121,7 +123,8 @@ def has_train_checkpoint(ckpt_dir: Path) -> bool:
 
 def load_train_checkpoint(ckpt_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                           scheduler: torch.optim.lr_scheduler.LRScheduler, cfg: Config) -> tuple[Progress, list[dict]]:
-    """Load the latest pair into the given objects; returns (progress, per-rank RNG states).
+    """
+    Load the latest pair into the given objects; returns (progress, per-rank RNG states).
 
     Raises :class:`TrainCheckpointError` when there is no checkpoint, a file is corrupt or truncated, the config
     differs from ``cfg`` (the differing keys are named) or the weights do not fit ``model``.

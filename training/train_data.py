@@ -1,4 +1,5 @@
-"""What the training loop reads: a config's training and validation sets, and their seeded order over the ranks.
+"""
+What the training loop reads: a config's training and validation sets, and their seeded order over the ranks.
 
 Three sources of training samples, one loop (``loop.py``):
 
@@ -29,8 +30,12 @@ from mesc3d_training.feature_cache import CachedFeatures, build_cache
 
 
 def training_set(cfg: Config, model: nn.Module, ctx: Distributed) -> Dataset:
-    """Items ``points`` (G, 3), ``category`` and either ``image`` (3, S, S) or, with the feature cache, ``features``
-    (C, h, w). The cache is built once (rank 0) from ``model``'s frozen trunk, which stops receiving gradients."""
+    """
+    Return the training set of ``cfg``.
+
+    Items: ``points`` (G, 3), ``category`` and either ``image`` (3, S, S) or, with the feature cache, ``features``
+    (C, h, w). The cache is built once (rank 0) from ``model``'s frozen trunk, which stops receiving gradients.
+    """
     if cfg.train.pack:
         return PackedCrops(Path(cfg.train.pack), cfg)
     if cfg.train.feature_cache:
@@ -45,14 +50,14 @@ def training_set(cfg: Config, model: nn.Module, ctx: Distributed) -> Dataset:
 
 
 def validation_set(cfg: Config) -> Dataset:
-    """The val split's evaluation items (``image``, ``points``, ``category``): from the pack when training on one."""
+    """Return the val split's evaluation items (``image``, ``points``, ``category``), from the pack if any."""
     if cfg.train.pack:
         return PackedValidation(Path(cfg.train.pack), cfg)
     return ReconstructionDataset(cfg.data, 'val', cfg.model.image_size, train=False)
 
 
 def validation_indices(num_items: int, tc: TrainConfig) -> list[int]:
-    """The whole validation split, or a fixed seeded subset of ``val_max_samples`` (the same every epoch)."""
+    """Return the whole validation split, or a fixed seeded subset of ``val_max_samples`` (same every epoch)."""
     if not tc.val_max_samples or tc.val_max_samples >= num_items:
         return list(range(num_items))
     chosen = np.random.default_rng(tc.seed).choice(num_items, tc.val_max_samples, replace=False)
@@ -60,20 +65,24 @@ def validation_indices(num_items: int, tc: TrainConfig) -> list[int]:
 
 
 def data_manifest_hash(cfg: Config) -> str:
-    """The generated dataset's manifest hash; empty for layouts without a manifest (ShapeNet, Pix3D)."""
+    """Return the generated dataset's manifest hash; empty for layouts without a manifest (ShapeNet, Pix3D)."""
     if cfg.data.layout == 'generated':
         return layout.read_manifest(Path(cfg.data.root))['manifest_hash']
     return ''
 
 
 def training_manifest_hash(cfg: Config) -> str:
-    """The manifest hash of the data a run trains on: the one the pack was drawn from, else the dataset's."""
+    """Return the manifest hash of the data a run trains on: the pack's source, else the dataset's."""
     return read_pack_meta(Path(cfg.train.pack))['manifest_hash'] if cfg.train.pack else data_manifest_hash(cfg)
 
 
 class SeededItems(Dataset):
-    """Each item is drawn under its own seed, key = (index, seed): augmentation no longer depends on which worker
-    loads it (the datasets draw their randomness from torch's generator, ``data/sample.py``)."""
+    """
+    Draw each item under its own seed, key = (index, seed).
+
+    Augmentation then does not depend on which worker loads it (the datasets draw their randomness from torch's
+    generator, ``data/sample.py``).
+    """
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -89,8 +98,12 @@ class SeededItems(Dataset):
 
 
 class EpochBatches(Sampler):
-    """This rank's batches of (index, item seed): a permutation seeded by (seed, epoch), ``steps_per_epoch`` global
-    batches of ``batch_size``, each split evenly over the ranks; ``set_epoch`` can start mid-epoch (resume)."""
+    """
+    Yield this rank's batches of (index, item seed).
+
+    A permutation seeded by (seed, epoch), ``steps_per_epoch`` global batches of ``batch_size``, each split evenly
+    over the ranks; ``set_epoch`` can start mid-epoch (resume).
+    """
 
     def __init__(self, num_items: int, batch_size: int, steps_per_epoch: int, seed: int, ctx: Distributed):
         if steps_per_epoch * batch_size > num_items:
