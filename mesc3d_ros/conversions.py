@@ -1,9 +1,9 @@
-"""ROS message <-> numpy conversions: Image, PointCloud2, Detection2DArray, CameraInfo.
+"""ROS message <-> numpy conversions: Image (raw pixels, RGB, metric depth), PointCloud2, Detection2DArray, CameraInfo.
 
 Our own replacement for cv_bridge and sensor_msgs_py, which are not installable from PyPI (docs: ros2-from-pip.md §6).
 Every function is vectorised numpy over the whole buffer; reads return zero-copy, read-only views of the message
-buffer where the layout allows it. Malformed input raises ``ValueError`` naming the encoding, field or sizes (message strings in it shortened and made
-printable, ``safe_text``).
+buffer where the layout allows it. Malformed input raises ``ValueError`` naming the encoding, field or sizes
+(message strings in it shortened and made printable, ``safe_text``).
 
 Conventions written by this module:
 
@@ -121,6 +121,30 @@ def image_to_numpy(msg: Image) -> np.ndarray:
     if channels == 1:
         pixels = pixels[:, :, 0]  # (H, W)
     return _readonly(_native(pixels))
+
+
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of an rgb8, bgr8, rgba8, bgra8, mono8 or 8UC1 image; ValueError for anything else."""
+    pixels = image_to_numpy(msg)  # first: an unknown encoding is named with the supported ones
+    if msg.encoding in ('rgb8', 'rgba8'):
+        return np.ascontiguousarray(pixels[:, :, :3])
+    if msg.encoding in ('bgr8', 'bgra8'):
+        return np.ascontiguousarray(pixels[:, :, 2::-1])
+    if msg.encoding in ('mono8', '8UC1'):
+        return np.repeat(pixels[:, :, None], 3, axis=2)
+    raise ValueError(f'image encoding {printable(msg.encoding)!r} is not a colour encoding; use rgb8, bgr8, rgba8, '
+                     f'bgra8 or mono8')
+
+
+def depth_to_metres(msg: Image, scale_m: float) -> np.ndarray:
+    """(H, W) float32 metres of a 16UC1/mono16 (× ``scale_m``; 0 stays 0 = no reading) or 32FC1 depth image (NaN and
+    0 kept: no reading); ValueError otherwise."""
+    pixels = image_to_numpy(msg)
+    if msg.encoding in ('16UC1', 'mono16'):
+        return pixels.astype(np.float32) * np.float32(scale_m)
+    if msg.encoding == '32FC1':
+        return pixels  # a read-only view of the message (or a native-order copy)
+    raise ValueError(f'depth encoding {printable(msg.encoding)!r} is not 16UC1, mono16 or 32FC1')
 
 
 def numpy_to_image(pixels: np.ndarray, encoding: str, header: Header | None = None) -> Image:
@@ -283,7 +307,8 @@ def detections_to_arrays(msg: Detection2DArray) -> Detections2D:
 
 def arrays_to_detections(boxes: np.ndarray, class_ids: Sequence[str], scores: np.ndarray, header: Header,
                          ids: Sequence[str] | None = None) -> Detection2DArray:
-    """A Detection2DArray of axis-aligned (K, 4) xyxy pixel ``boxes``, one hypothesis each; every header = ``header``."""
+    """A Detection2DArray of axis-aligned (K, 4) xyxy pixel ``boxes``, one hypothesis each, every header
+    ``header``."""
     boxes = np.asarray(boxes, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64)
     if boxes.ndim != 2 or boxes.shape[1] != 4:

@@ -133,8 +133,7 @@ def reconstruct(photo: Path, boxes: np.ndarray, classes: list[str], out_dir: Pat
     backend = create_backend(model_path, backend_kind)
     try:
         pipeline = ReconstructionPipeline(backend, load_contract(model_path), PipelineSettings())
-        issues: list[Issue] = []
-        objects = pipeline.process(rgb, boxes, classes, np.ones(len(classes)), K, depth, issues)
+        objects, issues = pipeline.process(rgb, boxes, classes, np.ones(len(classes)), K, depth)
     finally:
         backend.close()
     out_dir.mkdir(parents=True, exist_ok=True)

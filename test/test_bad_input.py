@@ -49,12 +49,10 @@ def make_pipeline(contract_path: Path, **settings) -> ReconstructionPipeline:
 def run(pipeline: ReconstructionPipeline, rgb: np.ndarray, boxes: np.ndarray, classes: list[str], scores, k=K,
         depth=None) -> tuple[list[ObjectCloud], list[Issue]]:
     """process() with every warning turned into an error: none may reach stderr."""
-    issues: list[Issue] = []
     with warnings.catch_warnings():
         warnings.simplefilter('error')
-        objects = pipeline.process(rgb, np.asarray(boxes, dtype=np.float64), classes,
-                                   np.asarray(scores, dtype=np.float64), k, depth, issues)
-    return objects, issues
+        return pipeline.process(rgb, np.asarray(boxes, dtype=np.float64), classes, np.asarray(scores, dtype=np.float64),
+                                k, depth)
 
 
 def assert_publishable(objects: list[ObjectCloud]) -> None:

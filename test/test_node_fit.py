@@ -18,7 +18,7 @@ from vision_msgs.msg import Detection2DArray, Detection3DArray
 
 from mesc3d_ros.conversions import (CameraIntrinsics, arrays_to_detections, cloud_to_structured,
                                     intrinsics_to_camera_info, numpy_to_image)
-from mesc3d_ros.reconstruct_node import FIT_RESIDUAL_ID, VISIBLE_POINTS_ID
+from mesc3d_ros.object_messages import FIT_RESIDUAL_ID, VISIBLE_POINTS_ID
 from ros_helpers import start_process, spin_until, venv_script
 from sphere_model import class_entry, make_sphere_model
 
