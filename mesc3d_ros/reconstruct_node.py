@@ -1,6 +1,8 @@
 """``reconstruct_node``: camera images + 2D detections in, one metric point cloud per frame out.
 
-A thin lifecycle adapter over :class:`mesc3d_ros.pipeline.ReconstructionPipeline`; docs/node.md is the manual.
+A thin lifecycle adapter over :class:`mesc3d_ros.pipeline.ReconstructionPipeline`; docs/node.md is the manual. What
+needs no ROS lives beside it: the parameters (``node_params.NodeParams``), the hand-over to the worker
+(``frame_slot``), the message conversions (``conversions``) and the output messages (``object_messages``).
 
 Topics (relative names, remap at launch):
 
@@ -26,6 +28,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -93,7 +96,7 @@ class ReconstructNode(LifecycleNode):
         self._depth_seen = False
 
     # ---- parameters ------------------------------------------------------------------------------------------
-    def _read_params(self, changed: list[Parameter] = ()) -> NodeParams:
+    def _read_params(self, changed: Sequence[Parameter] = ()) -> NodeParams:
         """The declared values with ``changed`` applied, validated (ParameterError)."""
         values = {}
         for spec in PARAMETERS:
