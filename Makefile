@@ -7,7 +7,7 @@ STAMP := build/stamps
 # absent on a fresh clone, where the tests that need them skip.
 ROS_TOOLS_SRC ?= ../shared/ros2-jazzy-src
 export ROS_TOOLS_SRC
-APT_PACKAGES := sweethome3d-furniture morse-simulator-data cmake ninja-build g++ libegl1 libegl-mesa0 libgl1-mesa-dri
+APT_PACKAGES := sweethome3d-furniture morse-simulator-data cmake ninja-build g++ libegl1 libegl-mesa0 libgl1-mesa-dri libxml2-utils
 
 .PHONY: setup ros-tools demo test test-fast bench clean help
 

@@ -1,4 +1,5 @@
-"""ament_python package: the runtime ``mesc3d_ros`` plus the PyTorch side ``training/`` as ``mesc3d_training``.
+"""
+ament_python package: the runtime ``mesc3d_ros`` plus the PyTorch side ``training/`` as ``mesc3d_training``.
 
 ``training/`` is mapped to the import name ``mesc3d_training`` so that no generic top-level ``training`` module
 lands in site-packages.

@@ -1,4 +1,5 @@
-"""Start reconstruct_node with a params file, its inputs remapped to a camera and a detector; RViz optional.
+"""
+Start reconstruct_node with a params file, its inputs remapped to a camera and a detector; RViz optional.
 
     ros2 launch mesc3d_ros reconstruct.launch.py \
         image:=/camera/color/image_raw camera_info:=/camera/color/camera_info detections:=/detections
@@ -35,7 +36,7 @@ def _rviz_installed() -> bool:
 
 
 def _actions(context: LaunchContext) -> list:
-    """The node with only the overrides that were given; RViz when asked for and installed."""
+    """Return the node with only the overrides that were given; RViz when asked for and installed."""
     overrides = {}
     for argument, parameter in OVERRIDES.items():
         value = LaunchConfiguration(argument).perform(context)

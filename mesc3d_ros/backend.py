@@ -1,4 +1,5 @@
-"""What every inference backend is: the :class:`Backend` interface and the input checks and batching they share.
+"""
+What every inference backend is: the :class:`Backend` interface and the input checks and batching they share.
 
 ONNX Runtime (``inference.py``) and TensorRT (``tensorrt_backend.py``) both build on this module, and
 ``inference.create_backend`` picks between them; nothing here imports either, so the three never import each other
@@ -24,7 +25,7 @@ class Backend(Protocol):
     """Largest batch sent to the engine in one call; :meth:`run` splits bigger batches."""
 
     def run(self, image: np.ndarray, class_embedding: np.ndarray) -> np.ndarray:
-        """image (B, 3, S, S) float32 in [0, 1], class_embedding (B, D) float32 -> points (B, N, 3) float32."""
+        """Image (B, 3, S, S) float32 in [0, 1], class_embedding (B, D) float32 -> points (B, N, 3) float32."""
 
     def close(self) -> None:
         """Release sessions and device memory; the backend is unusable afterwards."""

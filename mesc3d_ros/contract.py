@@ -1,4 +1,5 @@
-"""The model I/O contract: what an exported MESC-3D model takes and returns, as code.
+"""
+The model I/O contract: what an exported MESC-3D model takes and returns, as code.
 
 Export writes ``<name>.onnx`` (float32), ``<name>.fp16.onnx``, optionally ``<name>.int8.onnx`` and ``<name>.json``;
 the JSON is a :class:`ModelContract` and lists which of those precisions (:data:`PRECISIONS`) the model offers.
@@ -99,7 +100,7 @@ class ModelContract:
     # ---- derived views ---------------------------------------------------------------------------------------
     @property
     def precisions(self) -> tuple[Precision, ...]:
-        """The precisions this export has a model file for, float32 first."""
+        """Return the precisions this export has a model file for, float32 first."""
         return tuple(p for p in PRECISIONS if getattr(self, model_fields(p)[0]))
 
     @property
@@ -134,7 +135,7 @@ class ModelContract:
         return write_atomic(Path(path), self.to_json().encode())
 
     def model_path(self, contract_path: str | Path, precision: Precision = 'fp32') -> Path:
-        """The ONNX file of ``precision`` next to the contract (ContractError if the export made none)."""
+        """Return the ONNX file of ``precision`` next to the contract (ContractError if the export made none)."""
         if precision not in PRECISIONS:
             raise ContractError(f'{contract_path}: unknown precision {precision!r}; one of {", ".join(PRECISIONS)}')
         if precision not in self.precisions:
@@ -150,7 +151,11 @@ def model_fields(precision: Precision) -> tuple[str, str]:
 
 
 def _optional(data: dict, key: str, kind: type, default: object, where: str) -> object:
-    """A field that contracts written before it existed lack: ``default`` then, else checked like a required one."""
+    """
+    Return an optional field, ``default`` when absent, else checked like a required one.
+
+    Contracts written before the field existed lack it.
+    """
     return _require(data, key, kind, where) if key in data else default
 
 
@@ -277,7 +282,8 @@ def verify_model_file(contract: ModelContract, contract_path: str | Path, precis
 
 
 def check_signature(contract: ModelContract, model_path: str | Path, inputs: Signature, outputs: Signature) -> None:
-    """Compare a loaded model's I/O (as its backend reports it) with the contract; ContractError on any mismatch.
+    """
+    Compare a loaded model's I/O (as its backend reports it) with the contract; ContractError on any mismatch.
 
     Dynamic dimensions must be dynamic in the model too (a model exported for a fixed batch is refused), and every
     static dimension must equal the contract's, named by the contract field it comes from.
@@ -285,7 +291,7 @@ def check_signature(contract: ModelContract, model_path: str | Path, inputs: Sig
     for kind, actual, expected in (('input', inputs, contract.input_shapes()),
                                    ('output', outputs, contract.output_shapes())):
         if set(actual) != set(expected):
-            raise ContractError(f'{model_path}: model {kind}s {sorted(actual)} do not match the contract\'s '
+            raise ContractError(f"{model_path}: model {kind}s {sorted(actual)} do not match the contract's "
                                 f'{sorted(expected)} (tensor names are fixed by mesc3d_ros.contract)')
         for name, expected_shape in expected.items():
             shape, dtype = actual[name]
@@ -306,7 +312,7 @@ def check_signature(contract: ModelContract, model_path: str | Path, inputs: Sig
 
 
 def _shape_field(tensor: str, axis: int) -> str:
-    """The contract field that fixes a static dimension, for error messages."""
+    """Return the contract field that fixes a static dimension, for error messages."""
     if tensor == INPUT_IMAGE:
         return 'image_size' if axis >= 2 else 'channels (always 3)'
     if tensor == INPUT_CLASS_EMBEDDING:

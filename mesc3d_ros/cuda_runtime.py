@@ -1,4 +1,5 @@
-"""cuda-python's runtime API, imported lazily: error unwrapping and device properties for TensorRT code.
+"""
+cuda-python's runtime API, imported lazily: error unwrapping and device properties for TensorRT code.
 
 Both the engine build (``engine_build.py``, for the cache key) and the TensorRT backend (device memory, streams)
 need it; keeping it here lets neither import the other for it. Never imports torch.

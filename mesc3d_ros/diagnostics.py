@@ -1,4 +1,5 @@
-"""What the node counts and how it reports it: thread-safe statistics, once-per-cause logging, /diagnostics.
+"""
+What the node counts and how it reports it: thread-safe statistics, once-per-cause logging, /diagnostics.
 
 diagnostic_updater is not installable from PyPI (docs: ros2-from-pip.md §6), so the node publishes a
 ``diagnostic_msgs/DiagnosticArray`` itself: one ``DiagnosticStatus`` per period with rates, latencies, drops, issue
@@ -25,7 +26,8 @@ VALUE_CHARS = 256
 
 
 class CauseLog:
-    """Decides which problems get a log line: the first of each cause at once, then a count every ``period_s``.
+    """
+    Decides which problems get a log line: the first of each cause at once, then a count every ``period_s``.
 
     A camera sending a bad encoding at 30 Hz would otherwise write 30 identical lines a second; rclpy's own
     throttling is per call site, which would hide a second cause logged from the same place.
@@ -86,7 +88,7 @@ class NodeStats:
         self._last_report = (time.monotonic(), Counter(), 0)
 
     def count(self, what: str, amount: int = 1) -> None:
-        """Totals: ``matched``, ``processed``, ``published``, ``objects``, ``dropped_stale``, ``dropped_sync``…"""
+        """Add to a total: ``matched``, ``processed``, ``published``, ``objects``, ``dropped_stale`` and so on."""
         with self._lock:
             self._totals[what] += amount
 
@@ -111,7 +113,7 @@ class NodeStats:
                 self._fit_visible_points.append(float(visible))
 
     def snapshot(self) -> Snapshot:
-        """The period since the previous snapshot, and the totals."""
+        """Return the period since the previous snapshot, and the totals."""
         with self._lock:
             now = time.monotonic()
             last_time, last_totals, last_problems = self._last_report
@@ -142,7 +144,8 @@ def _summary(values: deque[float]) -> tuple[float, float, float]:
 
 def diagnostic_array(snapshot: Snapshot, name: str, hardware_id: str, context: dict[str, str],
                      header: Header) -> DiagnosticArray:
-    """One DiagnosticStatus: OK, or WARN when frames were dropped or inputs had issues in this period.
+    """
+    One DiagnosticStatus: OK, or WARN when frames were dropped or inputs had issues in this period.
 
     ``context`` adds fixed facts (backend, model, state, placement policy) as key/values.
     """

@@ -1,4 +1,5 @@
-"""TensorRT engine build and cache: ``mesc3d engine build MODEL.onnx [--max-batch 8] [--fp16|--fp32]``.
+"""
+TensorRT engine build and cache: ``mesc3d engine build MODEL.onnx [--max-batch 8] [--fp16|--fp32]``.
 
 Engines are build artefacts of the target machine (field.md §1, §4): serialised engines are specific to the
 TensorRT version and the GPU, so the cache file name carries everything that makes an engine valid, as Jetson users
@@ -90,7 +91,7 @@ class EngineToolkit(Protocol):
     """The TensorRT calls the cache needs; :class:`TensorRTBuilder` is the real one."""
 
     def platform(self) -> Platform:
-        """TensorRT version, GPU name, compute capability and typing mode of this machine."""
+        """Return the TensorRT version, GPU name, compute capability and typing mode of this machine."""
 
     def build(self, onnx_path: Path, shapes: dict[str, tuple[tuple[int, ...], ...]], precision: Precision,
               workspace_bytes: int, timing_cache: bytes) -> tuple[bytes, bytes]:
@@ -108,8 +109,12 @@ def profile_shapes(contract: ModelContract, max_batch: int,
 
 
 def default_engine_dir(contract_path: Path) -> Path:
-    """Engines go next to the model when that folder is writable (a source checkout), else to the user cache
-    (an installed package's share/ folder is read-only, and an unwritable cache means a rebuild on every start)."""
+    """
+    Engines go next to the model when that folder is writable (a source checkout).
+
+    Else to the user cache (an installed package's share/ folder is read-only, and an unwritable cache means a rebuild
+    on every start).
+    """
     folder = Path(contract_path).resolve().parent
     if os.access(folder, os.W_OK):
         return folder
@@ -146,7 +151,8 @@ def ensure_engine(contract: ModelContract, contract_path: Path, toolkit: EngineT
                   precision: Precision = 'fp16', max_batch: int = 8, opt_batch: int = 1,
                   workspace_mib: int = DEFAULT_WORKSPACE_MIB, engine_path: Path | None = None,
                   force_reason: str | None = None) -> Path:
-    """Path of an engine valid for this model and machine, building it first when the cache has none.
+    """
+    Path of an engine valid for this model and machine, building it first when the cache has none.
 
     ``engine_path`` overrides the keyed file name (Isaac ROS's ``engine_file_path``); its key file is still
     checked. ``force_reason`` rebuilds unconditionally (e.g. the runtime refused to deserialise the cached engine).
@@ -177,9 +183,13 @@ def ensure_engine(contract: ModelContract, contract_path: Path, toolkit: EngineT
 def load_engine(contract: ModelContract, contract_path: Path, toolkit: EngineToolkit, engine_dir: Path,
                 deserialize: Callable[[bytes], tuple[object | None, str]], precision: Precision = 'fp16',
                 max_batch: int = 8, engine_path: Path | None = None) -> tuple[object, Path]:
-    """(deserialised engine, its path): the cached engine, or one rebuilt because the cache had none, had a
-    mismatched key, or held bytes this TensorRT refuses (``deserialize`` returns None and the reason, e.g. the
-    "Version tag does not match" assertion of an engine from another TensorRT release)."""
+    """
+    (deserialised engine, its path).
+
+    The cached engine, or one rebuilt because the cache had none, had a mismatched key, or held bytes this TensorRT
+    refuses (``deserialize`` returns None and the reason, e.g. the "Version tag does not match" assertion of an engine
+    from another TensorRT release).
+    """
     path = ensure_engine(contract, contract_path, toolkit, engine_dir, precision=precision, max_batch=max_batch,
                          engine_path=engine_path)
     engine, error = deserialize(path.read_bytes())

@@ -1,4 +1,5 @@
-"""Placement: from a unit-ball shape in a crop's virtual camera to metric points in the real camera optical frame.
+"""
+Placement: from a unit-ball shape in a crop's virtual camera to metric points in the real camera optical frame.
 
 The model sees a square crop centred on a detection box and predicts a shape that fits the unit ball (centroid at 0,
 largest point norm 1), expressed in the crop's *virtual camera*: a camera at the real camera centre whose optical
@@ -34,7 +35,8 @@ def pixel_ray(K: np.ndarray, u: float, v: float) -> np.ndarray:
 
 
 def virtual_camera_rotation(K: np.ndarray, u: float, v: float) -> np.ndarray:
-    """(3, 3) rotation whose columns are the virtual camera's x, y, z axes in the real optical frame.
+    """
+    (3, 3) rotation whose columns are the virtual camera's x, y, z axes in the real optical frame.
 
     z is the ray through (u, v). The roll is fixed by keeping x in the plane spanned by the real x axis and the ray:
     that plane holds the image-row direction at the crop centre (∂ray/∂u ∝ real x), so the crop's horizontal pixel
@@ -49,7 +51,8 @@ def virtual_camera_rotation(K: np.ndarray, u: float, v: float) -> np.ndarray:
 
 
 def box_half_angle(K: np.ndarray, rotation: np.ndarray, box_xyxy: np.ndarray) -> float:
-    """α (radians): the half-angle of the larger box side, measured in the virtual camera's normalised image plane.
+    """
+    α (radians): the half-angle of the larger box side, measured in the virtual camera's normalised image plane.
 
     The midpoints of the four box edges are back-projected, rotated into the virtual camera and divided by their
     depth there, so an off-axis box is measured as the virtual camera sees it, without the radial stretch of the real
@@ -69,7 +72,8 @@ def box_half_angle(K: np.ndarray, rotation: np.ndarray, box_xyxy: np.ndarray) ->
 
 @dataclass(frozen=True)
 class PlacementPrior:
-    """How a detection box and a depth reading relate to an object's bounding sphere (1, 1 for a sphere).
+    """
+    How a detection box and a depth reading relate to an object's bounding sphere (1, 1 for a sphere).
 
     The defaults are medians over rendered views of the generated dataset's objects, measured by
     ``scripts/placement_calibration.py`` (docs/node.md §Placement lists the run and the spread).
@@ -112,7 +116,8 @@ class DepthWindow:
 
 
 def surface_distance(depth_m: np.ndarray, K: np.ndarray, box_xyxy: np.ndarray, window: DepthWindow) -> float | None:
-    """Distance (metres, along the box-centre ray) to the front surface: the median valid depth of the central region.
+    """
+    Distance (metres, along the box-centre ray) to the front surface: the median valid depth of the central region.
 
     ``depth_m`` is (H, W) z-depth in metres aligned with the image; NaN, 0 and values outside
     [min_depth_m, max_depth_m] are invalid. None when too few pixels are valid.
@@ -138,7 +143,8 @@ def surface_distance(depth_m: np.ndarray, K: np.ndarray, box_xyxy: np.ndarray, w
 
 
 def normalise_shape(points: np.ndarray) -> np.ndarray:
-    """(N, 3) predicted shape -> (N, 3) centred on its centroid and scaled to a largest norm of 1.
+    """
+    (N, 3) predicted shape -> (N, 3) centred on its centroid and scaled to a largest norm of 1.
 
     The dataset's unit-ball normalisation, applied again: a trained model's output already satisfies it, a
     random-weight model's does not, and re-applying it makes the placed cloud's centroid the placement centre,
@@ -172,7 +178,8 @@ class Placement:
 
 def place(K: np.ndarray, box_xyxy: np.ndarray, size_m: float, surface_m: float | None, orientation_known: bool,
           prior: PlacementPrior) -> Placement:
-    """Place one object from its (clipped) box, its class size prior and, when measured, its front-surface distance.
+    """
+    Place one object from its (clipped) box, its class size prior and, when measured, its front-surface distance.
 
     ``surface_m`` None selects the size prior. ``orientation_known`` False (canonical-frame models) keeps the shape
     axis-aligned with the optical frame: only the centre and the scale are meaningful then.
@@ -191,7 +198,8 @@ def place(K: np.ndarray, box_xyxy: np.ndarray, size_m: float, surface_m: float |
 
 
 def rotation_to_quaternion(rotation: np.ndarray) -> np.ndarray:
-    """(x, y, z, w) unit quaternion of a (3, 3) rotation matrix, w >= 0 (geometry_msgs order).
+    """
+    (x, y, z, w) unit quaternion of a (3, 3) rotation matrix, w >= 0 (geometry_msgs order).
 
     Shepperd's method: start from the largest of the four squared components, so no division is ill-conditioned.
     """

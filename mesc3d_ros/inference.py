@@ -1,4 +1,5 @@
-"""ONNX Runtime backend and :func:`create_backend`, the one constructor the node needs.
+"""
+ONNX Runtime backend and :func:`create_backend`, the one constructor the node needs.
 
 Every backend (``backend.Backend``) takes the contract's tensors (``mesc3d_ros.contract``) and returns ``points``
 (B, N, 3) float32 in the model's output frame. :func:`create_backend` reads the contract, checks it against the
@@ -68,8 +69,11 @@ class SessionSettings:
 
 
 class OnnxRuntimeBackend:
-    """ONNX Runtime session over the exported model of one precision: CPU everywhere, CUDA/TensorRT execution
-    providers if present. Session options: :class:`SessionSettings`."""
+    """
+    ONNX Runtime session over the exported model of one precision.
+
+    CPU everywhere, CUDA/TensorRT execution providers if present. Session options: :class:`SessionSettings`.
+    """
 
     def __init__(self, contract: ModelContract, contract_path: str | Path, max_batch: int = 8,
                  precision: Precision = 'fp32', settings: SessionSettings = SessionSettings(),
@@ -125,8 +129,12 @@ class OnnxRuntimeBackend:
 
 def resolve_precision(contract: ModelContract, contract_path: str | Path, precision: PrecisionChoice,
                       tensorrt: bool) -> Precision:
-    """The model file to run: ``auto`` = fp16 on TensorRT, else int8 when the contract has it, else fp32; an explicit
-    precision the contract does not offer is a :class:`ContractError` naming what it offers."""
+    """
+    Return the model file to run.
+
+    ``auto`` = fp16 on TensorRT, else int8 when the contract has it, else fp32; an explicit precision the contract does
+    not offer is a :class:`ContractError` naming what it offers.
+    """
     if precision not in PRECISION_CHOICES:
         raise ValueError(f'precision must be one of {", ".join(PRECISION_CHOICES)}, got {precision!r}')
     if precision == 'auto':
@@ -140,7 +148,8 @@ def resolve_precision(contract: ModelContract, contract_path: str | Path, precis
 
 def create_backend(contract_path: str | Path, kind: BackendKind = 'auto', max_batch: int = 8,
                    engine_dir: Path | None = None, threads: int = 0, precision: PrecisionChoice = 'auto') -> Backend:
-    """Load and check the contract, then build the requested backend at the requested precision.
+    """
+    Load and check the contract, then build the requested backend at the requested precision.
 
     ``auto``: TensorRT when the ``tensorrt`` module, cuda-python and a GPU are all there (building or reusing a
     cached engine in ``engine_dir``), else — or when the engine cannot be built or started — ONNX Runtime; the

@@ -1,4 +1,5 @@
-"""Is a camera matrix plausible for its image? The checks a calibration tool would refuse a result for.
+"""
+Is a camera matrix plausible for its image? The checks a calibration tool would refuse a result for.
 
 A CameraInfo can hold any finite numbers: fx = 1e-12 places objects 1e14 m away, cx = -1e5 a kilometre to the side,
 fx = 1e300 overflows to inf. None of that is a camera. The bounds below admit every real pinhole camera (fisheye

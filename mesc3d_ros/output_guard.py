@@ -1,4 +1,5 @@
-"""The last check before an object is published: physically possible coordinates, a size and a distance in bounds.
+"""
+The last check before an object is published: physically possible coordinates, a size and a distance in bounds.
 
 Inputs are validated where they enter (``intrinsics_check``, the pipeline's box, score and depth checks), but a
 grasp planner acts on what comes out, so the output is checked on its own: an object with a non-finite coordinate,
@@ -31,7 +32,8 @@ def objects_that_fit(num_points: int, wanted: int) -> int:
 
 def object_problem(points: np.ndarray, centre: np.ndarray, box_centre: np.ndarray,
                    box_size_m: np.ndarray) -> tuple[str, str] | None:
-    """(cause, detail) why an object must not be published, or None.
+    """
+    (cause, detail) why an object must not be published, or None.
 
     points (N, 3) metres, optical frame; centre (3,) its centroid; box_centre (3,) and box_size_m (3,) its box.
     """

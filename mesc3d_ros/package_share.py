@@ -1,4 +1,5 @@
-"""Where this package's share files are (launch, config, shipped models), however it was installed.
+"""
+Where this package's share files are (launch, config, shipped models), however it was installed.
 
 - **Source tree** (``make setup``'s editable install, ``PYTHONPATH=<checkout>``): the checkout itself, so edits to
   ``config/`` or ``models/`` apply without reinstalling.
@@ -33,7 +34,7 @@ class ShareNotFoundError(FileNotFoundError):
 
 
 def source_root() -> Path | None:
-    """The checkout this module runs from (it has this package's package.xml), else None."""
+    """Return the checkout this module runs from (it has this package's package.xml), else None."""
     root = Path(__file__).resolve().parent.parent
     manifest = root / 'package.xml'
     if manifest.is_file() and f'<name>{PACKAGE}</name>' in manifest.read_text():
@@ -55,7 +56,7 @@ def installed_share() -> Path | None:
 
 
 def share_dir() -> Path:
-    """The folder holding ``launch/``, ``config/`` and ``models/`` of this package."""
+    """Return the folder holding ``launch/``, ``config/`` and ``models/`` of this package."""
     root = source_root() or installed_share()
     if root is None:
         raise ShareNotFoundError(
@@ -66,7 +67,11 @@ def share_dir() -> Path:
 
 
 def share_file(*parts: str) -> Path:
-    """A file under the share folder, e.g. ``share_file('config', 'reconstruct.yaml')``; FileNotFoundError if absent."""
+    """
+    Return the path of a file under the share folder; FileNotFoundError if absent.
+
+    For example ``share_file('config', 'reconstruct.yaml')``.
+    """
     path = share_dir().joinpath(*parts)
     if not path.exists():
         raise FileNotFoundError(f'{path} is missing from the {PACKAGE} share folder {share_dir()}')
@@ -83,7 +88,10 @@ def shipped_models() -> dict[str, Path]:
 
 
 def resolve_model(model: str) -> Path:
-    """The contract JSON for ``model_path``: empty = :data:`DEFAULT_MODEL`, a bare name = a shipped model, else a path.
+    """
+    Return the contract JSON for ``model_path``.
+
+    Empty = :data:`DEFAULT_MODEL`, a bare name = a shipped model, else a path.
 
     A training checkpoint (``.safetensors``, its ``.yaml``) cannot run in the node: the error says how to export it.
     """
@@ -100,14 +108,18 @@ def resolve_model(model: str) -> Path:
         raise ContractError(
             f'model_path {path} is a training checkpoint; the node runs an exported model (ONNX + contract JSON). '
             f'Export it where the training environment (torch) is installed: `mesc3d export {path} --out-dir '
-            f'<folder>`, then pass model_path:=<folder>/<name>.json (the name is the config\'s model.name)')
+            f"<folder>`, then pass model_path:=<folder>/<name>.json (the name is the config's model.name)")
     check_external_weights(path)
     return path
 
 
 def check_external_weights(contract_path: Path) -> None:
-    """A shipped model's graph reads its weights at fixed offsets of the checkpoint file recorded in
-    ``<name>.source.json``: refuse it (ContractError) when that file is not the one it was shipped with."""
+    """
+    Refuse a shipped model (ContractError) whose weights file is not the one it was shipped with.
+
+    A shipped model's graph reads its weights at fixed offsets of the checkpoint file recorded in
+    ``<name>.source.json``.
+    """
     source_path = contract_path.with_name(f'{contract_path.stem}.source.json')
     if not source_path.is_file():
         return
@@ -137,7 +149,7 @@ def safetensors_header(path: Path) -> tuple[dict, int]:
 
 
 def _is_safetensors(path: Path) -> bool:
-    """True for a safetensors file under another name: a small little-endian length, then a JSON object."""
+    """Return True for a safetensors file under another name: a small little-endian length, then a JSON object."""
     try:
         with open(path, 'rb') as handle:
             head = handle.read(_HEADER_LENGTH_BYTES + 1)

@@ -1,4 +1,5 @@
-"""The one crop-and-resize used by the dataset loader (training) and the node (deployment).
+"""
+The one crop-and-resize used by the dataset loader (training) and the node (deployment).
 
 A detection box is padded, squared around its centre and resampled to the model's input size with a single affine
 warp. Parts of the square window that fall outside the image are filled with a constant instead of shifting the
@@ -31,7 +32,7 @@ class CropWindow:
 
 
 def square_window(box_xyxy: np.ndarray, padding: float) -> CropWindow:
-    """The padded square around a box (x0, y0, x1, y1) in pixels; side = max(w, h) · (1 + padding)."""
+    """Return the padded square around a box (x0, y0, x1, y1) in pixels; side = max(w, h) · (1 + padding)."""
     x0, y0, x1, y1 = (float(v) for v in box_xyxy)
     if not (np.isfinite([x0, y0, x1, y1]).all() and x1 > x0 and y1 > y0):
         raise ValueError(f'degenerate box {box_xyxy!r}: need finite x0 < x1 and y0 < y1')
@@ -41,7 +42,7 @@ def square_window(box_xyxy: np.ndarray, padding: float) -> CropWindow:
 
 
 def clip_box(box_xyxy: np.ndarray, width: int, height: int) -> np.ndarray | None:
-    """The part of a box inside a width × height image, or None when nothing (or a zero-area sliver) is left."""
+    """Return the part of a box inside a width × height image, or None when nothing (or a zero-area sliver) is left."""
     x0, y0, x1, y1 = np.asarray(box_xyxy, dtype=np.float64)
     x0, x1 = np.clip([x0, x1], 0.0, float(width))
     y0, y1 = np.clip([y0, y1], 0.0, float(height))
@@ -52,7 +53,8 @@ def clip_box(box_xyxy: np.ndarray, width: int, height: int) -> np.ndarray | None
 
 def crop_and_resize(image: np.ndarray, window: CropWindow, out_size: int,
                     interpolation: int = cv2.INTER_AREA) -> np.ndarray:
-    """Resample ``window`` of an (H, W, C) or (H, W) image to (out_size, out_size[, C]); outside pixels are 0.
+    """
+    Resample ``window`` of an (H, W, C) or (H, W) image to (out_size, out_size[, C]); outside pixels are 0.
 
     INTER_AREA when shrinking avoids the aliasing a plain bilinear resize shows on small crops of large images.
     """

@@ -1,4 +1,5 @@
-"""The one place that decides how a process of this project talks DDS.
+"""
+The one place that decides how a process of this project talks DDS.
 
 Every test, script and the demo starts ROS processes with :func:`ros_environment` so that DDS traffic stays on
 loopback (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` plus the Fast DDS profile in ``config/``), logs land inside
@@ -23,7 +24,7 @@ _FIRST_DOMAIN, _LAST_DOMAIN = 10, 100
 
 
 def pick_domain_id() -> int:
-    """A per-process domain id, so two test runs on one host (CI and a developer) do not cross-talk."""
+    """Return a per-process domain id, so two test runs on one host (CI and a developer) do not cross-talk."""
     return _FIRST_DOMAIN + os.getpid() % (_LAST_DOMAIN - _FIRST_DOMAIN + 1)
 
 

@@ -1,4 +1,5 @@
-"""Message-derived text made safe to log: bounded length, printable characters only.
+"""
+Message-derived text made safe to log: bounded length, printable characters only.
 
 Anything a publisher controls (an encoding, a class id, a frame id) can be a megabyte of control characters; written
 into a log line or a /diagnostics value as it is, one message would cost megabytes of log and could forge lines on a
@@ -14,9 +15,10 @@ LINE_CHARS = 2000
 
 
 def printable(text: object, limit: int = FIELD_CHARS, keep_newlines: bool = False) -> str:
-    """``text`` as a string of at most ``limit`` printable characters (+ a note of how much was cut).
+    r"""
+    ``text`` as a string of at most ``limit`` printable characters (+ a note of how much was cut).
 
-    Non-printable characters become their ``repr`` escapes (``\\x00``, ``\\u202e``); with ``keep_newlines`` line
+    Non-printable characters become their ``repr`` escapes (``\x00``, ``\u202e``); with ``keep_newlines`` line
     breaks stay (tracebacks). Escaping happens before cutting, so the result is bounded by ``limit`` plus the note.
     """
     text = str(text)

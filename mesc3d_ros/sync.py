@@ -1,4 +1,5 @@
-"""Exact or approximate time synchronisation of N message streams (our replacement for message_filters).
+"""
+Exact or approximate time synchronisation of N message streams (our replacement for message_filters).
 
 Pure Python and message-agnostic: callers pass each message with its header stamp in integer nanoseconds
 (``conversions.stamp_to_ns``), so the matching is exact arithmetic and unit-testable without ROS.
@@ -105,9 +106,12 @@ class StampedHistory(Generic[Message]):
         return len(self._entries)
 
     def match(self, stamp_ns: int, usable: Callable[[Message], bool]) -> Message | None:
-        """A message stamped exactly ``stamp_ns``, an unusable one first (it is *the* one of that frame: two that
-        disagree about the same instant leave it unknown, whatever their order); else the usable message with the
-        latest stamp before ``stamp_ns`` (the newest arrival among equal stamps); else None.
+        """
+        Return a message stamped exactly ``stamp_ns``.
+
+        An unusable one first (it is *the* one of that frame: two that disagree about the same instant leave it unknown,
+        whatever their order); else the usable message with the latest stamp before ``stamp_ns`` (the newest arrival
+        among equal stamps); else None.
         """
         exact = [message for stamp, message in self._entries if stamp == stamp_ns]
         if exact:

@@ -1,4 +1,5 @@
-"""TensorRT backend: run a cached (or freshly built) engine with the TensorRT ≥ 10 name-based API.
+"""
+TensorRT backend: run a cached (or freshly built) engine with the TensorRT ≥ 10 name-based API.
 
 Start-up: :func:`mesc3d_ros.engine_build.load_engine` returns an engine valid for this model, TensorRT version and
 GPU, building it if the cache has none; when deserialisation fails anyway (a hand-copied engine, the "Serialization
@@ -45,7 +46,7 @@ def tensorrt_usable() -> tuple[bool, str]:
 
 
 def _recording_logger(trt):
-    """A TensorRT logger that forwards to ``logging`` and keeps the errors, so a failed load can say why."""
+    """Return a TensorRT logger that forwards to ``logging`` and keeps the errors, so a failed load can say why."""
 
     class RecordingLogger(trt.ILogger):
         def __init__(self):

@@ -1,5 +1,8 @@
-"""One-off conversion of the MORSE simulator's prop meshes (Debian ``morse-simulator-data``, Blender ``.blend``) to
-OBJ files the dataset generator reads (``mesc3d dataset make --sources ...,morse``, docs/data.md §1).
+"""
+One-off conversion of the MORSE simulator's prop meshes to OBJ files the dataset generator reads.
+
+The meshes are Debian ``morse-simulator-data``'s Blender ``.blend`` files; the generator reads the OBJ files with
+``mesc3d dataset make --sources ...,morse`` (docs/data.md §1).
 
 Only Blender reads ``.blend``; PyPI ``bpy`` 4.2.0 (Blender as a Python module, a 519 MB wheel, Python 3.11) does it
 headless. It is not a project requirement: run this once in any Python 3.11 environment that has it, e.g.::
@@ -48,7 +51,7 @@ def convert(out: Path) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument('--out', type=Path, required=True, help='output folder, e.g. data/morse_meshes')
     args = parser.parse_args()
     print(f'{len(convert(args.out))} objects -> {args.out / "index.json"}')

@@ -1,4 +1,5 @@
-"""Measure the placement prior (geometry.PlacementPrior) and the placement error on rendered views of dataset objects.
+"""
+Measure the placement prior (geometry.PlacementPrior) and the placement error on rendered views of dataset objects.
 
 For each view an object of the generated dataset's sources (training/data/sources.py) is rendered at a random
 orientation, distance and off-axis direction by the dataset renderer, with metric z-depth quantised to millimetres
@@ -125,7 +126,7 @@ def summary(records: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument('--objects', type=int, default=40)
     parser.add_argument('--views', type=int, default=3)
     parser.add_argument('--seed', type=int, default=0)

@@ -1,5 +1,7 @@
-"""Benchmark of the shape fit (docs/benchmarks.md §Shape fit): its time per object, and the node's own work per
-frame with it, as a share of the backend time, at 5 objects per frame.
+"""
+Benchmark of the shape fit (docs/benchmarks.md §Shape fit).
+
+Its time per object, and the node's own work per frame with it, as a share of the backend time, at 5 objects per frame.
 
 The frame is node_bench's synthetic one (640×480, boxes of 60-140 px, a ball in every box and a floor behind in
 16UC1 depth). Per object: ``visible_surface`` + ``fit_shape`` of a 1,024-point unit sphere, p50 of wall and CPU
@@ -39,7 +41,7 @@ def fibonacci_sphere(count: int) -> np.ndarray:
 
 
 def fit_object(depth_m: np.ndarray, box: np.ndarray, unit: np.ndarray) -> bool:
-    """What the pipeline does per object with depth (``ReconstructionPipeline._fitted``); True when it fitted."""
+    """Return what the pipeline does per object with depth (``ReconstructionPipeline._fitted``); True when it fitted."""
     prior, window = geometry.PlacementPrior(), geometry.DepthWindow()
     surface = visible_surface(depth_m, K, box, window, prior.box_fill, SurfaceSettings())
     if surface is None:
@@ -51,8 +53,11 @@ def fit_object(depth_m: np.ndarray, box: np.ndarray, unit: np.ndarray) -> bool:
 
 
 def fit_timing(objects: int, points: int, repeats: int) -> tuple[float, float, float, int]:
-    """(wall p50 ms, CPU p50 ms, CPU p10 ms) per object, and how many of the frame's objects were fitted. The p10
-    is what the fit costs when the other processes leave the core and its caches alone for a moment."""
+    """
+    (wall p50 ms, CPU p50 ms, CPU p10 ms) per object, and how many of the frame's objects were fitted.
+
+    The p10 is what the fit costs when the other processes leave the core and its caches alone for a moment.
+    """
     _, boxes = synthetic_frame(objects)
     depth_m = synthetic_depth(boxes).astype(np.float32) * 0.001
     unit = fibonacci_sphere(points)
@@ -68,7 +73,7 @@ def fit_timing(objects: int, points: int, repeats: int) -> tuple[float, float, f
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument('--model', type=Path, required=True, help='model contract JSON (for the node work)')
     parser.add_argument('--objects', type=int, default=5)
     parser.add_argument('--points', type=int, default=1024)

@@ -1,4 +1,5 @@
-"""A real, tiny MESC-3D with random weights, saved and exported exactly as a trained one would be.
+"""
+A real, tiny MESC-3D with random weights, saved and exported exactly as a trained one would be.
 
 For proof-of-life tests (Isaac ROS style): the ONNX and contract have the real model's bindings, class table and
 checks, but the weights are random, so the shapes it predicts mean nothing. Use :func:`make_random_model` (or the
@@ -24,7 +25,7 @@ _EXPORTED: dict[tuple, Path] = {}
 
 def tiny_config(image_size: int = 64, num_points: int = 64, text_dim: int = 16,
                 frame: str = 'viewer', name: str = 'tiny') -> Config:
-    """The smallest config that exercises every part of the network (ResNet, MIT, ESM stages, tail, head)."""
+    """Return the smallest config that exercises every part of the network (ResNet, MIT, ESM stages, tail, head)."""
     return Config(
         model=ModelConfig(name=name, image_size=image_size, num_points=num_points, resnet_layers=(1, 1, 1, 1),
                           num_tokens=4, token_dim=8, mit_depth=2, mit_heads=2, text_dim=text_dim, class_dim=16,
@@ -44,8 +45,11 @@ def random_class_table(names: tuple[str, ...], dim: int, seed: int) -> tuple[Cla
 def make_random_model(out_dir: Path, image_size: int = 64, num_points: int = 64, text_dim: int = 16,
                       classes: tuple[str, ...] = ('mug', 'bottle', 'bowl'), frame: str = 'viewer',
                       seed: int = 0) -> Path:
-    """Build a tiny-config MESC-3D with seeded random weights, save it (``save_model``), export it
-    (``export_model``: ONNX + float16 ONNX + contract) into ``out_dir``; return the contract JSON path."""
+    """
+    Build a tiny-config MESC-3D with seeded random weights, save it (``save_model``).
+
+    Export it (``export_model``: ONNX + float16 ONNX + contract) into ``out_dir``; return the contract JSON path.
+    """
     from mesc3d_training.checkpoint import load_model, save_model
     from mesc3d_training.export import export_model
     from mesc3d_training.model import build_model
@@ -58,13 +62,13 @@ def make_random_model(out_dir: Path, image_size: int = 64, num_points: int = 64,
     model = build_model(cfg.model).eval()
     table = random_class_table(classes + ('object',), text_dim, seed)
     saved = save_model(Path(out_dir) / 'checkpoint' / cfg.model.name, model, cfg, classes=table[:-1],
-                      generic_class=table[-1], data_manifest_hash='random-weights', metrics={})
+                       generic_class=table[-1], data_manifest_hash='random-weights', metrics={})
     _EXPORTED[key] = export_model(load_model(saved), Path(out_dir) / 'engines')
     return _EXPORTED[key]
 
 
 def checkpoint_of(contract_path: Path) -> Path:
-    """The checkpoint (``save_model`` YAML) a :func:`make_random_model` contract was exported from."""
+    """Return the checkpoint (``save_model`` YAML) a :func:`make_random_model` contract was exported from."""
     return contract_path.parent.parent / 'checkpoint' / f'{contract_path.stem}.yaml'
 
 

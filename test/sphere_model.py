@@ -1,5 +1,8 @@
-"""An oracle model for placement tests: a real ONNX graph (run by the real ONNX Runtime backend) that always predicts
-a unit sphere, stretched along y by the first value of the class embedding.
+"""
+An oracle model for placement tests.
+
+A real ONNX graph (run by the real ONNX Runtime backend) that always predicts a unit sphere, stretched along y by the
+first value of the class embedding.
 
 A random-weight network predicts meaningless shapes, which is enough for proof-of-life tests; to check where the
 *points* land (not only the centre) the shape must be known. The y stretch makes each object's shape depend on its
@@ -32,7 +35,7 @@ def unit_sphere(num_points: int) -> np.ndarray:
 
 
 def class_entry(name: str, y_stretch: float, size_m: float, dim: int) -> ClassEntry:
-    """A class whose embedding makes the oracle stretch the sphere by ``y_stretch`` along y."""
+    """Return a class whose embedding makes the oracle stretch the sphere by ``y_stretch`` along y."""
     return ClassEntry(name=name, embedding=(y_stretch,) + (0.0,) * (dim - 1), size_m=size_m)
 
 

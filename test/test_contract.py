@@ -16,7 +16,7 @@ DIM = 4
 
 @pytest.fixture
 def contract_path(tmp_path: Path) -> Path:
-    """A valid contract JSON next to a stand-in model file (its bytes only matter to the sha256 check)."""
+    """Return a valid contract JSON next to a stand-in model file (its bytes only matter to the sha256 check)."""
     model = tmp_path / 'tiny.onnx'
     model.write_bytes(b'stand-in model bytes')
     cfg = Config(model=ModelConfig(name='tiny', image_size=32, num_points=64, text_dim=DIM))

@@ -1,4 +1,5 @@
-"""Dataset generator, layout, loaders (generated, ShapeNet, Pix3D miniatures), check and preview.
+"""
+Dataset generator, layout, loaders (generated, ShapeNet, Pix3D miniatures), check and preview.
 
 The session fixture renders a real 3-object × 2-view dataset (one mug from each mesh source) with the real
 generator: pyrender on EGL, real meshes from the Debian and pybullet packages. Everything else builds on it or on
@@ -371,7 +372,7 @@ def test_pix3d_layout(tmp_path: Path) -> None:
 
 # ---- check, preview, CLI --------------------------------------------------------------------------------------
 def test_check_catches_truncated_png_missing_npy_and_nan_cloud(tiny: Path, tmp_path: Path,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
+                                                               caplog: pytest.LogCaptureFixture) -> None:
     root = _copy(tiny, tmp_path)
     assert cli.main(['check', str(root)]) == 0
     mug, shape, sh3d = 'pybullet_mug', 'random_007', 'sh3d_katorlegaz_coffee_mug'

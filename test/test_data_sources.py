@@ -1,5 +1,8 @@
-"""Dataset v2: the real collections (myosuite, LIBERO), procedural graspables, scene-like crops, the unseen split,
-the random_urdfs cap and the check's depth/mask tolerance. Real meshes, real renders, tiny sizes.
+"""
+Dataset v2: real collections, procedural graspables, scene-like crops, the unseen split, caps and tolerances.
+
+The collections are myosuite and LIBERO; the cap is random_urdfs', the tolerance the check's depth/mask one. Real
+meshes, real renders, tiny sizes.
 
 myosuite and LIBERO come from optional wheels (requirements.txt pins them); their tests skip when absent.
 """

@@ -1,4 +1,5 @@
-"""Two real processes over loopback DDS: this test publishes, ``box_cloud_node`` (its console script) answers.
+"""
+Two real processes over loopback DDS: this test publishes, ``box_cloud_node`` (its console script) answers.
 
 The expected cloud is computed here from the pinhole formula, independently of the node's code, and compared byte
 for byte with what arrives over DDS.

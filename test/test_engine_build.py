@@ -1,4 +1,5 @@
-"""TensorRT engine cache: keys, names, profiles, atomic writes and the rebuild rules.
+"""
+TensorRT engine cache: keys, names, profiles, atomic writes and the rebuild rules.
 
 No GPU or TensorRT exists on the development machines, so the cache logic is driven here through a fake toolkit
 (``FakeToolkit``: it stands in ONLY for the two TensorRT calls, platform query and build; files, hashes, contracts and
@@ -17,13 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_fixtures import random_model_contract  # noqa: F401 (pytest fixture)
+import model_fixtures
 
 from mesc3d_ros import engine_build
 from mesc3d_ros.contract import ContractError, load_contract, write_atomic
 from mesc3d_ros.engine_build import (EngineBuildError, EngineKey, Platform, ensure_engine, load_engine,
                                      profile_shapes, stale_reason)
 from mesc3d_ros.tensorrt_backend import tensorrt_usable
+
+# The session fixture shared with other test modules: pytest looks fixtures up by name in the module.
+random_model_contract = model_fixtures.random_model_contract
 
 TENSORRT_USABLE, TENSORRT_REASON = tensorrt_usable()
 ORIN = Platform(tensorrt_version='10.3.0', gpu_name='Orin (nvgpu)', compute_capability='8.7', weakly_typed=True)

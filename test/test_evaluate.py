@@ -1,4 +1,5 @@
-"""``mesc3d eval``: the report's numbers equal a sample-by-sample recomputation; tables, gallery, determinism.
+"""
+``mesc3d eval``: the report's numbers equal a sample-by-sample recomputation; tables, gallery, determinism.
 
 The checkpoint is a freshly initialised tiny model saved in the deployable format with a random unit-norm class
 table: evaluation does not care whether the weights are good, only that it scores them correctly.
@@ -116,8 +117,12 @@ def test_eval_views_scores_every_view_and_reports_the_unseen_collection(checkpoi
 
 def test_eval_on_a_dataset_without_the_held_out_categories(checkpoint: Path, tmp_path: Path,
                                                            caplog: pytest.LogCaptureFixture):
-    """A dataset made elsewhere need not have the held-out categories: test is scored, zero_shot skipped, logged;
-    a category name the model does not know (``blob``) is scored with the generic embedding, and logged."""
+    """
+    A dataset made elsewhere need not have the held-out categories.
+
+    Test is scored, zero_shot skipped, logged; a category name the model does not know (``blob``) is scored with the
+    generic embedding, and logged.
+    """
     loaded = load_model(checkpoint)
     root = Path(loaded.cfg.data.root)
     manifest = json.loads((root / 'manifest.json').read_text())

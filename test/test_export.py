@@ -42,7 +42,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory, prior: TextPrior) -> tupl
     entries = tuple(ClassEntry(name=name, embedding=tuple(float(v) for v in row), size_m=size)
                     for name, row, size in zip(('mug', 'bottle', 'object'), table, (0.1, 0.25, 0.2)))
     checkpoint = save_model(folder / 'tiny', build_model(cfg.model).eval(), cfg, entries[:2], entries[2],
-                            data_manifest_hash='manifest-1', metrics={'cd_l1': 0.042}, prompts=prior.prompts.state_dict())
+                            data_manifest_hash='manifest-1', metrics={'cd_l1': 0.042},
+                            prompts=prior.prompts.state_dict())
     assert cli.main(['export', str(checkpoint), '--out-dir', str(folder / 'engines'),
                      '--extra-classes', 'kettle:0.3, stapler']) == 0
     return checkpoint, folder / 'engines' / 'tiny.json'
@@ -175,7 +176,7 @@ def test_check_graph_rejects_unfolded_constants_and_custom_ops():
     with pytest.raises(export.ExportError, match=r"input-independent nodes .*\['Add"):
         export.check_graph(foldable, 'm')
     custom = graph([helper.make_node('Fps', ['x'], ['y'], domain='custom')], [])
-    with pytest.raises(export.ExportError, match=r"custom-domain ops .*custom::Fps"):
+    with pytest.raises(export.ExportError, match=r'custom-domain ops .*custom::Fps'):
         export.check_graph(custom, 'm')
     clean = graph([helper.make_node('Mul', ['x', 'a'], ['y'])], constants[:1])
     export.check_graph(clean, 'm')

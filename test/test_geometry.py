@@ -14,7 +14,8 @@ K = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])
 
 
 def render_sphere(centre: np.ndarray, radius: float, K: np.ndarray = K) -> tuple[np.ndarray, np.ndarray]:
-    """Ray-cast a sphere: (H, W) float32 z-depth in metres (0 = background) and its tight box (x0, y0, x1, y1).
+    """
+    Ray-cast a sphere: (H, W) float32 z-depth in metres (0 = background) and its tight box (x0, y0, x1, y1).
 
     Box edges are the outer edges of the outermost mask pixels (pixel centres are integers), as a mask-derived
     ground-truth box is.
@@ -193,7 +194,7 @@ def test_normalise_shape_of_a_single_repeated_point_is_zero():
 
 # ---- quaternions -------------------------------------------------------------------------------------------------
 def quaternion_to_rotation(q: np.ndarray) -> np.ndarray:
-    """The textbook (x, y, z, w) -> matrix formula, written independently of the code under test."""
+    """Return the textbook (x, y, z, w) -> matrix formula, written independently of the code under test."""
     x, y, z, w = q
     return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
                      [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],

@@ -1,4 +1,5 @@
-"""The runtime package never imports torch: each module of mesc3d_ros, imported alone in a fresh interpreter.
+"""
+The runtime package never imports torch: each module of mesc3d_ros, imported alone in a fresh interpreter.
 
 A fresh interpreter per module, because within one process an earlier import (a test, another module) could have
 loaded torch already and hide the culprit. New modules are picked up automatically through pkgutil.

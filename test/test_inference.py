@@ -11,13 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from model_fixtures import checkpoint_of, random_model_contract  # noqa: F401 (pytest fixture)
+import model_fixtures
+from model_fixtures import checkpoint_of
 from onnx import TensorProto, helper
 
 from mesc3d_ros.contract import ContractError, check_signature, file_sha256, load_contract
 from mesc3d_ros.inference import OnnxRuntimeBackend, create_backend
 from mesc3d_ros.markdown_blocks import replace_block
 from mesc3d_training.checkpoint import load_model
+
+# The session fixture shared with other test modules: pytest looks fixtures up by name in the module.
+random_model_contract = model_fixtures.random_model_contract
 
 
 def _inputs(batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -26,7 +30,7 @@ def _inputs(batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _copy_model(contract_path: Path, folder: Path) -> Path:
-    """A private copy of contract + ONNX files that a test may damage."""
+    """Return a private copy of contract + ONNX files that a test may damage."""
     for path in contract_path.parent.glob(f'{contract_path.stem}.*'):
         shutil.copy(path, folder / path.name)
     return folder / contract_path.name
@@ -84,7 +88,7 @@ def test_auto_falls_back_to_onnxruntime_and_says_why(random_model_contract, capl
     ('model_sha256', '0' * 64, r'tiny\.onnx: sha256 .* does not match field "model_sha256"'),
 ])
 def test_contract_mismatches_are_refused_naming_file_and_field(random_model_contract, tmp_path, field, value,
-                                                                message):
+                                                               message):
     contract_path = _copy_model(random_model_contract, tmp_path)
     _edit_contract(contract_path, {field: value})
     if field == 'embedding_dim':    # shrink the class table with it, or the table check fires first
@@ -176,7 +180,7 @@ def test_bench_times_every_backend_and_rewrites_only_its_section(tmp_path):
 
 @pytest.fixture(scope='module')
 def int8_model_contract(random_model_contract, tmp_path_factory) -> Path:
-    """The tiny random model exported again with an INT8 model, calibrated on synthetic crops."""
+    """Return the tiny random model exported again with an INT8 model, calibrated on synthetic crops."""
     from mesc3d_training.export import export_model
     from mesc3d_training.quantize import CalibrationSet
 

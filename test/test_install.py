@@ -1,4 +1,5 @@
-"""The runtime finds its share files (model, DDS profile, params, RViz config) however the package is installed.
+"""
+The runtime finds its share files (model, DDS profile, params, RViz config) however the package is installed.
 
 - ``pip install .`` (a wheel into a fresh prefix, no ament environment): share/mesc3d_ros beside the prefix;
 - ``make setup``'s editable install: scripts/register_editable.sh links the checkout into the venv's ament index,
@@ -63,7 +64,7 @@ def test_pip_install_finds_the_shipped_model_and_dds_profile_without_ament(tmp_p
                              '--no-compile', '--ignore-installed', '--prefix', str(prefix), str(source)],
                             env=clean_environment(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert before == venv_install(), 'pip install --prefix changed the venv\'s own mesc3d_ros install'
+    assert before == venv_install(), "pip install --prefix changed the venv's own mesc3d_ros install"
     (site,) = prefix.glob('lib/python3*/site-packages')
     result = subprocess.run([sys.executable, '-c', PROBE], env=clean_environment(PYTHONPATH=str(site)),
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)

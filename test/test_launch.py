@@ -1,4 +1,5 @@
-"""The files around the node agree with what the node declares: launch file, params YAML, RViz config, docs table.
+"""
+The files around the node agree with what the node declares: launch file, params YAML, RViz config, docs table.
 
 The launch file is parsed with ``ast`` here, so these checks run without ``launch`` installed (a fresh clone);
 test_ros_tools.py runs it with the real ``ros2 launch`` where the upstream sources are available.
@@ -37,7 +38,7 @@ def launch_tree() -> ast.Module:
 
 
 def constant(tree: ast.Module, name: str) -> object:
-    """The literal value of a module-level ``NAME = <literal>`` in the launch file."""
+    """Return the literal value of a module-level ``NAME = <literal>`` in the launch file."""
     (value,) = [node.value for node in tree.body if isinstance(node, ast.Assign)
                 and any(isinstance(target, ast.Name) and target.id == name for target in node.targets)]
     return ast.literal_eval(value)
@@ -90,7 +91,7 @@ def test_params_yaml_holds_every_declared_parameter_at_its_default():
 
 
 def parameter_table(specs: tuple[ParamSpec, ...]) -> str:
-    """The Markdown table docs/node.md must contain, rendered from the node's declarations."""
+    """Return the Markdown table docs/node.md must contain, rendered from the node's declarations."""
     lines = ['| Parameter | Type | Default | Allowed | Description |', '|---|---|---|---|---|']
     for spec in specs:
         kind = 'string[]' if spec.default is None else type(spec.default).__name__

@@ -14,7 +14,7 @@ from mesc3d_training.metrics import nearest_squared_distances, reconstruction_me
 
 
 def brute_force(pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:
-    """The definitions of method.md §7 in float64 numpy, one sample at a time."""
+    """Return the definitions of method.md §7 in float64 numpy, one sample at a time."""
     out = {'cd_l1': [], 'cd_l2': [], 'fscore_paper': [], 'fscore_1pct': []}
     for p, g in zip(pred.astype(np.float64), gt.astype(np.float64)):
         sq = ((g[:, None, :] - p[None, :, :]) ** 2).sum(-1)     # (M, N)

@@ -34,7 +34,7 @@ def preset(name: str) -> ModelConfig:
 
 
 def tiny_model_config(**changes) -> ModelConfig:
-    """The small preset shrunk to test size; every block of the network is still there."""
+    """Return the small preset shrunk to test size; every block of the network is still there."""
     tiny = dataclasses.replace(preset('small'), name='tiny', image_size=32, num_points=48, num_tokens=8,
                                token_dim=16, mit_heads=4, class_dim=16, decoder_widths=(32, 24, 16),
                                tail_widths=(8,), selection_rank=4)
@@ -261,8 +261,12 @@ def render_soccer_ball(size: int) -> list[np.ndarray]:
 
 
 def test_mobilenet_v2_carries_the_imagenet_weights_of_its_wheel():
-    """The packaged weights load strictly and are the trained ones: renders of a soccer ball are ImageNet class 805
-    ('soccer ball') with high confidence, through the encoder's own normalisation and trunk."""
+    """
+    The packaged weights load strictly and are the trained ones.
+
+    Renders of a soccer ball are ImageNet class 805 ('soccer ball') with high confidence, through the encoder's own
+    normalisation and trunk.
+    """
     cfg = tiny_model_config(image_backbone='mobilenet_v2', image_weights='imagenet', image_tokens='pooled',
                             image_size=224)
     encoder = build_model(cfg).image_encoder.eval()

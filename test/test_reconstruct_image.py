@@ -1,4 +1,5 @@
-"""``reconstruct_image``: a photo, a box and a class in; a PLY and a picture out, through the node's own pipeline.
+"""
+``reconstruct_image``: a photo, a box and a class in; a PLY and a picture out, through the node's own pipeline.
 
 Runs the console script on scikit-image's ``coffee.png`` (a real photograph, CC0) with the shipped model, then
 checks the files against what :class:`~mesc3d_ros.pipeline.ReconstructionPipeline` returns in this process for the
@@ -31,7 +32,7 @@ def coffee() -> Path:
 
 
 def read_ply(path: Path) -> np.ndarray:
-    """The vertex array of a binary PLY written by reconstruct_image (x, y, z float32, object_index uint32)."""
+    """Return the vertex array of a binary PLY written by reconstruct_image (x, y, z float32, object_index uint32)."""
     raw = path.read_bytes()
     header, _, body = raw.partition(b'end_header\n')
     lines = header.decode('ascii').splitlines()

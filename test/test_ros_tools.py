@@ -1,4 +1,5 @@
-"""The package as a ROS user gets it: built by colcon, started by ``ros2 launch``, read by upstream sensor_msgs_py.
+"""
+The package as a ROS user gets it: built by colcon, started by ``ros2 launch``, read by upstream sensor_msgs_py.
 
 Runs the real upstream Jazzy ``launch`` / ``launch_ros`` / ``ros2cli`` / ``colcon`` that ``make test`` installs from
 ``../shared/ros2-jazzy-src`` (scripts/install_ros_tools.sh); where that folder is absent (a fresh clone) the module
@@ -90,7 +91,7 @@ def sourced(workspace: Workspace, *command: str) -> list[str]:
 
 
 def user_environment() -> dict[str, str]:
-    """This process's loopback DDS settings, the venv's ROS on the ament path, and nothing from the checkout."""
+    """Return this process's loopback DDS settings, the venv's ROS on the ament path, and nothing from the checkout."""
     env = {key: value for key, value in os.environ.items() if key not in ('PYTHONPATH', 'AMENT_PREFIX_PATH')}
     env['AMENT_PREFIX_PATH'] = str(VENV_BIN.parent)  # where the pip wheels' ROS packages are registered
     env['PATH'] = f'{VENV_BIN}{os.pathsep}{env.get("PATH", "")}'
@@ -99,7 +100,7 @@ def user_environment() -> dict[str, str]:
 
 @pytest.fixture(scope='module')
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
-    """This checkout copied to ``<tmp>/src/mesc3d_ros`` and built with ``colcon build``, once for the module."""
+    """Return this checkout copied to ``<tmp>/src/mesc3d_ros`` and built with ``colcon build``, once for the module."""
     root = tmp_path_factory.mktemp('colcon_ws')
     shutil.copytree(REPO, root / 'src' / PACKAGE, ignore=COPY_IGNORE, symlinks=True)
     result = subprocess.run([str(VENV_BIN / 'colcon'), 'build', '--event-handlers', 'console_direct-'], cwd=root,
@@ -117,7 +118,7 @@ class Launch:
         return self.log_path.read_text(errors='replace')
 
     def wait_output(self, pattern: str, timeout_s: float = START_TIMEOUT_S) -> re.Match:
-        """The first match of ``pattern`` in launch's output; TimeoutError (with the output) otherwise."""
+        """Return the first match of ``pattern`` in launch's output; TimeoutError (with the output) otherwise."""
         deadline = time.monotonic() + timeout_s
         while (match := re.search(pattern, self.output())) is None:
             if self.popen.poll() is not None or time.monotonic() > deadline:
@@ -137,8 +138,12 @@ def _group_alive(pgid: int) -> bool:
 
 @contextlib.contextmanager
 def ros2_launch(workspace: Workspace, *arguments: str) -> Iterator[Launch]:
-    """``ros2 launch mesc3d_ros reconstruct.launch.py ARGS`` in its own process group; on exit SIGINT to the group
-    (what Ctrl-C does), SIGKILL after 20 s, and a check that no process of the group is left (no orphan node)."""
+    """
+    ``ros2 launch mesc3d_ros reconstruct.launch.py ARGS`` in its own process group.
+
+    On exit SIGINT to the group (what Ctrl-C does), SIGKILL after 20 s, and a check that no process of the group is left
+    (no orphan node).
+    """
     with tempfile.NamedTemporaryFile('wb', suffix='.log', delete=False) as log:
         popen = subprocess.Popen(sourced(workspace, 'ros2', 'launch', PACKAGE, 'reconstruct.launch.py', *arguments),
                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -232,7 +237,7 @@ def test_show_args_lists_every_argument_with_its_description(workspace: Workspac
 
 
 def test_launch_without_model_answers_a_foreign_publisher_and_survives_a_missing_rviz2(workspace: Workspace,
-                                                                                      ros_node):
+                                                                                       ros_node):
     topics = {'image': '/cam/color/image_raw', 'camera_info': '/cam/color/camera_info', 'detections': '/det'}
     with ros2_launch(workspace, *(f'{name}:={topic}' for name, topic in topics.items()), 'rviz:=true') as launch:
         launch.wait_output(r'rviz2 is not installed')

@@ -1,4 +1,5 @@
-"""Every shipped model's deployable form (models/<name>.json + .onnx, what the node loads) matches its checkpoint.
+"""
+Every shipped model's deployable form (models/<name>.json + .onnx, what the node loads) matches its checkpoint.
 
 ``mesc3d ship models/<name>.safetensors`` writes the deployable form beside the training checkpoint; these tests
 fail when one is missing or when the checkpoint changed after it was shipped (rerun ``mesc3d ship``). The fast tests

@@ -1,4 +1,5 @@
-"""``mesc3d eval CHECKPOINT --split test``: per-category reconstruction metrics, a table and a gallery.
+"""
+``mesc3d eval CHECKPOINT --split test``: per-category reconstruction metrics, a table and a gallery.
 
 Metrics (``metrics.py``, method.md §7), per sample, on the model's N points against the dataset's seeded
 ``num_gt_points`` ground truth, both in the unit ball of the data frame:
@@ -65,14 +66,15 @@ TABLE_COLUMNS = (('cd_l1', 'CD-L1 ×10²', 100.0), ('cd_l2', 'CD-L2 ×10²', 100
 @torch.no_grad()
 def score_split(model: nn.Module, table: ClassTable, cfg: Config, split: str, device: torch.device,
                 batch_size: int, gallery_per_category: int = 0) -> tuple[dict, list[dict]]:
-    """Evaluate ``model`` on one split; returns (summary, gallery samples).
+    """
+    Evaluate ``model`` on one split; returns (summary, gallery samples).
 
     The summary holds ``num_samples``, ``mean``, ``category_mean`` and ``per_category`` (count + METRIC_KEYS).
     """
     dataset = ReconstructionDataset(cfg.data, split, cfg.model.image_size, train=False)
     unknown = sorted(set(dataset.categories) - {entry.name for entry in table.classes})
     if unknown:
-        log.warning('%s: categories %s are not in the model\'s class table; they get the generic embedding',
+        log.warning("%s: categories %s are not in the model's class table; they get the generic embedding",
                     split, unknown)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=cfg.train.num_workers)
     model.to(device).eval()
@@ -104,8 +106,12 @@ def _mean(rows: list[dict]) -> dict:
 
 
 def companion_splits(cfg: Config, split: str) -> list[str]:
-    """The splits reported beside ``test``: ``unseen`` when the dataset has one, ``zero_shot`` when the config holds
-    out categories that the dataset has (a dataset made elsewhere may lack them: that is logged, not an error)."""
+    """
+    Return the splits reported beside ``test``.
+
+    ``unseen`` when the dataset has one, ``zero_shot`` when the config holds out categories that the dataset has (a
+    dataset made elsewhere may lack them: that is logged, not an error).
+    """
     if split != 'test' or cfg.data.layout != 'generated':
         return []
     manifest = layout.read_manifest(Path(cfg.data.root))
@@ -119,8 +125,11 @@ def companion_splits(cfg: Config, split: str) -> list[str]:
 
 def evaluate_model(model: nn.Module, table: ClassTable, cfg: Config, split: str, out_dir: Path, name: str,
                    batch_size: int = 16, gallery_per_category: int = 2, zero_shot: bool = True) -> dict:
-    """Score ``split`` (and, with ``zero_shot``, the companion splits of ``test``: unseen, zero_shot); write
-    metrics.json/.md and gallery.png into ``out_dir``; returns the report."""
+    """
+    Score ``split`` (and, with ``zero_shot``, the companion splits of ``test``: unseen, zero_shot).
+
+    Write metrics.json/.md and gallery.png into ``out_dir``; returns the report.
+    """
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     out_dir.mkdir(parents=True, exist_ok=True)
     summary, gallery = score_split(model, table, cfg, split, device, batch_size, gallery_per_category)
@@ -141,7 +150,7 @@ def evaluate_model(model: nn.Module, table: ClassTable, cfg: Config, split: str,
 
 
 def markdown_report(report: dict) -> str:
-    """The per-category tables of a report as markdown."""
+    """Return the per-category tables of a report as markdown."""
     lines = [f'# {report["model"]}: evaluation on `{report["split"]}`', '',
              f'Data `{report["data_root"]}` (manifest `{report["data_manifest_hash"][:12]}`), ground truth in the '
              f'`{report["frame"]}` frame, unit ball. ' + '; '.join(report['thresholds'].values()) + '.', '']
@@ -167,8 +176,12 @@ def metric_table(rows: list[tuple[str, int, dict]], first_column: str) -> str:
 
 
 def write_gallery(samples: list[dict], path: Path, title: str) -> Path:
-    """Rows of: input crop | prediction and ground truth seen from the camera (x right, y down) | the same from
-    above (x right, z forward, up = far). Colour encodes the third axis."""
+    """
+    Draw one row per sample into ``path``.
+
+    Each row: input crop | prediction and ground truth seen from the camera (x right, y down) | the same from
+    above (x right, z forward, up = far). Colour encodes the third axis.
+    """
     fig, axes = plt.subplots(len(samples), 5, figsize=(12.5, 2.5 * len(samples)), squeeze=False)
     for row, sample in zip(axes, samples):
         row[0].imshow(np.clip(sample['image'], 0, 1))
@@ -221,11 +234,11 @@ def _views(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='mesc3d eval', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='mesc3d eval', description=__doc__.strip().splitlines()[0])
     parser.add_argument('checkpoint', type=Path, help='deployable model: <stem>, <stem>.yaml or <stem>.safetensors')
     parser.add_argument('--split', default='test', help='train, val, test, unseen or zero_shot (default test)')
-    parser.add_argument('--views', type=_views, help='views per object: N (views 0..N-1) or all (default: the '
-                                                    "config's eval_views)")
+    parser.add_argument('--views', type=_views,
+                        help="views per object: N (views 0..N-1) or all (default: the config's eval_views)")
     parser.add_argument('--out', type=Path, help='output folder (default runs/eval_<checkpoint name>_<split>)')
     parser.add_argument('--data-root', help='dataset folder, if not the one the checkpoint was trained on')
     parser.add_argument('--batch-size', type=int, default=16)

@@ -1,4 +1,5 @@
-"""``mesc3d export CHECKPOINT [--out-dir engines] [--opset 18] [--extra-classes a,b:0.3]``: ONNX + model contract.
+"""
+``mesc3d export CHECKPOINT [--out-dir engines] [--opset 18] [--extra-classes a,b:0.3]``: ONNX + model contract.
 
 Writes, for a checkpoint whose config is named ``<name>``:
 
@@ -64,10 +65,13 @@ class ExportError(RuntimeError):
 
 def export_model(loaded: LoadedModel, out_dir: Path, opset: int = MIN_OPSET,
                  extra_classes: tuple[ClassEntry, ...] = (), calibration: CalibrationSet | None = None) -> Path:
-    """Export ``loaded`` to ``out_dir``; returns the contract JSON path. ``extra_classes`` join the class table;
-    with ``calibration`` (validation crops) the INT8 model is written too."""
+    """
+    Export ``loaded`` to ``out_dir``; returns the contract JSON path.
+
+    ``extra_classes`` join the class table; with ``calibration`` (validation crops) the INT8 model is written too.
+    """
     if opset < MIN_OPSET:
-        raise ValueError(f'opset {opset} < {MIN_OPSET}: torch\'s ONNX exporter implements opset {MIN_OPSET}+')
+        raise ValueError(f"opset {opset} < {MIN_OPSET}: torch's ONNX exporter implements opset {MIN_OPSET}+")
     cfg, model = loaded.cfg, loaded.model.eval()
     classes = loaded.classes + extra_classes
     names = [entry.name for entry in classes]
@@ -142,7 +146,7 @@ def embed_extra_classes(loaded: LoadedModel, names: tuple[str, ...],
     try:
         prior.prompts.load_state_dict(loaded.prompts)
     except RuntimeError as exc:
-        raise ExportError(f'the checkpoint\'s prompts do not fit the text prior of its config: {exc}') from exc
+        raise ExportError(f"the checkpoint's prompts do not fit the text prior of its config: {exc}") from exc
     table = prior.class_table(list(names)).numpy()                                    # (C, D) unit-norm
     return tuple(ClassEntry(name=name, embedding=tuple(float(v) for v in row),
                             size_m=loaded.generic_class.size_m if size is None else size)
@@ -198,8 +202,12 @@ def check_graph(model: onnx.ModelProto, name: str) -> None:
 
 def trace_to_onnx(model: torch.nn.Module, contract: ModelContract, opset: int,
                   optimize: bool) -> torch.onnx.ONNXProgram:
-    """torch.export the model with the contract's inputs, outputs and dynamic axes (``optimize``: the exporter's
-    own constant folding, which ``mesc3d ship`` leaves off to keep every trained tensor an initializer)."""
+    """
+    Trace the model with torch.export, with the contract's inputs, outputs and dynamic axes.
+
+    ``optimize``: the exporter's own constant folding, which ``mesc3d ship`` leaves off to keep every trained tensor an
+    initializer.
+    """
     example = [torch.from_numpy(array) for array in parity_inputs(contract, 2, seed=1)]
     # Batch 2 at trace time: torch.export specialises a dimension traced at size 1.
     axes = contract.dynamic_axes()
@@ -239,7 +247,11 @@ def _max_abs_error(model: onnx.ModelProto, image: np.ndarray, embedding: np.ndar
 
 
 def calibration_for(loaded: LoadedModel, data_root: str | None) -> CalibrationSet | None:
-    """The validation crops of ``data_root`` (default: the checkpoint's dataset), or None (logged) when absent."""
+    """
+    Return the validation crops of ``data_root``, or None (logged) when absent.
+
+    ``data_root`` None means the checkpoint's dataset.
+    """
     cfg = loaded.cfg if data_root is None else dataclasses.replace(
         loaded.cfg, data=dataclasses.replace(loaded.cfg.data, root=data_root))
     if not calibration_available(cfg):
@@ -250,14 +262,14 @@ def calibration_for(loaded: LoadedModel, data_root: str | None) -> CalibrationSe
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='mesc3d export', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='mesc3d export', description=__doc__.strip().splitlines()[0])
     parser.add_argument('checkpoint', type=Path, help='deployable checkpoint (stem, .yaml or .safetensors)')
     parser.add_argument('--out-dir', type=Path, default=Path('engines'))
     parser.add_argument('--opset', type=int, default=MIN_OPSET)
     parser.add_argument('--extra-classes', default='', help='comma-separated class names (optionally name:size_m) '
                         'to embed with the text prior for zero-shot use')
     parser.add_argument('--calibration-data', help='dataset whose validation crops calibrate the INT8 model '
-                        '(default: the checkpoint\'s data.root; without it no INT8 model is written)')
+                        "(default: the checkpoint's data.root; without it no INT8 model is written)")
     parser.add_argument('--no-int8', action='store_true', help='write the float models only')
     args = parser.parse_args(argv)
     for chatty in ('onnxscript', 'onnx_ir'):    # one INFO line per folded constant otherwise

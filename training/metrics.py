@@ -1,4 +1,5 @@
-"""Point-cloud reconstruction metrics with MESC-3D's definitions (method.md §7), per sample.
+"""
+Point-cloud reconstruction metrics with MESC-3D's definitions (method.md §7), per sample.
 
 Nearest neighbours are exact and plain torch (chunked ``torch.cdist``, CPU or GPU, no custom ops). All distances
 are in the clouds' own units; for MESC-3D both clouds live in the unit ball (radius 1), and no metric is rescaled
@@ -46,7 +47,8 @@ def nearest_indices(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def nearest_squared_distances(pred: torch.Tensor, gt: torch.Tensor) -> NearestSquaredDistances:
-    """Exact squared NN distances between pred (B, N, 3) and gt (B, M, 3); N and M may differ.
+    """
+    Exact squared NN distances between pred (B, N, 3) and gt (B, M, 3); N and M may differ.
 
     The search (cdist, argmin) runs without grad; the distances are then recomputed from the matched pairs, so they
     are exact (cdist's matrix-product form loses precision for close points) and differentiable in both clouds.

@@ -1,4 +1,5 @@
-"""Stage (a) of training, 3DSPL: learn the class prompts, then freeze them into the class-embedding table.
+"""
+Stage (a) of training, 3DSPL: learn the class prompts, then freeze them into the class-embedding table.
 
 Upstream (method.md §3.6) aligns the prompted CLIP text embedding of a class name with a frozen ULIP Point-BERT
 embedding of the ground-truth cloud, with a symmetric InfoNCE loss at temperature 1 that treats every other sample
@@ -87,8 +88,10 @@ class ClassTable:
 
 
 def learn_class_table(cfg: Config, out_dir: Path, device: torch.device) -> ClassTable:
-    """Run the 3DSPL stage on the training split; writes ``class_table.yaml``, ``prompts.safetensors`` and
-    ``prompt_log.csv`` into ``out_dir`` and returns the table.
+    """
+    Run the 3DSPL stage on the training split.
+
+    Writes ``class_table.yaml``, ``prompts.safetensors`` and ``prompt_log.csv`` into ``out_dir`` and returns the table.
 
     Deterministic for a given ``cfg.train.seed`` on one machine.
     """
@@ -121,7 +124,8 @@ def learn_class_table(cfg: Config, out_dir: Path, device: torch.device) -> Class
 
 
 def canonical_clouds(dataset: ReconstructionDataset, names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(M, G, 3) ground-truth clouds in the canonical frame and (M,) class indices, one per object.
+    """
+    (M, G, 3) ground-truth clouds in the canonical frame and (M,) class indices, one per object.
 
     The dataset serves clouds in ``DataConfig.frame`` with the ``rotation`` that took canonical to it; rotations
     (and the mirror a flip adds) are orthogonal, so ``points @ rotation`` undoes them.
@@ -185,7 +189,7 @@ def _fit_prompts(cfg: Config, prior: TextPrior, names: tuple[str, ...], clouds: 
 
 
 def augment(clouds: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """A random PROMPT_POINTS subset, a random yaw about the canonical Y (up) axis and a scale in [0.8, 1.2]."""
+    """Return a random PROMPT_POINTS subset, a random yaw about the canonical Y (up) axis and a scale in [0.8, 1.2]."""
     b, g, _ = clouds.shape
     subset = torch.rand(b, g, generator=generator).argsort(dim=1)[:, :PROMPT_POINTS]
     points = clouds[torch.arange(b)[:, None], subset]                               # (b, P, 3)

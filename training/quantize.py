@@ -1,4 +1,5 @@
-"""Static INT8 quantisation of an exported model: ONNX Runtime, QDQ format, calibrated on validation crops.
+"""
+Static INT8 quantisation of an exported model: ONNX Runtime, QDQ format, calibrated on validation crops.
 
 ``mesc3d export`` calls :func:`quantize_int8` after the float models are written when the checkpoint's dataset (or
 ``--calibration-data``) is there: the float32 ONNX gets QuantizeLinear/DequantizeLinear pairs around the weights
@@ -75,7 +76,7 @@ class CalibrationSet:
     data_manifest_hash: str
 
     def record(self) -> dict:
-        """What the contract keeps about the calibration crops."""
+        """Return what the contract keeps about the calibration crops."""
         return {'split': self.split, 'data_root': self.data_root, 'data_manifest_hash': self.data_manifest_hash,
                 'count': len(self.items), 'items': list(self.items)}
 
@@ -120,7 +121,7 @@ class _Reader(CalibrationDataReader):
 
 
 def block_of(node: onnx.NodeProto) -> str:
-    """The torch module block a node comes from (``mit.blocks.0``), from the exporter's name-scope metadata."""
+    """Return the torch module block a node comes from (``mit.blocks.0``), from the exporter's name-scope metadata."""
     meta = {prop.key: prop.value for prop in node.metadata_props}
     scopes = ast.literal_eval(meta.get('pkg.torch.onnx.name_scopes', '[]'))
     modules = [scope for scope in scopes[:-1] if scope]     # the last scope is the op itself
@@ -128,8 +129,11 @@ def block_of(node: onnx.NodeProto) -> str:
 
 
 def _inside(block: str, parents: tuple[str, ...]) -> bool:
-    """Whether ``block`` is one of ``parents`` or lies inside one (``decoder.modulations.2`` in
-    ``decoder.modulations``)."""
+    """
+    Tell whether ``block`` is one of ``parents`` or lies inside one.
+
+    For example ``decoder.modulations.2`` lies inside ``decoder.modulations``.
+    """
     return any(block == parent or block.startswith(parent + '.') for parent in parents)
 
 
@@ -142,7 +146,8 @@ def quantizable_blocks(model: onnx.ModelProto) -> list[str]:
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: CalibrationSet,
                   float_blocks: tuple[str, ...] = FLOAT_BLOCKS, cache_path: Path | None = None,
                   op_types: tuple[str, ...] = QUANTIZED_OPS) -> dict:
-    """Write the INT8 QDQ model of ``fp32_path`` to ``out_path``; returns the record the contract keeps.
+    """
+    Write the INT8 QDQ model of ``fp32_path`` to ``out_path``; returns the record the contract keeps.
 
     ``cache_path``: a calibration-range cache (ONNX Runtime's JSON), reused when it exists, so that several
     variants of one model are calibrated once.
@@ -188,8 +193,12 @@ MAC_OPS = ('Conv', 'MatMul', 'Gemm')
 
 def block_sensitivity(fp32_path: Path, calibration: CalibrationSet, work_dir: Path,
                       blocks: bool = True) -> Iterator[dict]:
-    """CD-L1 on the calibration split of: float32; the shipped INT8 settings; other op sets; and (``blocks``)
-    multiply-accumulates quantised in all blocks but one, block by block. Also the mean seconds per call at batch 5."""
+    """
+    Yield the CD-L1 on the calibration split of each variant of the model.
+
+    The variants: float32; the shipped INT8 settings; other op sets; and (``blocks``) multiply-accumulates
+    quantised in all blocks but one, block by block. Also the mean seconds per call at batch 5.
+    """
     image, embedding = calibration.image, calibration.embedding
 
     def score(path: Path) -> dict:
@@ -242,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     for chatty in ('onnxscript', 'onnx_ir'):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     loaded = load_model(args.checkpoint)
-    cfg = loaded.cfg if not args.data_root else replace(loaded.cfg, data=replace(loaded.cfg.data,
-                                                                                  root=args.data_root))
+    cfg = loaded.cfg if not args.data_root else replace(loaded.cfg,
+                                                        data=replace(loaded.cfg.data, root=args.data_root))
     calibration = load_calibration_set(cfg, loaded.classes, loaded.generic_class)
     with tempfile.TemporaryDirectory(prefix='mesc3d_quantize_') as work:
         work_dir = Path(work)

@@ -1,4 +1,5 @@
-"""``mesc3d ship models/<name>.safetensors``: the deployable form of a shipped model, committed beside it.
+"""
+``mesc3d ship models/<name>.safetensors``: the deployable form of a shipped model, committed beside it.
 
 The node cannot run a training checkpoint and a ROS install has no torch to export one, so every shipped model
 ``models/<name>.safetensors`` (+ ``.yaml``) has its deployable form committed next to it, **without a second copy of
@@ -54,8 +55,11 @@ def source_record(stem: Path) -> dict[str, str]:
 
 
 def unfolded_graph(model: torch.nn.Module, contract: ModelContract) -> onnx.ModelProto:
-    """The torch.export ONNX graph with the module's parameters and buffers as initializers named as in its
-    state dict; shape-only subgraphs are folded, nothing that reads a weight is."""
+    """
+    Return the torch.export ONNX graph with the module's parameters and buffers as named initializers.
+
+    Initializers are named as in the state dict; shape-only subgraphs are folded, nothing that reads a weight is.
+    """
     program = trace_to_onnx(model, contract, contract.opset, optimize=False)
     proto = program.model_proto
     # input_size_limit=0: fold only nodes without tensor inputs (sequence and shape plumbing ORT cannot fold itself).
@@ -65,8 +69,11 @@ def unfolded_graph(model: torch.nn.Module, contract: ModelContract) -> onnx.Mode
 
 
 def reference_checkpoint_weights(graph: onnx.ModelProto, weights: Path) -> int:
-    """Point every initializer equal to a float16 tensor of ``weights`` at that tensor's bytes (external data),
-    cast to float32 by a node in front of the graph; returns how many were replaced."""
+    """
+    Point every initializer equal to a float16 tensor of ``weights`` at that tensor's bytes (external data).
+
+    Cast to float32 by a node in front of the graph; returns how many were replaced.
+    """
     header, data_start = safetensors_header(weights)
     tensors = load_file(weights)
     kept, casts = [], []
@@ -128,7 +135,7 @@ def ship(checkpoint: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='mesc3d ship', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='mesc3d ship', description=__doc__.strip().splitlines()[0])
     parser.add_argument('checkpoint', type=Path, help='shipped checkpoint (stem, .yaml or .safetensors)')
     args = parser.parse_args(argv)
     for chatty in ('onnxscript', 'onnx_ir'):    # one INFO line per folded constant otherwise

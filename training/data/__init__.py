@@ -1,4 +1,5 @@
-"""Data: the HomeObjects-SV generator (packaged meshes -> renders + clouds), its layout, loaders and checks.
+"""
+Data: the HomeObjects-SV generator (packaged meshes -> renders + clouds), its layout, loaders and checks.
 
 Entry points: ``mesc3d dataset make|check|preview`` (cli.py); ``generate.make_dataset`` (also for tests, with
 ``generate.TINY_OBJECT_IDS``); ``dataset.ReconstructionDataset`` / ``dataset.open_dataset`` (generated, ShapeNet,

@@ -1,4 +1,5 @@
-"""How well a generated dataset's clouds, cameras, masks and depth maps agree (``mesc3d dataset stats``).
+"""
+How well a generated dataset's clouds, cameras, masks and depth maps agree (``mesc3d dataset stats``).
 
 Per view: the share of ground-truth points that project into the mask (and into the mask grown by one pixel, which
 forgives rounding on thin parts), the IoU of the projected points' bounding box with the mask's, and, for the depth
@@ -20,8 +21,11 @@ from mesc3d_training.data import layout
 
 def in_image(points_unit: np.ndarray, cams: layout.ObjectCameras, view: int, shape: tuple[int, int]
              ) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 2) rounded pixel coordinates of the projected points, and (N,) bool: in front of the camera and in the
-    image."""
+    """
+    Project the points: (N, 2) rounded pixel coordinates, and (N,) bool.
+
+    The bool is True for points in front of the camera and in the image.
+    """
     uvw = cams.unit_ball_to_camera(points_unit, view) @ cams.K[view].T
     uv = np.round(uvw[:, :2] / np.maximum(uvw[:, 2:3], 1e-9)).astype(np.int64)
     height, width = shape
@@ -30,7 +34,8 @@ def in_image(points_unit: np.ndarray, cams: layout.ObjectCameras, view: int, sha
 
 
 def projected_on_mask(points_unit: np.ndarray, cams: layout.ObjectCameras, view: int, mask: np.ndarray) -> float:
-    """Fraction of the unit-ball points projecting into the image whose pixel is on the (H, W) bool mask.
+    """
+    Fraction of the unit-ball points projecting into the image whose pixel is on the (H, W) bool mask.
 
     Points outside the image (a view truncated at the border) are not counted: the mask cannot hold them.
     """
@@ -41,12 +46,12 @@ def projected_on_mask(points_unit: np.ndarray, cams: layout.ObjectCameras, view:
 
 
 def grow(mask: np.ndarray) -> np.ndarray:
-    """The mask dilated by one pixel (3 × 3)."""
+    """Return the mask dilated by one pixel (3 × 3)."""
     return cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
 
 
 def box_iou(points_unit: np.ndarray, cams: layout.ObjectCameras, view: int, mask: np.ndarray) -> float:
-    """IoU of the projected points' bounding box with the mask's (pixel-edge boxes)."""
+    """Return the IoU of the projected points' bounding box with the mask's (pixel-edge boxes)."""
     uvw = cams.unit_ball_to_camera(points_unit, view) @ cams.K[view].T
     uv = uvw[:, :2] / uvw[:, 2:3]
     ys, xs = np.nonzero(mask)

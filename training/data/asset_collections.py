@@ -1,5 +1,8 @@
-"""Real object collections that ship in packages: myosuite's object_sim and the LIBERO assets (PyPI wheels) and the
-MORSE simulator's props (Debian, converted once from .blend by scripts/morse_to_obj.py).
+"""
+Real object collections that ship in packages.
+
+Myosuite's object_sim and the LIBERO assets (PyPI wheels) and the MORSE simulator's props (Debian, converted once from
+.blend by scripts/morse_to_obj.py).
 
 Each function lists the collection's objects as :class:`CollectionObject` records (files, metric scale, category,
 creator, licence) without loading a mesh; ``sources.py`` turns them into ``MeshSource`` entries. A collection whose
@@ -154,7 +157,7 @@ def libero_category(stem: str) -> str | None:
 
 
 def _libero_meshes(xml_file: Path) -> tuple[tuple[str, ...], tuple[float, float, float]] | None:
-    """The OBJ files behind an object XML's meshes and their scale, or None when one has no OBJ next to it."""
+    """Return the OBJ files behind an object XML's meshes and their scale, or None when one has no OBJ next to it."""
     files, scale = [], None
     for mesh in ElementTree.parse(xml_file).getroot().iter('mesh'):
         name = Path(mesh.get('file', ''))
@@ -226,4 +229,3 @@ def gym_kitchen_objects() -> list[CollectionObject]:
     return [CollectionObject(object_id, name, category, tuple(str(folder / f) for f in files), (1.0, 1.0, 1.0),
                              GYM_CREATOR, GYM_LICENCE, capsules=posts.get(object_id, ()))
             for object_id, (name, category, files) in GYM_KITCHEN.items()]
-

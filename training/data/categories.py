@@ -1,4 +1,5 @@
-"""Coarse object categories, exclusions and the object-level splits of the generated dataset.
+"""
+Coarse object categories, exclusions and the object-level splits of the generated dataset.
 
 Sweet Home 3D catalog entries carry a free-text ``name`` ("Coffee mug", "Desk lamp") and one of 12 room categories;
 neither is a class a robot can use. :data:`NAME_RULES` maps names to coarse categories by ordered regular expressions
@@ -90,7 +91,7 @@ EXCLUDE_SH3D_CATEGORIES = {'Characters': 'character', 'Doors and windows': 'door
 
 
 def category_for_name(name: str) -> str:
-    """The coarse category of a catalog name (``other`` when no rule matches)."""
+    """Return the coarse category of a catalog name (``other`` when no rule matches)."""
     lowered = name.lower()
     for category, pattern in NAME_RULES:
         if re.search(pattern, lowered):
@@ -149,7 +150,8 @@ def assign_splits(members: Iterable[SplitMember]) -> dict[str, str]:
 
 def typical_diameters(diameters_m: dict[str, float], categories: dict[str, str],
                       splits: dict[str, str]) -> dict[str, float]:
-    """category -> median bounding-sphere diameter (metres) over its train objects (all objects if none train).
+    """
+    Category -> median bounding-sphere diameter (metres) over its train objects (all objects if none train).
 
     This is the node's no-depth placement prior (``ClassEntry.size_m``).
     """

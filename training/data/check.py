@@ -1,4 +1,5 @@
-"""``mesc3d dataset check``: find missing, corrupt and inconsistent files in a generated dataset.
+"""
+``mesc3d dataset check``: find missing, corrupt and inconsistent files in a generated dataset.
 
 Every problem is one line naming the file and what is wrong; the command exits non-zero when there is any. Checked:
 the manifest and its hash; per object the cloud (present, loadable, (16384, 3) float32, finite, unit ball), the
@@ -103,7 +104,7 @@ def _check_view(root: Path, category: str, object_id: str, view: int, size: int,
             yield f'{path}: corrupt or truncated {kind} PNG ({exc})'
     if len(images) < 3:
         return
-    rgb, mask, depth = images['rgb'], images['mask'], images['depth']
+    mask, depth = images['mask'], images['depth']
     expected = {'rgb': ((size, size, 3), np.uint8), 'mask': ((size, size), np.uint8),
                 'depth': ((size, size), np.uint16)}
     for kind, (shape, dtype) in expected.items():
@@ -122,7 +123,7 @@ def _check_view(root: Path, category: str, object_id: str, view: int, size: int,
 
 
 def _check_alignment(root: Path, category: str, object_id: str, views: int) -> Iterator[str]:
-    """The cloud, the cameras and the masks must agree: catches a wrong pose, scale or centroid."""
+    """Return the cloud, the cameras and the masks must agree: catches a wrong pose, scale or centroid."""
     try:
         cams = layout.read_cameras(layout.cameras_path(root, category, object_id))
         points = np.load(layout.points_path(root, category, object_id)).astype(np.float64)

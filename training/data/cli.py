@@ -19,7 +19,7 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='mesc3d dataset', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='mesc3d dataset', description=__doc__.strip().splitlines()[0])
     commands = parser.add_subparsers(dest='command', required=True)
 
     make = commands.add_parser('make', help='render the dataset (resumable: finished objects are kept)')
@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == 'stats':
         from mesc3d_training.data.alignment import dataset_alignment
 
-        print(json.dumps(dataset_alignment(args.root, args.view_step, args.depth_every), indent=1))  # the result, on stdout
+        # the result, on stdout
+        print(json.dumps(dataset_alignment(args.root, args.view_step, args.depth_every), indent=1))
         return 0
     from mesc3d_training.data.preview import write_preview
 

@@ -1,4 +1,5 @@
-"""The reconstruction dataset: one torch Dataset over our generated layout and over a real ShapeNet download.
+"""
+The reconstruction dataset: one torch Dataset over our generated layout and over a real ShapeNet download.
 
 ``ReconstructionDataset(cfg, split, image_size, train)`` serves the sample dict of ``sample.py``. Splits: ``train``,
 ``val``, ``test`` and, for the generated layout with ``cfg.held_out_categories``, ``zero_shot`` (the held-out
@@ -98,19 +99,23 @@ class ReconstructionDataset(torch.utils.data.Dataset):
 
     @property
     def object_ids(self) -> list[str]:
-        """The split's object ids (generated layout)."""
+        """Return the split's object ids (generated layout)."""
         return list(self._objects)
 
     @property
     def num_views(self) -> int:
-        """Rendered views per object (generated layout)."""
+        """Return the number of rendered views per object (generated layout)."""
         return self._num_views
 
     def category_of(self, object_id: str) -> str:
         return self._objects[object_id]
 
     def view_sample(self, object_id: str, view: int) -> dict:
-        """The sample of one rendered view (augmented when ``train``, from torch's generator); generated layout."""
+        """
+        Return the sample of one rendered view (generated layout).
+
+        Augmented when ``train``, from torch's generator.
+        """
         return self._generated_item(object_id, view)
 
     def canonical_points(self, object_id: str) -> np.ndarray:
@@ -171,7 +176,7 @@ class ReconstructionDataset(torch.utils.data.Dataset):
 
 
 def open_dataset(cfg: DataConfig, split: str, image_size: int, train: bool) -> torch.utils.data.Dataset:
-    """The dataset for ``cfg.layout``: ReconstructionDataset, or Pix3DDataset for ``pix3d``."""
+    """Return the dataset for ``cfg.layout``: ReconstructionDataset, or Pix3DDataset for ``pix3d``."""
     if cfg.layout == 'pix3d':
         from mesc3d_training.data.pix3d import Pix3DDataset
 

@@ -1,4 +1,5 @@
-"""``mesc3d dataset make``: render the single-view reconstruction dataset from packaged meshes (layout.py).
+"""
+``mesc3d dataset make``: render the single-view reconstruction dataset from packaged meshes (layout.py).
 
 Per object: 16 384 seeded surface samples (unit ball, canonical frame) and per view an RGB (background kept), a mask,
 a uint16 millimetre depth map and the camera (K, pose), plus the object's metric scale and centroid. Objects render
@@ -58,7 +59,7 @@ class ObjectJob:
     image_size: int
 
     def params(self) -> dict:
-        """What must match for a finished object to be reused."""
+        """Return what must match for a finished object to be reused."""
         return {'generator_version': GENERATOR_VERSION, 'seed': self.seed, 'views': self.views,
                 'image_size': self.image_size}
 
@@ -121,7 +122,7 @@ def render_object(job: ObjectJob, renderer: ObjectRenderer) -> dict:
 
 
 def finished_record(job: ObjectJob) -> dict | None:
-    """The stored record when the object is complete for this job's parameters, else None."""
+    """Return the stored record when the object is complete for this job's parameters, else None."""
     source, root = job.source, Path(job.out_dir)
     try:
         done = json.loads(layout.done_path(root, source.category, source.object_id).read_text())
@@ -200,7 +201,7 @@ def _rank(source: MeshSource) -> str:
 # ---- manifest, attribution, report -----------------------------------------------------------------------------
 def build_manifest(records: list[dict], seed: int, views: int, image_size: int, kinds: Sequence[str],
                    unseen_source: str = DEFAULT_UNSEEN_SOURCE) -> dict:
-    """The manifest: objects, categories, splits (the unseen collection's objects all in ``unseen``), hash."""
+    """Return the manifest: objects, categories, splits (the unseen collection's objects all in ``unseen``), hash."""
     splits = assign_splits(SplitMember(r['object_id'], r['category'], r['mesh_sha256']) for r in records
                            if r['source'] != unseen_source)
     splits.update({r['object_id']: UNSEEN_SPLIT for r in records if r['source'] == unseen_source})
@@ -259,7 +260,8 @@ def make_dataset(out_dir: str | Path, seed: int = 0, views: int = DEFAULT_VIEWS,
                  object_ids: Sequence[str] = (), sources: Sequence[str] = SOURCE_KINDS, workers: int = 2,
                  image_size: int = DEFAULT_IMAGE_SIZE, progress: bool = True,
                  procedural_count: int = DEFAULT_PROCEDURAL_COUNT, unseen_source: str = DEFAULT_UNSEEN_SOURCE) -> Path:
-    """Render (or complete) a dataset under ``out_dir``; returns the manifest path.
+    """
+    Render (or complete) a dataset under ``out_dir``; returns the manifest path.
 
     ``object_ids`` picks exact objects (see :data:`TINY_OBJECT_IDS`), ``limit`` a hash-ranked subset of that many.
     ``workers`` 1 renders in this process (no start-up cost: what tests use).

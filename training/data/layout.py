@@ -1,4 +1,5 @@
-"""The on-disk layout of a generated dataset: paths, the per-object camera file and the manifest.
+"""
+The on-disk layout of a generated dataset: paths, the per-object camera file and the manifest.
 
 The layout is the paper's ShapeNet packaging (AtlasNet / 3DAttriFlow, docs/method.md §6) with category names in place
 of synsets, plus our extras (masks, metric depth, cameras)::
@@ -144,7 +145,7 @@ def manifest_hash(manifest: dict) -> str:
 
 
 def read_manifest(root: Path) -> dict:
-    """The manifest of a generated dataset, with its hash checked."""
+    """Return the manifest of a generated dataset, with its hash checked."""
     path = Path(root) / MANIFEST_FILE
     try:
         manifest = json.loads(path.read_text())

@@ -1,4 +1,5 @@
-"""Pix3D (Sun et al., CVPR 2018): real photos aligned with IKEA models, as an evaluation set in our sample format.
+"""
+Pix3D (Sun et al., CVPR 2018): real photos aligned with IKEA models, as an evaluation set in our sample format.
 
 ``<root>/pix3d.json`` lists one entry per photo: ``img``, ``mask``, ``category``, ``bbox`` (x0, y0, x1, y1 pixels),
 ``model`` (.obj), ``rot_mat``, ``trans_mat``, ``focal_length`` (mm, sensor width fixed to 32 mm), ``img_size``,

@@ -1,4 +1,5 @@
-"""``mesc3d dataset preview``: a contact sheet of a generated dataset to check it by eye.
+"""
+``mesc3d dataset preview``: a contact sheet of a generated dataset to check it by eye.
 
 Each tile is one view: the RGB as stored (background included), the mask outline in green and a subsample of the
 ground-truth surface points projected through the stored camera in red, labelled with category and object id. If

@@ -1,5 +1,7 @@
-"""Procedural graspables: parametric everyday objects (bottles, cans, cups, mugs, glasses, bowls, vases, jars, boxes,
-cartons, books, hammers, spatulas, screwdrivers) built with trimesh, sized from real ranges.
+"""
+Procedural graspables: parametric everyday objects built with trimesh, sized from real ranges.
+
+Bottles, cans, cups, mugs, glasses, bowls, vases, jars, boxes, cartons, books, hammers, spatulas, screwdrivers.
 
 An object is fully determined by its id (``proc_<kind>_<NNNN>``): its shape seed is sha256 of the id, so the same id
 always gives the same mesh, whatever the run seed or the order of generation. Vessels are surfaces of revolution of a
@@ -89,7 +91,7 @@ def _smooth_profile(rng: np.random.Generator, heights: np.ndarray, radii: np.nda
 
 
 def _solid(outer: np.ndarray) -> trimesh.Trimesh:
-    """Closed solid of revolution of an outer profile (radius, z) from bottom to top, capped on the axis."""
+    """Close solid of revolution of an outer profile (radius, z) from bottom to top, capped on the axis."""
     line = np.concatenate([[[0.0, outer[0, 1]]], outer, [[0.0, outer[-1, 1]]]])
     return trimesh.creation.revolve(line, sections=SECTIONS)
 
@@ -110,7 +112,7 @@ def _cylinder(radius: float, z0: float, z1: float, sections: int = SECTIONS) -> 
 
 
 def _tube(path: np.ndarray, radius: float, sides: int = 12) -> trimesh.Trimesh:
-    """A closed-ended tube of circular section along a polyline (P, 3): mug handles."""
+    """Return a closed-ended tube of circular section along a polyline (P, 3): mug handles."""
     tangents = np.gradient(path, axis=0)
     tangents /= np.linalg.norm(tangents, axis=1, keepdims=True)
     helper = np.where(np.abs(tangents[:, [1]]) < 0.9, [[0.0, 1.0, 0.0]], [[1.0, 0.0, 0.0]])
@@ -134,7 +136,7 @@ def _tube(path: np.ndarray, radius: float, sides: int = 12) -> trimesh.Trimesh:
 
 
 def _handle(rng: np.random.Generator, radius: float, z_low: float, z_high: float) -> trimesh.Trimesh:
-    """A D-shaped handle on the +x side of a vessel of outer ``radius`` between two heights."""
+    """Return a D-shaped handle on the +x side of a vessel of outer ``radius`` between two heights."""
     reach = rng.uniform(0.018, 0.035)  # how far the loop stands out: room for 1-3 fingers
     thickness = rng.uniform(0.004, 0.008)
     t = np.linspace(0, np.pi, 20)
@@ -269,8 +271,8 @@ def _carton(rng):  # milk and juice cartons: 6.5-9.5 cm square, 12-25 cm tall, a
 def _book(rng):  # paperbacks to hardcovers: 13-28 cm × 18-30 cm, 1-6 cm thick
     width, height, thick = rng.uniform(0.13, 0.21), rng.uniform(0.18, 0.30), rng.uniform(0.01, 0.06)
     cover = rng.uniform(0.001, 0.003)
-    parts = [_paint(_box((width, thick, cover)), _color(rng)), _paint(_box((width, thick, cover), height - cover),
-                                                                     _color(rng))]
+    parts = [_paint(_box((width, thick, cover)), _color(rng)),
+             _paint(_box((width, thick, cover), height - cover), _color(rng))]
     parts[1].visual = trimesh.visual.ColorVisuals(parts[1], face_colors=parts[0].visual.face_colors)
     spine = _paint(_box((cover, thick, height)), parts[0].visual.face_colors[0])
     spine.apply_translation([-width / 2, 0, 0])
@@ -323,7 +325,7 @@ BUILDERS = {'bottle': _bottle, 'can': _can, 'cup': _cup, 'mug': _mug, 'glass': _
 
 
 def build(object_id: str) -> list[trimesh.Trimesh]:
-    """The object's coloured parts, metres, Z up turned Y up; the same id always gives the same meshes."""
+    """Return the object's coloured parts, metres, Z up turned Y up; the same id always gives the same meshes."""
     kind = kind_of(object_id)
     if kind not in BUILDERS:
         raise ValueError(f'{object_id}: unknown procedural kind {kind!r}; known: {sorted(BUILDERS)}')

@@ -1,4 +1,5 @@
-"""Headless CPU rendering of one object from random cameras: pyrender on EGL (Mesa llvmpipe), one context per process.
+"""
+Headless CPU rendering of one object from random cameras: pyrender on EGL (Mesa llvmpipe), one context per process.
 
 Each view draws a camera looking at the object's centroid (or, for a truncated view, past it, so part of the object
 leaves the image) from a random azimuth, elevation, roll, focal length and distance, and random lights. The object
@@ -74,7 +75,7 @@ def look_at_pose(eye: np.ndarray, target: np.ndarray, roll_rad: float) -> np.nda
 
 def sample_camera(rng: np.random.Generator, centre_m: np.ndarray, radius_m: float, image_size: int,
                   ranges: ViewRanges) -> tuple[np.ndarray, np.ndarray]:
-    """A random (K (3, 3), T_cam_obj (4, 4)) looking at ``centre_m`` (or beside it, for a truncated view)."""
+    """Return a random (K (3, 3), T_cam_obj (4, 4)) looking at ``centre_m`` (or beside it, for a truncated view)."""
     fov = math.radians(rng.uniform(*ranges.vertical_fov_deg))
     focal_px = image_size / 2 / math.tan(fov / 2)
     # The sphere's silhouette half-angle a satisfies tan(a) = fill · tan(fov / 2) and sin(a) = radius / distance.
@@ -158,7 +159,7 @@ def make_background(rng: np.random.Generator, image_size: int) -> tuple[np.ndarr
 
 # ---- renderer --------------------------------------------------------------------------------------------------
 def _random_light_pose(rng: np.random.Generator, camera_to_world_gl: np.ndarray) -> np.ndarray:
-    """A directional light from the camera's side of the object, above it more often than below."""
+    """Return a directional light from the camera's side of the object, above it more often than below."""
     azimuth = rng.uniform(-math.pi * 0.6, math.pi * 0.6)
     elevation = rng.uniform(-0.2, 1.3)
     # Light direction in the OpenGL camera frame (the light shines along its own -z).
@@ -178,8 +179,11 @@ class ObjectRenderer:
     """Renders one object's views; create once per process (it owns the EGL context)."""
 
     def __init__(self, image_size: int, scene_ranges: SceneRanges | None = SceneRanges()):
-        """``scene_ranges`` None renders the object alone on a random background, without sensor effects (the v1
-        look; the node tests compose such renders into their own scenes)."""
+        """
+        ``scene_ranges`` None renders the object alone on a random background.
+
+        It has no sensor effects (the v1 look; the node tests compose such renders into their own scenes).
+        """
         self.image_size = image_size
         self.scene_ranges = scene_ranges
         self._renderer = pyrender.OffscreenRenderer(image_size, image_size)
@@ -189,9 +193,13 @@ class ObjectRenderer:
 
     def render_views(self, loaded: LoadedObject, cameras: list[tuple[np.ndarray, np.ndarray]],
                      rng: np.random.Generator) -> list[dict]:
-        """Per camera (K, T_cam_obj) a dict: ``rgb`` (S, S, 3) uint8 as the camera sees the scene, ``mask`` (S, S)
-        bool and ``depth`` (S, S) metres of the target alone, ``box`` (4,) the detector-like box (pixel edges),
-        ``visible`` the share of the target's pixels no neighbour hides."""
+        """
+        Render one dict per camera (K, T_cam_obj).
+
+        ``rgb`` (S, S, 3) uint8 as the camera sees the scene, ``mask`` (S, S) bool and ``depth`` (S, S) metres of the
+        target alone, ``box`` (4,) the detector-like box (pixel edges), ``visible`` the share of the target's pixels no
+        neighbour hides.
+        """
         scene = pyrender.Scene(bg_color=[0.0, 0.0, 0.0, 0.0])
         for part in loaded.meshes:
             scene.add(pyrender.Mesh.from_trimesh(part, smooth=False))

@@ -1,4 +1,5 @@
-"""One training/evaluation sample, built the same way for every layout (generated, ShapeNet, Pix3D).
+"""
+One training/evaluation sample, built the same way for every layout (generated, ShapeNet, Pix3D).
 
 A sample is a dict (the default collate stacks it):
 
@@ -46,7 +47,7 @@ def training_rng() -> np.random.Generator:
 
 
 def unit_ball(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """UnitBall normalisation (method.md §6): (points - centroid) / max norm; returns (points, centroid, scale)."""
+    """Normalise to the unit ball (method.md §6): (points - centroid) / max norm; returns (points, centroid, scale)."""
     centroid = points.mean(axis=0)
     scale = float(np.linalg.norm(points - centroid, axis=1).max())
     if not scale > 0:
@@ -88,7 +89,8 @@ def build_sample(*, image_rgb: np.ndarray, box: np.ndarray, window: CropWindow |
                  rotation_cam_obj: np.ndarray | None, K: np.ndarray | None, cfg: DataConfig, image_size: int,
                  train: bool, rng: np.random.Generator, category: str, category_index: int, object_id: str,
                  view: int, scale_m: float = float('nan'), center_cam_m: np.ndarray = NAN3) -> dict:
-    """Crop, augment and package one sample (see the module docstring for the keys).
+    """
+    Crop, augment and package one sample (see the module docstring for the keys).
 
     ``canonical`` is the dense unit-ball cloud; ``box`` is jittered in training unless ``window`` (ShapeNet's fixed
     crops) overrides the box-derived crop.

@@ -1,5 +1,8 @@
-"""What surrounds the target object in a view, as the node sees it: a table or floor it stands on, neighbours beside
-and partly in front, a camera sensor's noise, blur and compression, and the detector's box.
+"""
+What surrounds the target object in a view, as the node sees it.
+
+A table or floor it stands on, neighbours beside and partly in front, a camera sensor's noise, blur and compression, and
+the detector's box.
 
 The target is rendered inside this scene for the RGB only; its mask and depth come from a render of the target alone,
 so they stay exact (the whole object, occluded parts included) while the picture shows it occluded and cluttered.
@@ -49,8 +52,11 @@ def _muted(rng: np.random.Generator) -> np.ndarray:
 
 
 def support_plane(rng: np.random.Generator, radius: float, ranges: SceneRanges) -> trimesh.Trimesh:
-    """A horizontal plane (Y up, metres, top at y = 0, centred on the origin): a large floor or a table top, tiled or
-    planked. Callers place it under the object with a pose."""
+    """
+    Return a horizontal plane (Y up, metres, top at y = 0, centred on the origin).
+
+    A large floor or a table top, tiled or planked. Callers place it under the object with a pose.
+    """
     half = radius * (rng.uniform(12, 20) if rng.uniform() < ranges.floor_probability else rng.uniform(2.0, 5.0))
     cells = int(rng.integers(4, 24))
     edges = np.linspace(-half, half, cells + 1)
@@ -73,8 +79,11 @@ def support_plane(rng: np.random.Generator, radius: float, ranges: SceneRanges) 
 
 
 def neighbour_pool(rng: np.random.Generator, count: int) -> list[list[trimesh.Trimesh]]:
-    """``count`` procedural household objects (Y up, metres, standing on y = 0, centred on the y axis), built once
-    per target object and placed anew in each view."""
+    """
+    ``count`` procedural household objects (Y up, metres, standing on y = 0, centred on the y axis).
+
+    Built once per target object and placed anew in each view.
+    """
     pool = []
     for _ in range(count):
         kind = NEIGHBOUR_KINDS[int(rng.integers(len(NEIGHBOUR_KINDS)))]
@@ -89,7 +98,8 @@ def neighbour_pool(rng: np.random.Generator, count: int) -> list[list[trimesh.Tr
 
 def place_neighbours(rng: np.random.Generator, half_widths: list[float], floor_y: float, footprint: float,
                      radius: float, camera_xz: np.ndarray, ranges: SceneRanges) -> list[tuple[int, np.ndarray]]:
-    """(pool index, (4, 4) pose in the object frame) of the neighbours of one view, never intersecting the target.
+    """
+    (pool index, (4, 4) pose in the object frame) of the neighbours of one view, never intersecting the target.
 
     ``half_widths``: each pool object's horizontal half diagonal; ``camera_xz``: the camera's horizontal position
     (object frame); a front neighbour stands on the line to it, hiding part of the target.
@@ -109,8 +119,8 @@ def place_neighbours(rng: np.random.Generator, half_widths: list[float], floor_y
             position = direction * distance + np.array([-direction[1], direction[0]]) * rng.uniform(-0.6, 0.6) * radius
         else:
             angle = rng.uniform(0, 2 * math.pi)
-            position = np.array([math.cos(angle), math.sin(angle)]) * (footprint + half
-                                                                        + rng.uniform(0.05, 2.0) * radius)
+            distance = footprint + half + rng.uniform(0.05, 2.0) * radius
+            position = np.array([math.cos(angle), math.sin(angle)]) * distance
         pose = trimesh.transformations.rotation_matrix(rng.uniform(0, 2 * math.pi), [0, 1, 0])
         pose[:3, 3] = [position[0], floor_y, position[1]]
         placed.append((int(index), pose))

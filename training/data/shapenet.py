@@ -1,4 +1,5 @@
-"""The paper's ShapeNet packaging (AtlasNet / 3DAttriFlow, docs/method.md §6): index, splits and camera metadata.
+"""
+The paper's ShapeNet packaging (AtlasNet / 3DAttriFlow, docs/method.md §6): index, splits and camera metadata.
 
 ::
 
@@ -43,7 +44,7 @@ class ShapeNetObject:
 
 
 def index_shapenet(root: Path) -> dict[str, list[ShapeNetObject]]:
-    """split -> objects, per category over the sorted ids that have both a cloud and renderings."""
+    """Split -> objects, per category over the sorted ids that have both a cloud and renderings."""
     root = Path(root)
     points_root = root / POINTS_DIR
     if not points_root.is_dir():
@@ -66,7 +67,8 @@ def index_shapenet(root: Path) -> dict[str, list[ShapeNetObject]]:
 
 
 def r2n2_rotation(azimuth_deg: float, elevation_deg: float) -> np.ndarray:
-    """(3, 3) ShapeNet object frame -> OpenCV camera frame of a 3D-R2N2 rendering (in-plane rotation is 0 there).
+    """
+    (3, 3) ShapeNet object frame -> OpenCV camera frame of a 3D-R2N2 rendering (in-plane rotation is 0 there).
 
     Convention of Mesh R-CNN's ShapeNet code (facebookresearch/meshrcnn, shapenet/utils/coords.py): rotate the
     world by azimuth about Y and elevation about Z (both negated), permute to the Blender camera axes, undo Blender's

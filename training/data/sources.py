@@ -1,5 +1,7 @@
-"""Mesh sources that ship in packages (Sweet Home 3D furniture, pybullet_data objects and random_urdfs, myosuite and
-LIBERO objects) and the procedural graspables of ``procedural.py``.
+"""
+Mesh sources: the objects that ship in packages and the procedural graspables of ``procedural.py``.
+
+The packaged ones are Sweet Home 3D furniture, pybullet_data objects and random_urdfs, myosuite and LIBERO objects.
 
 :func:`list_sources` enumerates the candidate objects (with the reason each excluded entry is left out) without
 touching the meshes; :func:`load_object` loads one of them in the *object frame*: metres, Y up, bounding-box centre
@@ -107,7 +109,7 @@ class LoadedObject:
 
 # ---- listing ---------------------------------------------------------------------------------------------------
 def _read_properties(text: str) -> dict[str, str]:
-    """Java .properties: ``key=value`` lines, ``#`` comments, ``\\uXXXX`` escapes."""
+    r"""Parse Java .properties: ``key=value`` lines, ``#`` comments, ``\uXXXX`` escapes."""
     values = {}
     for line in text.splitlines():
         if not line.strip() or line.lstrip().startswith('#') or '=' not in line:
@@ -179,14 +181,17 @@ def random_urdf_sources() -> list[MeshSource]:
 
 
 def _color_for(object_id: str) -> tuple[float, ...]:
-    """A muted colour fixed by the id, for untextured meshes (myosuite STLs carry no material)."""
+    """Return a muted colour fixed by the id, for untextured meshes (myosuite STLs carry no material)."""
     digest = hashlib.sha256(object_id.encode()).digest()
     return (0.25 + 0.6 * digest[0] / 255, 0.25 + 0.6 * digest[1] / 255, 0.25 + 0.6 * digest[2] / 255, 1.0)
 
 
 def collection_sources(kind: str) -> list[MeshSource]:
-    """myosuite, LIBERO, MORSE or gymnasium-robotics kitchen objects (empty, with a warning, when the package or the
-    conversion is missing)."""
+    """
+    Return the myosuite, LIBERO, MORSE or gymnasium-robotics kitchen objects.
+
+    Empty, with a warning, when the package or the conversion is missing.
+    """
     objects = {'myosuite': asset_collections.myosuite_objects, 'libero': asset_collections.libero_objects,
                'morse': asset_collections.morse_objects, 'gym': asset_collections.gym_kitchen_objects}[kind]()
     return [MeshSource(object_id=o.object_id, source=kind, name=o.name, category=o.category, mesh_file=o.files[0],
@@ -218,7 +223,8 @@ def cap_random(sources: list[MeshSource], unseen_source: str, share: float = MAX
 
 def list_sources(kinds: Sequence[str] = SOURCE_KINDS, procedural_count: int = DEFAULT_PROCEDURAL_COUNT
                  ) -> tuple[list[MeshSource], list[dict]]:
-    """All candidate objects of the requested kinds, sorted by id, and the excluded catalog entries.
+    """
+    All candidate objects of the requested kinds, sorted by id, and the excluded catalog entries.
 
     myosuite and LIBERO need optional wheels, MORSE a one-off conversion: without them they contribute nothing
     (logged), never an error.
@@ -247,7 +253,7 @@ def list_sources(kinds: Sequence[str] = SOURCE_KINDS, procedural_count: int = DE
 
 # ---- loading ---------------------------------------------------------------------------------------------------
 def _flat_color_if_unrenderable(mesh: trimesh.Trimesh) -> None:
-    """A textured material without per-vertex UVs makes pyrender's shader fail: fall back to its main colour."""
+    """Return a textured material without per-vertex UVs makes pyrender's shader fail: fall back to its main colour."""
     visual = mesh.visual
     if isinstance(visual, trimesh.visual.TextureVisuals) and (
             visual.uv is None or len(visual.uv) != len(mesh.vertices)):
@@ -280,7 +286,7 @@ def _read_parts(source: MeshSource) -> tuple[list[trimesh.Trimesh], str]:
 
 
 def load_object(source: MeshSource) -> LoadedObject:
-    """The object's meshes in metres, Y up, bounding-box centre at the origin; raises DegenerateMeshError."""
+    """Return the object's meshes in metres, Y up, bounding-box centre at the origin; raises DegenerateMeshError."""
     where = f'{source.archive}:{source.mesh_file}' if source.archive else source.mesh_file
     parts, digest = _read_parts(source)
     if not parts:

@@ -7,7 +7,11 @@ from mesc3d_training.model.mesc3d import MESC3D, check_model_config
 
 
 def build_model(cfg: ModelConfig) -> MESC3D:
-    """A freshly initialised MESC-3D for ``cfg`` (train mode, CPU, float32); raises ValueError on a bad config."""
+    """
+    Return a freshly initialised MESC-3D for ``cfg`` (train mode, CPU, float32).
+
+    Raises ValueError on a bad config.
+    """
     return MESC3D(cfg)
 
 

@@ -1,4 +1,5 @@
-"""ESM + staged decoder: per-point selection maps and AdaptivePointNorm over a broadcast global feature.
+"""
+ESM + staged decoder: per-point selection maps and AdaptivePointNorm over a broadcast global feature.
 
 MESC-3D upstream ``src/network/pro_model.py:175-206,294-321,388-416`` (method.md §3.4-3.5). F1 = [fused ‖ projected
 class embedding] is the same vector at every one of the N points. Each modulated stage i computes
@@ -73,7 +74,7 @@ class AdaptivePointNorm(nn.Module):
             self.style.bias[channels:] = 0.0
 
     def forward(self, x: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
-        """x (B, C, N), feature F1 (B, C1) -> (B, C, N)."""
+        """X (B, C, N), feature F1 (B, C1) -> (B, C, N)."""
         s = self.selection
         if s is None:
             style = self.style(feature[:, :, None])                                  # (B, 2C, 1), shared
@@ -122,4 +123,3 @@ class Decoder(nn.Module):
             x = modulation(conv(x), feature)                                         # (B, C_i, N)
         x = torch.tanh(self.head(self.tail(x)))                                      # (B, 3, N)
         return x.transpose(1, 2)                                                     # (B, N, 3)
-

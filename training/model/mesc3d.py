@@ -1,4 +1,5 @@
-"""MESC-3D: one image + one class embedding -> one point cloud (the inference graph).
+"""
+MESC-3D: one image + one class embedding -> one point cloud (the inference graph).
 
 MESC-3D (Li et al., CVPR 2025, arXiv 2502.20861; upstream ``QINGQINGLE/MESC-3D`` @6c16418,
 ``src/network/pro_model.py``). Specification: method.md; shapes and sizes of our presets: docs/model.md.
@@ -71,14 +72,15 @@ class MESC3D(nn.Module):
         self.decoder = Decoder(cfg, feature_dim=cfg.num_tokens * cfg.token_dim + cfg.class_dim)
 
     def forward(self, image: torch.Tensor, class_embedding: torch.Tensor) -> torch.Tensor:
-        """image (B, 3, H, W) float32 RGB in [0, 1]; class_embedding (B, text_dim) float32.
+        """
+        Image (B, 3, H, W) float32 RGB in [0, 1]; class_embedding (B, text_dim) float32.
 
         Returns points (B, N, 3) float32 in (-1, 1): the unit-ball shape in the training data's output frame.
         """
         return self.from_trunk(self.image_encoder.trunk_features(image), class_embedding)
 
     def from_trunk(self, trunk_features: torch.Tensor, class_embedding: torch.Tensor) -> torch.Tensor:
-        """The graph after the image trunk (what the cached recipe trains): trunk output -> points (B, N, 3)."""
+        """Return the graph after the image trunk (what the cached recipe trains): trunk output -> points (B, N, 3)."""
         image_tokens = self.image_encoder.tokens(trunk_features)                     # (B, T, D)
         batch = class_embedding.shape[0]   # a graph input: the exported batch stays dynamic
         fused = self.mit(self.point_tokens(batch), image_tokens)            # (B, T·D)

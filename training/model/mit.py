@@ -1,4 +1,5 @@
-"""MIT: the multimodal interlaced transformer that fuses image and point tokens.
+"""
+MIT: the multimodal interlaced transformer that fuses image and point tokens.
 
 MESC-3D upstream ``src/network/pro_model.py:111-174,246-261,382-387`` (method.md §3.3); the interlacing follows the
 Multimodal Interlaced Transformer (ICCV 2023). Each block updates one stream (the query) from the other (key/value)
@@ -63,7 +64,7 @@ class CrossAttention(nn.Module):
 
 
 class MITBlock(nn.Module):
-    """query ← query + self-attn, + cross-attn to context, + MLP; each pre-LN, each through DropPath."""
+    """Query ← query + self-attn, + cross-attn to context, + MLP; each pre-LN, each through DropPath."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float, drop_path: float):
         super().__init__()

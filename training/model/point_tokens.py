@@ -1,4 +1,5 @@
-"""Point tokens: a Point-MAE-style encoder over the fixed seed sphere, folded into a constant.
+"""
+Point tokens: a Point-MAE-style encoder over the fixed seed sphere, folded into a constant.
 
 MESC-3D (CVPR 2025, arXiv 2502.20861) feeds the same 2048-point sphere of radius 0.5 to a frozen Point-MAE encoder
 for every sample (upstream ``src/models/Point_MAE.py:16-80,430-560``, ``pro_model.py:374``; method.md §3.2). Its
@@ -43,7 +44,8 @@ def fibonacci_sphere(num_points: int, radius: float = SPHERE_RADIUS) -> torch.Te
 
 
 def farthest_point_sample(points: torch.Tensor, num_samples: int) -> torch.Tensor:
-    """(B, num_samples) indices of a farthest-point subset of points (B, N, 3), starting from point 0.
+    """
+    (B, num_samples) indices of a farthest-point subset of points (B, N, 3), starting from point 0.
 
     Plain torch (one loop step per sample) instead of Point-MAE's CUDA op; starting at index 0 keeps it
     deterministic.
@@ -79,7 +81,7 @@ class MiniPointNet(nn.Module):
         self.second = nn.Sequential(nn.Conv1d(512, 512, 1), nn.BatchNorm1d(512), nn.ReLU(), nn.Conv1d(512, width, 1))
 
     def forward(self, groups: torch.Tensor) -> torch.Tensor:
-        """groups (B, G, k, 3) -> (B, G, width)."""
+        """Group (B, G, k, 3) -> (B, G, width)."""
         b, g, k, _ = groups.shape
         x = self.first(groups.reshape(b * g, k, 3).transpose(1, 2))                  # (B·G, 256, k)
         x = torch.cat([x.amax(dim=2, keepdim=True).expand(-1, -1, k), x], dim=1)     # (B·G, 512, k)
@@ -87,7 +89,8 @@ class MiniPointNet(nn.Module):
 
 
 class SphereEncoder(nn.Module):
-    """Point-MAE-style encoder: FPS centres, kNN groups, mini-PointNet, cls token + transformer, (cls ‖ max).
+    """
+    Point-MAE-style encoder: FPS centres, kNN groups, mini-PointNet, cls token + transformer, (cls ‖ max).
 
     Upstream runs Point-MAE's 12 blocks of width 384; with random frozen weights extra depth adds cost and nothing
     else, so we keep the width and use 4 blocks.
@@ -107,7 +110,7 @@ class SphereEncoder(nn.Module):
         self.head = nn.Linear(2 * width, out_dim)
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
-        """points (B, N, 3) -> (B, out_dim)."""
+        """Points (B, N, 3) -> (B, out_dim)."""
         centres = points[torch.arange(points.shape[0])[:, None], farthest_point_sample(points, self.groups)]
         tokens = self.group_encoder(knn_groups(points, centres, self.group_size)) + self.position(centres)
         tokens = torch.cat([self.cls_token.expand(points.shape[0], -1, -1), tokens], dim=1)   # (B, 1+G, width)
@@ -117,7 +120,8 @@ class SphereEncoder(nn.Module):
 
 @functools.cache
 def sphere_tokens(num_tokens: int, token_dim: int) -> torch.Tensor:
-    """(num_tokens, token_dim) tokens of the frozen random encoder over the seed sphere; same for every call.
+    """
+    (num_tokens, token_dim) tokens of the frozen random encoder over the seed sphere; same for every call.
 
     Cached per process (a pure function of its arguments); callers must clone before keeping the tensor.
     """

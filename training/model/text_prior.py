@@ -1,4 +1,5 @@
-"""3DSPL: the shape prior from text. Learnable prompts around a class name, through a frozen text encoder.
+"""
+3DSPL: the shape prior from text. Learnable prompts around a class name, through a frozen text encoder.
 
 MESC-3D upstream ``src/network/ltp_model.py``, ``src/models/text_encoder_3d.py`` (method.md §3.6; the prompt layout
 comes from VadCLIP, the deep prompts from VPT-deep). A class name's word pieces are wrapped as
@@ -67,7 +68,8 @@ class MiniLMTower(nn.Module):
 
     def encode(self, before: torch.Tensor, names: Sequence[list[int]], after: torch.Tensor,
                deep: torch.Tensor | None) -> torch.Tensor:
-        """before, after (P, W) context; names: word-piece ids per class; deep (layers, Pd, W) -> (C, out_dim).
+        """
+        before, after (P, W) context; names: word-piece ids per class; deep (layers, Pd, W) -> (C, out_dim).
 
         Mean pooling covers [CLS], the name and [SEP] but not the context slots: with 2P context tokens the mean
         would otherwise be mostly context and every class would look alike; the context still acts through
@@ -92,7 +94,8 @@ class MiniLMTower(nn.Module):
 
 
 class OpenClipTower(nn.Module):
-    """An open_clip ViT-B/16 text tower from a local checkpoint, frozen; causal attention, end-of-text pooling.
+    """
+    An open_clip ViT-B/16 text tower from a local checkpoint, frozen; causal attention, end-of-text pooling.
 
     Expects a checkpoint of open_clip's ``ViT-B-16`` (GELU); OpenAI's original weights would need the QuickGELU
     variant, which is not wired. Not exercised by the test suite: open_clip is not installed here and no CLIP weights
@@ -131,8 +134,9 @@ class OpenClipTower(nn.Module):
                deep: torch.Tensor | None) -> torch.Tensor:
         start_id, _, end_id = self._special_ids('')
         emb = self.clip.token_embedding.weight
-        seq, valid, _ = assemble_prompts(emb[start_id], before, [self.word_embeddings(ids) for ids in names], after,
-                                          emb[end_id], self.max_length, pad_to=self.max_length)
+        name_embeddings = [self.word_embeddings(ids) for ids in names]
+        seq, valid, _ = assemble_prompts(emb[start_id], before, name_embeddings, after, emb[end_id], self.max_length,
+                                         pad_to=self.max_length)
         hidden = seq + self.clip.positional_embedding                          # (C, 77, W)
         n_deep = 0 if deep is None else deep.shape[1]
         length = n_deep + self.max_length
@@ -151,9 +155,10 @@ class OpenClipTower(nn.Module):
 
 
 def assemble_prompts(start: torch.Tensor, before: torch.Tensor, names: Sequence[torch.Tensor], after: torch.Tensor,
-                     end: torch.Tensor, max_length: int, pad_to: int = 0) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                    torch.Tensor]:
-    """Stack [start] before name after [end] per class, zero-padded.
+                     end: torch.Tensor, max_length: int,
+                     pad_to: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """
+    Stack [start] before name after [end] per class, zero-padded.
 
     start, end (W,); before, after (P, W); names: (k_i, W) each. Returns seq (C, S, W), valid (C, S) bool (not
     padding) and pooled (C, S) bool ([start], the name and [end]: the positions the towers pool over).
@@ -161,7 +166,7 @@ def assemble_prompts(start: torch.Tensor, before: torch.Tensor, names: Sequence[
     rows = [torch.cat([start[None], before, name, after, end[None]]) for name in names]
     length = max(pad_to, max(row.shape[0] for row in rows))
     if length > max_length:
-        raise ValueError(f'prompted sequence of {length} tokens exceeds the text tower\'s {max_length}; '
+        raise ValueError(f"prompted sequence of {length} tokens exceeds the text tower's {max_length}; "
                          f'shorten the class name or prompt_context')
     seq = start.new_zeros(len(rows), length, start.shape[0])
     valid = torch.zeros(len(rows), length, dtype=torch.bool, device=start.device)
@@ -177,7 +182,7 @@ def assemble_prompts(start: torch.Tensor, before: torch.Tensor, names: Sequence[
 
 @functools.cache
 def load_minilm() -> MiniLMTower:
-    """The frozen MiniLM tower, loaded once per process (about 3 s)."""
+    """Return the frozen MiniLM tower, loaded once per process (about 3 s)."""
     return _frozen(MiniLMTower())
 
 
@@ -244,7 +249,8 @@ class TextPrior(nn.Module):
 
 
 class PointCloudEncoder(nn.Module):
-    """PointNet: (B, N, 3) unit-ball cloud -> (B, out_dim), the contrastive target of the prompt stage.
+    """
+    PointNet: (B, N, 3) unit-ball cloud -> (B, out_dim), the contrastive target of the prompt stage.
 
     Stands in for upstream's frozen ULIP Point-BERT, whose weights do not exist offline; trained with the prompts.
     """
