@@ -1,4 +1,5 @@
-"""The hand-over between reconstruct_node's callbacks and its worker: a matched frame and a slot holding the newest.
+"""
+The hand-over between reconstruct_node's callbacks and its worker: a matched frame and a slot holding the newest.
 
 Callbacks only match messages and :meth:`FrameSlot.put` the set; the worker :meth:`FrameSlot.take` s it. The slot
 holds one frame, so under load the worker answers the latest frame instead of falling behind, and the caller counts

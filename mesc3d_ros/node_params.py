@@ -1,4 +1,5 @@
-"""reconstruct_node's parameters: one typed frozen dataclass, the declaration table derived from it, its validation.
+"""
+reconstruct_node's parameters: one typed frozen dataclass, the declaration table derived from it, its validation.
 
 Each field of :class:`NodeParams` is one declared ROS parameter; its default, description and allowed values sit on
 the field, and :data:`PARAMETERS` (what the node declares, what config/reconstruct.yaml and docs/node.md are checked
@@ -40,7 +41,7 @@ class ParamSpec:
     """Inclusive [low, high] for numbers, enforced by rclpy."""
 
     def descriptor(self) -> ParameterDescriptor:
-        """The ROS descriptor: description, the choices as text, and the range rclpy enforces."""
+        """Return the ROS descriptor: description, the choices as text, and the range rclpy enforces."""
         descriptor = ParameterDescriptor(description=self.description)
         if self.choices:
             descriptor.additional_constraints = f'one of: {", ".join(self.choices)}'
@@ -55,7 +56,7 @@ class ParamSpec:
 
 def _param(default: str | int | float | bool | tuple[str, ...], description: str, choices: tuple[str, ...] = (),
            value_range: tuple[float, float] | None = None):
-    """A NodeParams field: its default plus what the ROS declaration needs."""
+    """Declare a NodeParams field: its default plus what the ROS declaration needs."""
     return field(default=default, metadata={'description': description, 'choices': choices,
                                             'value_range': value_range})
 
@@ -65,7 +66,7 @@ class NodeParams:
     """The node's parameters as read at configure; docs/node.md §Parameters is generated from these fields."""
 
     model_path: str = _param(DEFAULT_MODEL, 'Model contract JSON written by `mesc3d export` (the ONNX file lies '
-                             'next to it), or the name of a model shipped in the package\'s models/ folder')
+                             "next to it), or the name of a model shipped in the package's models/ folder")
     backend: str = _param('auto', 'Inference backend; auto = TensorRT when usable, else ONNX Runtime',
                           choices=('auto', 'tensorrt', 'onnxruntime'))
     precision: str = _param('auto', 'Model file to run, checked at configure against what the contract offers: '
@@ -88,7 +89,7 @@ class NodeParams:
                             'same, but missing depth is reported; size_prior = ignore depth',
                             choices=('auto', 'depth', 'size_prior'))
     use_depth: bool = _param(False, 'Subscribe to `depth` (registered to the image) and match it by stamp too')
-    depth_fit: bool = _param(True, 'With depth: fit each predicted shape (scale, translation) to the object\'s '
+    depth_fit: bool = _param(True, "With depth: fit each predicted shape (scale, translation) to the object's "
                              'measured visible surface; false = box and median depth only')
     output_cloud: str = _param('predicted', 'Points published per object: predicted = the placed predicted shape; '
                                'fused = the measured visible points of a fitted object plus its predicted hidden '
@@ -101,7 +102,7 @@ class NodeParams:
     max_depth_m: float = _param(20.0, 'Depth readings farther than this are invalid', value_range=(0.01, 1000.0))
     min_valid_depth_fraction: float = _param(0.1, 'Share of valid readings the region needs, else the size prior '
                                              'is used', value_range=(0.0, 1.0))
-    placement_box_fill: float = _param(0.81, 'Box half-size as a fraction of the bounding sphere\'s silhouette '
+    placement_box_fill: float = _param(0.81, "Box half-size as a fraction of the bounding sphere's silhouette "
                                        '(1 for spheres); measured median over dataset objects',
                                        value_range=(0.05, 1.0))
     placement_centre_offset: float = _param(0.35, 'How far the centroid lies behind the median surface depth, in '
@@ -136,7 +137,7 @@ class NodeParams:
         return cls(**{**values, 'class_map': tuple(values['class_map'] or ())})
 
     def pipeline_settings(self) -> PipelineSettings:
-        """What these parameters decide about reconstruction."""
+        """Return what these parameters decide about reconstruction."""
         return PipelineSettings(
             min_score=self.min_score, max_objects=self.max_objects, class_map=parse_class_map(self.class_map),
             unknown_class=self.unknown_class, crop_padding=None if self.crop_padding < 0 else self.crop_padding,
@@ -147,7 +148,8 @@ class NodeParams:
                                           centre_offset=self.placement_centre_offset))
 
     def open_pipeline(self) -> tuple[ReconstructionPipeline, Path]:
-        """The pipeline on the model these parameters name, and the model contract's path.
+        """
+        Open the pipeline on the model these parameters name; return it and the model contract's path.
 
         Raises whatever stops the model from loading (missing or mismatching files, a class_map target the model
         lacks, a precision the export does not offer), having closed the backend again.

@@ -1,5 +1,7 @@
-"""The node's outputs from the pipeline's objects: one frame's PointCloud2 and Detection3DArray (docs/node.md
-§Interface). Message types only, no rclpy.
+"""
+The node's outputs from the pipeline's objects: one frame's PointCloud2 and Detection3DArray.
+
+docs/node.md §Interface is the specification. Message types only, no rclpy.
 
 The cloud holds every object's points (x, y, z float32 metres, optical frame) plus a uint32 ``object_index``; the
 Detection3DArray's detection *i* describes ``object_index`` *i*: ``results[0]`` is the detector's class and score
@@ -28,8 +30,11 @@ def _point(xyz: np.ndarray) -> Point:
 
 
 def fit_hypotheses(obj: ObjectCloud, pose: PoseWithCovariance) -> list[ObjectHypothesisWithPose]:
-    """A fitted object's fit quality as two more ``results`` after its class: score = the fit's trimmed RMS residual
-    in metres, and score = the number of measured visible points it used; none for an object that was not fitted."""
+    """
+    Return a fitted object's fit quality as two more ``results`` after its class; none for an unfitted object.
+
+    Their scores: the fit's trimmed RMS residual in metres, and the number of measured visible points it used.
+    """
     if obj.placement.mode != 'fit':
         return []
     return [ObjectHypothesisWithPose(hypothesis=ObjectHypothesis(class_id=FIT_RESIDUAL_ID, score=obj.fit_rms_m),
@@ -40,7 +45,8 @@ def fit_hypotheses(obj: ObjectCloud, pose: PoseWithCovariance) -> list[ObjectHyp
 
 def objects_to_messages(objects: list[ObjectCloud], ids: list[str],
                         header: Header) -> tuple[PointCloud2, Detection3DArray]:
-    """The frame's cloud (x, y, z, object_index) and its Detection3DArray, both with ``header``.
+    """
+    Return the frame's cloud (x, y, z, object_index) and its Detection3DArray, both with ``header``.
 
     ``ids`` are the frame's Detection2D ids, indexed by ``ObjectCloud.detection_index``. Each Detection3D's
     ``results[0]`` is the detector's class and score with the centroid pose; a fitted object has ``results[1]``

@@ -1,4 +1,5 @@
-"""One camera frame with its detections in, one metric point cloud per object out: the node's work without ROS.
+"""
+One camera frame with its detections in, one metric point cloud per object out: the node's work without ROS.
 
 Per frame: drop detections whose score is not a probability (NaN, inf, outside [0, 1]: ``bad_score``); keep those
 scoring at least ``min_score``; clip each box to the image (``preprocess.clip_box``);
@@ -137,7 +138,8 @@ class ReconstructionPipeline:
 
     def process(self, image_rgb: np.ndarray, boxes: np.ndarray, class_names: list[str], scores: np.ndarray,
                 K: np.ndarray, depth: np.ndarray | None = None) -> tuple[list[ObjectCloud], list[Issue]]:
-        """Reconstruct every usable detection of one frame: ``(objects, issues)``.
+        """
+        Reconstruct every usable detection of one frame: ``(objects, issues)``.
 
         image_rgb (H, W, 3) uint8 RGB; boxes (K, 4) float (x0, y0, x1, y1) pixels; class_names K detector class ids;
         scores (K,); K (3, 3) intrinsics of this image; depth (H, W) float32 z-depth in metres aligned with the
@@ -258,7 +260,7 @@ class ReconstructionPipeline:
     def _fitted(self, unit: np.ndarray, depth: np.ndarray, K: np.ndarray, box: np.ndarray, size_m: float,
                 orientation_known: bool, index: int,
                 issues: list[Issue]) -> tuple[geometry.Placement, ShapeFit | None]:
-        """The shape fitted to its visible surface; the box placement (and an issue) when that is not possible."""
+        """Fit the shape to its visible surface; fall back to the box placement (and an issue) when that fails."""
         surface = visible_surface(depth, K, box, self._depth_window, self.settings.prior.box_fill,
                                   self.settings.surface)
         if surface is None:

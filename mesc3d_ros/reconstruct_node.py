@@ -1,4 +1,5 @@
-"""``reconstruct_node``: camera images + 2D detections in, one metric point cloud per frame out.
+"""
+``reconstruct_node``: camera images + 2D detections in, one metric point cloud per frame out.
 
 A thin lifecycle adapter over :class:`mesc3d_ros.pipeline.ReconstructionPipeline`; docs/node.md is the manual. What
 needs no ROS lives beside it: the parameters (``node_params.NodeParams``), the hand-over to the worker
@@ -65,7 +66,8 @@ CAMERA_INFO_HISTORY = 64
 
 
 class ReconstructNode(LifecycleNode):
-    """configure: load and check the model; activate: subscribe; deactivate: unsubscribe; cleanup: free the model.
+    """
+    configure: load and check the model; activate: subscribe; deactivate: unsubscribe; cleanup: free the model.
 
     The outputs are lifecycle publishers: they publish only while the node is active, whatever the worker does.
     """
@@ -97,7 +99,7 @@ class ReconstructNode(LifecycleNode):
 
     # ---- parameters ------------------------------------------------------------------------------------------
     def _read_params(self, changed: Sequence[Parameter] = ()) -> NodeParams:
-        """The declared values with ``changed`` applied, validated (ParameterError)."""
+        """Read the declared values with ``changed`` applied, validated (ParameterError)."""
         values = {}
         for spec in PARAMETERS:
             try:

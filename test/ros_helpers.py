@@ -1,4 +1,5 @@
-"""Helpers for tests that run real ROS 2 processes: start a console script, wait on messages, never on sleeps.
+"""
+Helpers for tests that run real ROS 2 processes: start a console script, wait on messages, never on sleeps.
 
 ``conftest.py`` has already applied ``mesc3d_ros.ros_env`` (loopback DDS, a per-run ROS_DOMAIN_ID, logs in build/)
 to this process, so every node made here and every child started here shares it.
@@ -46,7 +47,8 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str = 'condi
 
 def spin_until(node: Node, predicate: Callable[[], bool], timeout_s: float, what: str = 'condition',
                on_tick: Callable[[], None] | None = None, tick_s: float = 0.1) -> None:
-    """Spin ``node``'s executor until ``predicate`` is true, calling ``on_tick`` every ``tick_s`` (e.g. to publish).
+    """
+    Spin ``node``'s executor until ``predicate`` is true, calling ``on_tick`` every ``tick_s`` (e.g. to publish).
 
     The node must belong to an executor (as those from :func:`ros_node` do). Raises TimeoutError naming ``what``.
     """
@@ -67,7 +69,7 @@ def spin_until(node: Node, predicate: Callable[[], bool], timeout_s: float, what
 
 @contextlib.contextmanager
 def ros_node(name: str) -> Iterator[Node]:
-    """A node in its own rclpy context with its own executor; everything is shut down on exit."""
+    """Create a node in its own rclpy context with its own executor; shut everything down on exit."""
     context = Context()
     rclpy.init(context=context)
     node = rclpy.create_node(name, context=context)
@@ -132,7 +134,7 @@ def start_process(cmd: Sequence[str | os.PathLike], env: dict[str, str] | None =
 
 
 def ros_argument(value: object) -> str:
-    """A parameter value as ``-p name:=value`` takes it (YAML): booleans in lower case, lists as flow sequences."""
+    """Write a parameter value as ``-p name:=value`` takes it (YAML): lower-case booleans, lists as flow sequences."""
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, (list, tuple)):
@@ -154,7 +156,8 @@ class RunningNode:
 
 
 class NodeFactory:
-    """reconstruct_node processes by parameter set: calling it with a set it has started before returns that node.
+    """
+    reconstruct_node processes by parameter set: calling it with a set it has started before returns that node.
 
     Each process runs under a namespace of its own (``/reconstruct_<n>``), so nodes of different sets never share
     topics. Module-scoped, a factory shares a node between the tests that ask for identical parameters (tests that
@@ -169,7 +172,7 @@ class NodeFactory:
         self._stack = contextlib.ExitStack()
 
     def __call__(self, params_files: Sequence[Path], **params: object) -> RunningNode:
-        """The node started with ``--params-file`` each of ``params_files`` in order, then ``-p`` each of ``params``."""
+        """Return the node started with ``--params-file`` each of ``params_files``, then ``-p`` each of ``params``."""
         key = (tuple(map(str, params_files)), tuple(sorted((name, repr(value)) for name, value in params.items())))
         if key not in self._nodes:
             namespace = f'/reconstruct_{next(self._numbers)}'

@@ -1,4 +1,5 @@
-"""Round trips of every conversion in mesc3d_ros.conversions, including real CDR serialisation, and its errors.
+"""
+Round trips of every conversion in mesc3d_ros.conversions, including real CDR serialisation, and its errors.
 
 Messages with padding and big-endian data are built by hand here from the documented layouts, so the decoders are
 checked against the wire format rather than against our own encoders.
@@ -38,7 +39,7 @@ def random_pixels(rng: np.random.Generator, encoding: str, height: int, width: i
 
 
 def hand_built_image(pixels: np.ndarray, encoding: str, padding: int, big_endian: bool) -> Image:
-    """An Image laid out as sensor_msgs documents it: rows of ``step`` bytes, trailing padding, given byte order."""
+    """Build an Image laid out as sensor_msgs documents it: rows of ``step`` bytes, trailing padding, byte order."""
     height, width = pixels.shape[:2]
     ordered = pixels.astype(pixels.dtype.newbyteorder('>' if big_endian else '<'))
     rows = ordered.reshape(height, -1).view(np.uint8)  # (H, W·C·itemsize)
@@ -54,7 +55,7 @@ def hand_built_image(pixels: np.ndarray, encoding: str, padding: int, big_endian
 @given(encoding=st.sampled_from(sorted(IMAGE_ENCODINGS)), height=st.integers(1, 9), width=st.integers(1, 9),
        padding=st.integers(0, 7), big_endian=st.booleans(), seed=st.integers(0, 2**32 - 1))
 def test_image_decodes_padded_rows_and_either_byte_order_through_cdr(encoding, height, width, padding, big_endian,
-                                                                    seed):
+                                                                     seed):
     pixels = random_pixels(np.random.default_rng(seed), encoding, height, width)
     msg = hand_built_image(pixels, encoding, padding, big_endian)
     for candidate in (msg, cdr_round_trip(msg)):

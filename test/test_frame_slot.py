@@ -1,5 +1,8 @@
-"""The hand-over between reconstruct_node's callbacks and its worker (mesc3d_ros/frame_slot.py), with real threads:
-the worker always gets the newest frame, an overwritten one is reported, and closing ends the worker."""
+"""
+The hand-over between reconstruct_node's callbacks and its worker (mesc3d_ros/frame_slot.py), with real threads.
+
+The worker always gets the newest frame, an overwritten one is reported, and closing ends the worker.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""reconstruct_node as users run it: its console script, the shipped params file, real DDS between real processes.
+"""
+reconstruct_node as users run it: its console script, the shipped params file, real DDS between real processes.
 
 Frames are rendered by the dataset's own loader and renderer (training/data): the tiny dataset objects (two mugs
 and a random shape) stand upright in front of one pinhole camera, each rendered separately with the same K and
@@ -134,7 +135,7 @@ def scene(random_model: Path) -> Scene:
 
 @pytest.fixture(scope='module')
 def contract_path(random_model: Path, scene: Scene) -> Path:
-    """The random model's contract with each class's size prior set to the true bounding diameter of its objects."""
+    """Save the random model's contract with each class's size prior the true bounding diameter of its objects."""
     contract = load_contract(random_model)
     diameter = {'mug': 2 * scene.objects[0].radius_m, 'bottle': 2 * scene.objects[1].radius_m}
     classes = tuple(dataclasses.replace(entry, size_m=diameter.get(entry.name, entry.size_m))
@@ -203,8 +204,11 @@ class Camera:
         self.detections.publish(arrays_to_detections(boxes, classes, scores, header, ids))
 
     def answer(self, sec: int, resend, timeout_s: float = 20.0) -> tuple[PointCloud2, Detection3DArray]:
-        """Wait for the cloud and objects stamped ``sec``, calling ``resend`` every 2 s (volatile QoS loses what is
-        sent before a match completes)."""
+        """
+        Wait for the cloud and objects stamped ``sec``, calling ``resend`` every 2 s.
+
+        Volatile QoS loses what is sent before a match completes.
+        """
         spin_until(self.node, lambda: sec in self.clouds and sec in self.objects, timeout_s,
                    f'the answer to frame {sec} under {self.namespace}', on_tick=resend, tick_s=2.0)
         return self.clouds[sec], self.objects[sec]
@@ -238,7 +242,7 @@ def check_frame(cloud: PointCloud2, objects: Detection3DArray, scene: Scene, sec
 
 @pytest.fixture(scope='module')
 def overlay_params(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A second params file loaded after config/reconstruct.yaml, as a deployment overlays its camera's values."""
+    """Write a second params file, loaded after config/reconstruct.yaml as a deployment overlays its camera's."""
     path = tmp_path_factory.mktemp('params') / 'overlay.yaml'
     path.write_text('/**:\n  ros__parameters:\n    class_map: ["shape:bottle"]\n    diagnostics_period_s: 0.25\n'
                     '    cpu_threads: 1\n')
@@ -262,7 +266,7 @@ def fresh_nodes() -> Iterator[NodeFactory]:
 
 
 def deployed_node(factory: NodeFactory, contract_path: Path, overlay_params: Path) -> RunningNode:
-    """The node as deployed with a camera: the shipped params file, a camera overlay, command-line overrides."""
+    """Return the node as deployed with a camera: the shipped params file, a camera overlay, -p overrides."""
     return factory((PARAMS_FILE, overlay_params), model_path=contract_path, use_depth=True, queue_size=4)
 
 
@@ -294,7 +298,7 @@ def test_params_file_overlay_and_command_line_overrides_take_effect(ros_node, sh
     assert client.wait_for_services(timeout_sec=10.0)
     names = ['model_path', 'use_depth', 'queue_size', 'class_map', 'diagnostics_period_s', 'backend', 'max_batch']
     future = client.get_parameters(names)
-    spin_until(ros_node, future.done, 10.0, 'the node\'s parameters')
+    spin_until(ros_node, future.done, 10.0, "the node's parameters")
     values = dict(zip(names, map(parameter_value_to_python, future.result().values)))
     assert values == {'model_path': str(contract_path), 'use_depth': True, 'queue_size': 4,  # -p
                       'class_map': ['shape:bottle'], 'diagnostics_period_s': 0.25,  # overlay file
@@ -359,7 +363,7 @@ def test_each_bad_input_is_logged_once_and_good_frames_still_get_correct_answers
         return int(camera.diagnostic_values().get(f'issue_{cause}', 0))
 
     def repeat_unanswered(cause: str, **bad) -> None:
-        """A bad frame that gets no answer, three times, each time waiting until the node has counted it."""
+        """Send a bad frame that gets no answer, three times, each time waiting until the node has counted it."""
         for count in range(1, 4):
             sec = next(stamps)
             camera.publish(scene, sec, **bad)
@@ -367,7 +371,7 @@ def test_each_bad_input_is_logged_once_and_good_frames_still_get_correct_answers
                        on_tick=lambda: camera.publish(scene, sec, **bad), tick_s=2.0)
 
     def repeat_answered(cause: str, **bad) -> list[tuple[int, PointCloud2, Detection3DArray]]:
-        """A bad frame that is still answered (degraded), three times."""
+        """Send a bad frame that is still answered (degraded), three times."""
         answers = []
         for _ in range(3):
             sec = next(stamps)

@@ -1,8 +1,12 @@
-"""reconstruct_node's shape fit over real DDS: the console script with the shipped params file, the oracle sphere
-model (test/sphere_model.py: it predicts the true shape, so the pose is checkable), and a ray-cast ball on a table
-with holes and noise in millimetre 16UC1 depth. The ball must come back within 1 cm and 5 % of its radius, with the
-fit's residual and visible point count in /mesc3d/objects and counted on /diagnostics; ``output_cloud: fused``
-publishes the measured front plus the predicted back."""
+"""
+reconstruct_node's shape fit over real DDS.
+
+The console script with the shipped params file, the oracle sphere model (test/sphere_model.py: it predicts the true
+shape, so the pose is checkable), and a ray-cast ball on a table with holes and noise in millimetre 16UC1 depth. The
+ball must come back within 1 cm and 5 % of its radius, with the fit's residual and visible point count in
+/mesc3d/objects and counted on /diagnostics; ``output_cloud: fused`` publishes the measured front plus the predicted
+back.
+"""
 
 from __future__ import annotations
 

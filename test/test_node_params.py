@@ -1,5 +1,9 @@
-"""reconstruct_node's parameters without ROS (mesc3d_ros/node_params.py): the declaration table is the dataclass,
-each rule rclpy cannot express is refused with the parameter named, and the values reach the pipeline as set."""
+"""
+reconstruct_node's parameters without ROS (mesc3d_ros/node_params.py).
+
+The declaration table is the dataclass, each rule rclpy cannot express is refused with the parameter named, and the
+values reach the pipeline as set.
+"""
 
 from __future__ import annotations
 

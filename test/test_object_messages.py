@@ -1,5 +1,9 @@
-"""The node's output messages without ROS (mesc3d_ros/object_messages.py): hand-made objects in, the documented
-cloud layout and Detection3DArray out (docs/node.md §Interface), checked field by field and through CDR."""
+"""
+The node's output messages without ROS (mesc3d_ros/object_messages.py).
+
+Hand-made objects in, the documented cloud layout and Detection3DArray out (docs/node.md §Interface), checked field
+by field and through CDR.
+"""
 
 from __future__ import annotations
 

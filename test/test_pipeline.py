@@ -1,5 +1,9 @@
-"""ReconstructionPipeline (mesc3d_ros/pipeline.py) end to end without ROS: real crops, the real ONNX Runtime backend
-on an oracle sphere model (test/sphere_model.py), real placement, against analytically rendered spheres."""
+"""
+ReconstructionPipeline (mesc3d_ros/pipeline.py) end to end without ROS.
+
+Real crops, the real ONNX Runtime backend on an oracle sphere model (test/sphere_model.py), real placement, against
+analytically rendered spheres.
+"""
 
 from __future__ import annotations
 
@@ -58,7 +62,7 @@ def scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def make_pipeline(contract_path: Path, max_batch: int = 8, **settings) -> ReconstructionPipeline:
-    """A pipeline for sphere scenes: the placement prior of a sphere (box fill and centre offset 1)."""
+    """Build a pipeline for sphere scenes: the placement prior of a sphere (box fill and centre offset 1)."""
     backend = create_backend(contract_path, 'onnxruntime', max_batch=max_batch, threads=1)
     return ReconstructionPipeline(backend, load_contract(contract_path),
                                   PipelineSettings(prior=geometry.SPHERE, **settings))
