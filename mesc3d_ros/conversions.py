@@ -143,8 +143,7 @@ def depth_to_metres(msg: Image, scale_m: float) -> np.ndarray:
     """
     Return (H, W) float32 metres of a 16UC1, mono16 or 32FC1 depth image; ValueError for any other encoding.
 
-    16UC1 and mono16 counts are multiplied by ``scale_m`` (0 stays 0: no reading); 32FC1 is metres already (NaN and
-    0 kept: no reading).
+    16UC1/mono16 counts × ``scale_m`` (0 stays 0: no reading); 32FC1 is metres (NaN and 0 kept: no reading).
     """
     pixels = image_to_numpy(msg)
     if msg.encoding in ('16UC1', 'mono16'):
@@ -318,11 +317,7 @@ def detections_to_arrays(msg: Detection2DArray) -> Detections2D:
 
 def arrays_to_detections(boxes: np.ndarray, class_ids: Sequence[str], scores: np.ndarray, header: Header,
                          ids: Sequence[str] | None = None) -> Detection2DArray:
-    """
-    Return a Detection2DArray of axis-aligned (K, 4) xyxy pixel ``boxes``, one hypothesis each.
-
-    Every header (the array's and each detection's) is ``header``.
-    """
+    """Return a Detection2DArray of axis-aligned (K, 4) xyxy pixel ``boxes``, one hypothesis each, headed ``header``."""
     boxes = np.asarray(boxes, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
