@@ -1,9 +1,10 @@
-"""ROS message <-> numpy conversions: Image, PointCloud2, Detection2DArray, CameraInfo.
+"""
+ROS message <-> numpy conversions: Image (raw pixels, RGB, metric depth), PointCloud2, Detection2DArray, CameraInfo.
 
 Our own replacement for cv_bridge and sensor_msgs_py, which are not installable from PyPI (docs: ros2-from-pip.md §6).
 Every function is vectorised numpy over the whole buffer; reads return zero-copy, read-only views of the message
-buffer where the layout allows it. Malformed input raises ``ValueError`` naming the encoding, field or sizes (message strings in it shortened and made
-printable, ``safe_text``).
+buffer where the layout allows it. Malformed input raises ``ValueError`` naming the encoding, field or sizes
+(message strings in it shortened and made printable, ``safe_text``).
 
 Conventions written by this module:
 
@@ -58,7 +59,8 @@ XYZ_FIELDS = ('x', 'y', 'z')
 
 
 def stamp_to_ns(stamp: Time) -> int:
-    """A ``builtin_interfaces/Time`` as integer nanoseconds (exact, unlike a float of seconds).
+    """
+    Return a ``builtin_interfaces/Time`` as integer nanoseconds (exact, unlike a float of seconds).
 
     Raises ValueError for ``nanosec`` >= 10⁹: such a stamp is not normalised, and summing it would make different
     (sec, nanosec) pairs equal (sec S with nanosec 4294967295 is S + 4 s), so matching on the sum would pair
@@ -85,7 +87,7 @@ def _native(values: np.ndarray) -> np.ndarray:
 
 
 def _byte_array(values: np.ndarray) -> array.array:
-    """The bytes of a C-contiguous array as the ``array('B')`` that message ``uint8[]`` fields hold (one memcpy)."""
+    """Return the bytes of a C-contiguous array as the ``array('B')`` of message ``uint8[]`` fields (one memcpy)."""
     data = array.array('B')
     data.frombytes(memoryview(values).cast('B'))
     return data
@@ -104,7 +106,8 @@ def _byte_rows(data: Sequence[int], rows: int, step: int, row_bytes: int, what: 
 # ---- Image ------------------------------------------------------------------------------------------------------
 
 def image_to_numpy(msg: Image) -> np.ndarray:
-    """Pixels of ``msg`` as (H, W, C), or (H, W) for one-channel encodings, in native byte order.
+    """
+    Pixels of ``msg`` as (H, W, C), or (H, W) for one-channel encodings, in native byte order.
 
     A read-only view of ``msg.data`` (row padding skipped by strides) unless the message's byte order differs from
     the host's, in which case the pixels are copied into native order.
@@ -123,8 +126,35 @@ def image_to_numpy(msg: Image) -> np.ndarray:
     return _readonly(_native(pixels))
 
 
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of an rgb8, bgr8, rgba8, bgra8, mono8 or 8UC1 image; ValueError for anything else."""
+    pixels = image_to_numpy(msg)  # first: an unknown encoding is named with the supported ones
+    if msg.encoding in ('rgb8', 'rgba8'):
+        return np.ascontiguousarray(pixels[:, :, :3])
+    if msg.encoding in ('bgr8', 'bgra8'):
+        return np.ascontiguousarray(pixels[:, :, 2::-1])
+    if msg.encoding in ('mono8', '8UC1'):
+        return np.repeat(pixels[:, :, None], 3, axis=2)
+    raise ValueError(f'image encoding {printable(msg.encoding)!r} is not a colour encoding; use rgb8, bgr8, rgba8, '
+                     f'bgra8 or mono8')
+
+
+def depth_to_metres(msg: Image, scale_m: float) -> np.ndarray:
+    """
+    Return (H, W) float32 metres of a 16UC1, mono16 or 32FC1 depth image; ValueError for any other encoding.
+
+    16UC1/mono16 counts × ``scale_m`` (0 stays 0: no reading); 32FC1 is metres (NaN and 0 kept: no reading).
+    """
+    pixels = image_to_numpy(msg)
+    if msg.encoding in ('16UC1', 'mono16'):
+        return pixels.astype(np.float32) * np.float32(scale_m)
+    if msg.encoding == '32FC1':
+        return pixels  # a read-only view of the message (or a native-order copy)
+    raise ValueError(f'depth encoding {printable(msg.encoding)!r} is not 16UC1, mono16 or 32FC1')
+
+
 def numpy_to_image(pixels: np.ndarray, encoding: str, header: Header | None = None) -> Image:
-    """An Image of ``pixels`` ((H, W, C), or (H, W) for one channel) with no row padding, little-endian."""
+    """Return an Image of ``pixels`` ((H, W, C), or (H, W) for one channel) with no row padding, little-endian."""
     if encoding not in IMAGE_ENCODINGS:
         raise ValueError(f'unsupported image encoding {encoding!r}; supported: {sorted(IMAGE_ENCODINGS)}')
     dtype, channels = IMAGE_ENCODINGS[encoding]
@@ -148,7 +178,8 @@ def numpy_to_image(pixels: np.ndarray, encoding: str, header: Header | None = No
 
 def points_to_cloud(points: np.ndarray, header: Header,
                     fields: Mapping[str, np.ndarray] | None = None) -> PointCloud2:
-    """An unorganised PointCloud2 of (N, 3) ``points`` plus optional named per-point (N,) ``fields``.
+    """
+    Return an unorganised PointCloud2 of (N, 3) ``points`` plus optional named per-point (N,) ``fields``.
 
     Coordinates are stored as FLOAT32; each extra field keeps its dtype (any PointField type) and follows x, y, z
     in the order given, packed without padding.
@@ -187,7 +218,8 @@ def points_to_cloud(points: np.ndarray, header: Header,
 
 
 def cloud_to_structured(msg: PointCloud2) -> np.ndarray:
-    """All points of ``msg`` as an (height · width,) structured array with one named member per PointField.
+    """
+    All points of ``msg`` as an (height · width,) structured array with one named member per PointField.
 
     A read-only view of ``msg.data`` when rows are unpadded (always, for unorganised clouds); fields with
     ``count > 1`` become sub-arrays. The members keep the message's byte order (numpy reads either correctly).
@@ -244,7 +276,8 @@ class Detections2D:
 
 
 def _box_center(bbox: BoundingBox2D):
-    """The object holding a box centre's ``x`` and ``y``: the one place that knows where vision_msgs keeps it.
+    """
+    Return the object holding a box centre's ``x`` and ``y``: the one place that knows where vision_msgs keeps it.
 
     vision_msgs 4.x (Humble and later) nests it as ``bbox.center.position`` (its own Pose2D with a Point2D);
     3.x used geometry_msgs/Pose2D with ``bbox.center.x``. Reads and writes both go through here.
@@ -254,7 +287,8 @@ def _box_center(bbox: BoundingBox2D):
 
 
 def detections_to_arrays(msg: Detection2DArray) -> Detections2D:
-    """Boxes, best-hypothesis classes and scores, and ids of every detection in ``msg``.
+    """
+    Boxes, best-hypothesis classes and scores, and ids of every detection in ``msg``.
 
     A rotated box (``theta != 0``) becomes the axis-aligned box that encloses it.
     """
@@ -283,7 +317,7 @@ def detections_to_arrays(msg: Detection2DArray) -> Detections2D:
 
 def arrays_to_detections(boxes: np.ndarray, class_ids: Sequence[str], scores: np.ndarray, header: Header,
                          ids: Sequence[str] | None = None) -> Detection2DArray:
-    """A Detection2DArray of axis-aligned (K, 4) xyxy pixel ``boxes``, one hypothesis each; every header = ``header``."""
+    """Return a Detection2DArray of axis-aligned (K, 4) xyxy pixel ``boxes``, one hypothesis each, headed ``header``."""
     boxes = np.asarray(boxes, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
@@ -337,8 +371,12 @@ def _check_k(k: np.ndarray, width: int, height: int, where: str) -> np.ndarray:
 
 
 def camera_info_to_intrinsics(msg: CameraInfo) -> CameraIntrinsics:
-    """K, image size and distortion of ``msg``; raises for an uncalibrated (all-zero), malformed or implausible K
-    (``intrinsics_check``: focal lengths, principal point and skew within what a real camera of that size has)."""
+    """
+    Return K, image size and distortion of ``msg``.
+
+    Raises ValueError for an uncalibrated (all-zero), malformed or implausible K (``intrinsics_check``: focal
+    lengths, principal point and skew within what a real camera of that size has).
+    """
     where = f'CameraInfo (frame {printable(msg.header.frame_id)!r})'
     if msg.width == 0 or msg.height == 0:
         raise ValueError(f'{where}: image size {msg.width}x{msg.height} is empty')
@@ -349,7 +387,7 @@ def camera_info_to_intrinsics(msg: CameraInfo) -> CameraIntrinsics:
 
 
 def intrinsics_to_camera_info(intrinsics: CameraIntrinsics, header: Header | None = None) -> CameraInfo:
-    """A monocular CameraInfo: ``k`` = K, ``p`` = [K | 0], ``r`` = identity."""
+    """Return a monocular CameraInfo: ``k`` = K, ``p`` = [K | 0], ``r`` = identity."""
     k = _check_k(intrinsics.k, intrinsics.width, intrinsics.height, 'CameraIntrinsics')
     projection = np.hstack([k, np.zeros((3, 1))])  # (3, 4)
     return CameraInfo(header=header if header is not None else Header(), width=intrinsics.width,

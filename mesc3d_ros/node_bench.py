@@ -151,11 +151,10 @@ def node_work(contract_path: Path, backend: TimedBackend, image: np.ndarray, box
     ``depth_fit`` False: with the depth image, but placed from box and median depth (the node's depth_fit: false)."""
     from std_msgs.msg import Header
 
-    from mesc3d_ros.conversions import arrays_to_detections, detections_to_arrays, numpy_to_image
+    from mesc3d_ros.conversions import (arrays_to_detections, depth_to_metres, detections_to_arrays, image_to_rgb,
+                                        numpy_to_image)
+    from mesc3d_ros.object_messages import objects_to_messages
     from mesc3d_ros.pipeline import PipelineSettings, ReconstructionPipeline
-    from mesc3d_ros.reconstruct_node import image_to_rgb, objects_to_messages
-
-    from mesc3d_ros.reconstruct_node import depth_to_metres
 
     pipeline = ReconstructionPipeline(backend, load_contract(contract_path), PipelineSettings(depth_fit=depth_fit))
     header = Header(frame_id='bench_optical_frame')
@@ -167,8 +166,8 @@ def node_work(contract_path: Path, backend: TimedBackend, image: np.ndarray, box
         backend.seconds = 0.0
         start = time.perf_counter()
         detections = detections_to_arrays(detections_msg)
-        objects = pipeline.process(image_to_rgb(image_msg), detections.boxes, detections.class_ids,
-                                   detections.scores, K, depth_to_metres(depth_msg, 0.001))
+        objects, _ = pipeline.process(image_to_rgb(image_msg), detections.boxes, detections.class_ids,
+                                      detections.scores, K, depth_to_metres(depth_msg, 0.001))
         objects_to_messages(objects, detections.ids, header)
         work.append(time.perf_counter() - start - backend.seconds)
         inference.append(backend.seconds)

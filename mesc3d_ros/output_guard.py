@@ -19,7 +19,7 @@ MAX_DISTANCE_M = 1000.0
 """Largest centroid distance from the camera: ``max_depth_m``'s upper bound, beyond any depth sensor."""
 
 CLOUD_POINT_BYTES = 16
-"""Bytes per published point: x, y, z float32 + object_index uint32 (reconstruct_node.objects_to_messages)."""
+"""Bytes per published point: x, y, z float32 + object_index uint32 (object_messages.objects_to_messages)."""
 MAX_CLOUD_BYTES = 4 * 2**20
 """Largest published cloud. The Fast DDS profile (config/fastdds_loopback.xml) gives shared memory an 8 MB segment;
 half of it leaves room for the objects message and a second sample in flight."""

@@ -1,4 +1,5 @@
-"""One camera frame with its detections in, one metric point cloud per object out: the node's work without ROS.
+"""
+One camera frame with its detections in, one metric point cloud per object out: the node's work without ROS.
 
 Per frame: drop detections whose score is not a probability (NaN, inf, outside [0, 1]: ``bad_score``); keep those
 scoring at least ``min_score``; clip each box to the image (``preprocess.clip_box``);
@@ -10,9 +11,10 @@ visible surface (``visible_surface``, ``shape_fit``); when that fails, from the 
 centre; without depth, from the box and the class size prior. At most ``max_objects`` detections are
 reconstructed (the highest scores; fewer when the frame's cloud would not fit the transport,
 ``output_guard.objects_that_fit``), and every placed object passes ``output_guard.object_problem`` or is dropped.
-Problems with single detections never stop the frame: they skip or degrade that detection and are reported as
-:class:`Issue` records; nothing derived from the input raises, and numpy floating-point warnings are silenced
-(their results are caught by the guard). No rclpy, no message types.
+Problems with single detections never stop the frame: they skip or degrade that detection and are returned with
+the objects as :class:`Issue` records (so is a depth image of another size than the image, which is ignored);
+nothing derived from the input raises, and numpy floating-point warnings are silenced (their results are caught by
+the guard). No rclpy, no message types.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ UnknownClassPolicy = Literal['zero_shot', 'skip']
 PlacementPolicy = Literal['auto', 'depth', 'size_prior']
 OutputCloud = Literal['predicted', 'fused']
 IssueCause = Literal['bad_score', 'box_degenerate', 'box_off_image', 'box_clipped', 'unknown_class',
-                     'too_many_objects', 'depth_invalid', 'depth_missing', 'placement_failed', 'output_not_finite',
-                     'output_behind_camera', 'output_too_large', 'output_too_far', 'fit_no_surface', 'fit_rejected']
+                     'too_many_objects', 'depth_size_mismatch', 'depth_invalid', 'depth_missing', 'placement_failed',
+                     'output_not_finite', 'output_behind_camera', 'output_too_large', 'output_too_far',
+                     'fit_no_surface', 'fit_rejected']
 
 MIN_DEPTH_READING_M = 1e-3
 """A depth reading nearer than 1 mm is no reading, whatever ``min_depth_m`` says: no sensor measures inside its lens,
@@ -78,6 +81,7 @@ class Issue:
     cause: IssueCause
     detail: str
     detection_index: int
+    """The detection's index in the frame's input arrays; -1 for a problem of the whole frame (its depth)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,22 +137,27 @@ class ReconstructionPipeline:
                             for entry in (*contract.classes, contract.generic_class)}
 
     def process(self, image_rgb: np.ndarray, boxes: np.ndarray, class_names: list[str], scores: np.ndarray,
-                K: np.ndarray, depth: np.ndarray | None = None,
-                issues: list[Issue] | None = None) -> list[ObjectCloud]:
-        """Reconstruct every usable detection of one frame.
+                K: np.ndarray, depth: np.ndarray | None = None) -> tuple[list[ObjectCloud], list[Issue]]:
+        """
+        Reconstruct every usable detection of one frame: ``(objects, issues)``.
 
         image_rgb (H, W, 3) uint8 RGB; boxes (K, 4) float (x0, y0, x1, y1) pixels; class_names K detector class ids;
         scores (K,); K (3, 3) intrinsics of this image; depth (H, W) float32 z-depth in metres aligned with the
-        image (NaN or 0 = no reading) or None. Per-detection problems are appended to ``issues`` when given.
-        Raises ValueError only for inconsistent arrays (a caller bug or a malformed message), naming the sizes.
+        image (NaN or 0 = no reading) or None; a depth image of another size is not registered to the image: it is
+        ignored and reported (``depth_size_mismatch``). Problems of single detections and of the depth come back as
+        ``issues``. Raises ValueError only for inconsistent arrays (a caller bug), naming the sizes.
         ``K`` is trusted to be a plausible camera (``intrinsics_check``); the output guard still catches the rest.
         """
-        issues = [] if issues is None else issues
-        height, width = self._check_inputs(image_rgb, boxes, class_names, scores, K, depth)
+        height, width = self._check_inputs(image_rgb, boxes, class_names, scores, K)
+        issues: list[Issue] = []
+        if depth is not None and depth.shape != (height, width):
+            issues.append(Issue('depth_size_mismatch', f'depth is {depth.shape[1]}x{depth.shape[0]}, image '
+                                f'{width}x{height}: depth ignored (not registered to the image?)', -1))
+            depth = None
         # Extreme but valid inputs overflow in places whose results the guard rejects; warnings would only leak to
         # stderr, outside the node's bounded log.
         with np.errstate(all='ignore'):
-            return self._process(image_rgb, boxes, class_names, scores, K, depth, issues, width, height)
+            return self._process(image_rgb, boxes, class_names, scores, K, depth, issues, width, height), issues
 
     def _process(self, image_rgb: np.ndarray, boxes: np.ndarray, class_names: list[str], scores: np.ndarray,
                  K: np.ndarray, depth: np.ndarray | None, issues: list[Issue], width: int,
@@ -174,10 +183,10 @@ class ReconstructionPipeline:
                 issues.append(Issue('box_clipped', f'box {np.round(box, 1).tolist()} clipped to the image', index))
             entry = self._model_class(detector_class)
             if entry is None:
+                action = 'using the generic class (zero-shot)' if self.settings.unknown_class == 'zero_shot' \
+                    else 'skipped'
                 issues.append(Issue('unknown_class', f'class {printable(detector_class)!r} is not a model class and '
-                                    f'not in class_map; ' + ('using the generic class (zero-shot)'
-                                                      if self.settings.unknown_class == 'zero_shot' else 'skipped'),
-                                    index))
+                                    f'not in class_map; {action}', index))
                 if self.settings.unknown_class == 'skip':
                     continue
                 selected.append((index, clipped, detector_class, self.contract.generic_class, True))
@@ -251,7 +260,7 @@ class ReconstructionPipeline:
     def _fitted(self, unit: np.ndarray, depth: np.ndarray, K: np.ndarray, box: np.ndarray, size_m: float,
                 orientation_known: bool, index: int,
                 issues: list[Issue]) -> tuple[geometry.Placement, ShapeFit | None]:
-        """The shape fitted to its visible surface; the box placement (and an issue) when that is not possible."""
+        """Fit the shape to its visible surface; fall back to the box placement (and an issue) when that fails."""
         surface = visible_surface(depth, K, box, self._depth_window, self.settings.prior.box_fill,
                                   self.settings.surface)
         if surface is None:
@@ -278,7 +287,7 @@ class ReconstructionPipeline:
         return self._classes.get(name)
 
     def _check_inputs(self, image_rgb: np.ndarray, boxes: np.ndarray, class_names: list[str], scores: np.ndarray,
-                      K: np.ndarray, depth: np.ndarray | None) -> tuple[int, int]:
+                      K: np.ndarray) -> tuple[int, int]:
         if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
             raise ValueError(f'image must be (H, W, 3) uint8 RGB, got {image_rgb.shape} {image_rgb.dtype}')
         height, width = image_rgb.shape[:2]
@@ -288,7 +297,4 @@ class ReconstructionPipeline:
                              f'{len(class_names)} class names, scores {np.shape(scores)}')
         if np.shape(K) != (3, 3):
             raise ValueError(f'K must be 3x3, got shape {np.shape(K)}')
-        if depth is not None and depth.shape != (height, width):
-            raise ValueError(f'depth image is {depth.shape[1]}x{depth.shape[0]}, the colour image {width}x{height}: '
-                             f'depth must be registered to the colour camera')
         return height, width

@@ -1,4 +1,5 @@
-"""``reconstruct_image PHOTO --box X0 Y0 X1 Y1 --class NAME``: try the model on an image file, without ROS.
+"""
+``reconstruct_image PHOTO --box X0 Y0 X1 Y1 --class NAME``: try the model on an image file, without ROS.
 
 Runs exactly what ``reconstruct_node`` runs per frame (the same :class:`~mesc3d_ros.pipeline.ReconstructionPipeline`,
 backend and shipped model by default; no torch, no rclpy) on one photo and writes, into ``--out-dir``:
@@ -133,8 +134,7 @@ def reconstruct(photo: Path, boxes: np.ndarray, classes: list[str], out_dir: Pat
     backend = create_backend(model_path, backend_kind)
     try:
         pipeline = ReconstructionPipeline(backend, load_contract(model_path), PipelineSettings())
-        issues: list[Issue] = []
-        objects = pipeline.process(rgb, boxes, classes, np.ones(len(classes)), K, depth, issues)
+        objects, issues = pipeline.process(rgb, boxes, classes, np.ones(len(classes)), K, depth)
     finally:
         backend.close()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -153,9 +153,9 @@ def reconstruct(photo: Path, boxes: np.ndarray, classes: list[str], out_dir: Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='reconstruct_image', description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog='reconstruct_image', description=__doc__.strip().splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog='\n'.join(__doc__.splitlines()[2:]))
+                                     epilog='\n'.join(__doc__.strip().splitlines()[2:]))
     parser.add_argument('photo', type=Path, help='image file (PNG, JPEG, ...)')
     parser.add_argument('--box', type=float, nargs=4, action='append', required=True,
                         metavar=('X0', 'Y0', 'X1', 'Y1'), help='object box in pixels; repeat for more objects')

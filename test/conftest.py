@@ -1,4 +1,5 @@
-"""Session set-up shared by every test: loopback DDS for this process and every child it starts.
+"""
+Session set-up shared by every test: loopback DDS for this process and every child it starts.
 
 ``pytest_configure`` runs before any test module is imported, so no rclpy context can be created with the wrong
 environment. Helpers for ROS process tests live in ``ros_helpers.py``; keep this file minimal.
@@ -21,7 +22,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture
 def ros_node(request: pytest.FixtureRequest) -> Iterator:
-    """A fresh rclpy node (own context and executor) named after the test; use with ros_helpers.spin_until."""
+    """Yield a fresh rclpy node (own context and executor) named after the test; use with ros_helpers.spin_until."""
     from ros_helpers import ros_node as make_node  # imports rclpy, so only for the tests that ask for it
 
     with make_node(re.sub(r'\W', '_', f'test_{request.node.name}')[:200]) as node:

@@ -1,4 +1,5 @@
-"""Helpers for tests that run real ROS 2 processes: start a console script, wait on messages, never on sleeps.
+"""
+Helpers for tests that run real ROS 2 processes: start a console script, wait on messages, never on sleeps.
 
 ``conftest.py`` has already applied ``mesc3d_ros.ros_env`` (loopback DDS, a per-run ROS_DOMAIN_ID, logs in build/)
 to this process, so every node made here and every child started here shares it.
@@ -7,13 +8,14 @@ to this process, so every node made here and every child started here shares it.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -45,7 +47,8 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str = 'condi
 
 def spin_until(node: Node, predicate: Callable[[], bool], timeout_s: float, what: str = 'condition',
                on_tick: Callable[[], None] | None = None, tick_s: float = 0.1) -> None:
-    """Spin ``node``'s executor until ``predicate`` is true, calling ``on_tick`` every ``tick_s`` (e.g. to publish).
+    """
+    Spin ``node``'s executor until ``predicate`` is true, calling ``on_tick`` every ``tick_s`` (e.g. to publish).
 
     The node must belong to an executor (as those from :func:`ros_node` do). Raises TimeoutError naming ``what``.
     """
@@ -66,7 +69,7 @@ def spin_until(node: Node, predicate: Callable[[], bool], timeout_s: float, what
 
 @contextlib.contextmanager
 def ros_node(name: str) -> Iterator[Node]:
-    """A node in its own rclpy context with its own executor; everything is shut down on exit."""
+    """Create a node in its own rclpy context with its own executor; shut everything down on exit."""
     context = Context()
     rclpy.init(context=context)
     node = rclpy.create_node(name, context=context)
@@ -128,3 +131,69 @@ def start_process(cmd: Sequence[str | os.PathLike], env: dict[str, str] | None =
             raise
         finally:
             child.stop()
+
+
+def ros_argument(value: object) -> str:
+    """Write a parameter value as ``-p name:=value`` takes it (YAML): lower-case booleans, lists as flow sequences."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return '[' + ', '.join(repr(item) for item in value) + ']'
+    return str(value)
+
+
+@dataclass
+class RunningNode:
+    """A reconstruct_node process and the namespace its topics and services live under."""
+
+    namespace: str
+    process: ChildProcess
+
+    @property
+    def name(self) -> str:
+        """Fully qualified node name, e.g. for parameter and lifecycle services."""
+        return f'{self.namespace}/reconstruct_node'
+
+
+class NodeFactory:
+    """
+    reconstruct_node processes by parameter set: calling it with a set it has started before returns that node.
+
+    Each process runs under a namespace of its own (``/reconstruct_<n>``), so nodes of different sets never share
+    topics. Module-scoped, a factory shares a node between the tests that ask for identical parameters (tests that
+    leave the node as they found it); function-scoped, every test gets fresh ones (a test that reconfigures its node,
+    or needs one that has seen no input). ``close`` stops them all and checks each ended cleanly on SIGINT.
+    """
+
+    _numbers = itertools.count()  # namespaces stay unique across factories in one test session
+
+    def __init__(self) -> None:
+        self._nodes: dict[tuple, RunningNode] = {}
+        self._stack = contextlib.ExitStack()
+
+    def __call__(self, params_files: Sequence[Path], **params: object) -> RunningNode:
+        """Return the node started with ``--params-file`` each of ``params_files``, then ``-p`` each of ``params``."""
+        key = (tuple(map(str, params_files)), tuple(sorted((name, repr(value)) for name, value in params.items())))
+        if key not in self._nodes:
+            namespace = f'/reconstruct_{next(self._numbers)}'
+            self._nodes[key] = RunningNode(namespace, self._stack.enter_context(start_process(
+                reconstruct_node_command(namespace, params_files, params))))
+        return self._nodes[key]
+
+    def close(self) -> None:
+        """Stop every node this factory started (SIGINT); AssertionError naming any that did not exit 0."""
+        exits = {node.namespace: node.process.stop() for node in self._nodes.values()}
+        self._stack.close()
+        self._nodes.clear()
+        assert set(exits.values()) <= {0}, f'SIGINT should end every node cleanly (exit 0): {exits}'
+
+
+def reconstruct_node_command(namespace: str, params_files: Sequence[Path],
+                             params: Mapping[str, object]) -> list[str | Path]:
+    """reconstruct_node's console script as a user starts it, under ``namespace``."""
+    cmd: list[str | Path] = [venv_script('reconstruct_node'), '--ros-args', '-r', f'__ns:={namespace}']
+    for path in params_files:
+        cmd += ['--params-file', path]
+    for name, value in params.items():
+        cmd += ['-p', f'{name}:={ros_argument(value)}']
+    return cmd

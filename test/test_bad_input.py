@@ -1,10 +1,14 @@
-"""Bad input never becomes bad output (issue 17), at the pipeline: the real ONNX Runtime backend on the oracle sphere
-model, real crops and real placement, fed the attack classes of the issue (extreme intrinsics, depth edge cases, junk
-scores, too many boxes, wild boxes and class ids), one by one and then fuzzed together by hypothesis.
+"""
+Bad input never becomes bad output (issue 17), at the pipeline.
+
+The real ONNX Runtime backend on the oracle sphere model, real crops and real placement, fed the attack classes of the
+issue (extreme intrinsics, depth edge cases, junk scores, too many boxes, wild boxes and class ids), one by one and
+then fuzzed together by hypothesis.
 
 Whatever comes in, the pipeline must not raise, must not let numpy warnings out, and every object it returns must be
 publishable: finite, in front of the camera, at most 10 m across and 1 km away. The node-level counterpart (DDS,
-logs, the next good frame) is test_node.py's bad-input test and the reliability benchmark."""
+logs, the next good frame) is test_node.py's bad-input test and the reliability benchmark.
+"""
 
 from __future__ import annotations
 
@@ -49,12 +53,10 @@ def make_pipeline(contract_path: Path, **settings) -> ReconstructionPipeline:
 def run(pipeline: ReconstructionPipeline, rgb: np.ndarray, boxes: np.ndarray, classes: list[str], scores, k=K,
         depth=None) -> tuple[list[ObjectCloud], list[Issue]]:
     """process() with every warning turned into an error: none may reach stderr."""
-    issues: list[Issue] = []
     with warnings.catch_warnings():
         warnings.simplefilter('error')
-        objects = pipeline.process(rgb, np.asarray(boxes, dtype=np.float64), classes,
-                                   np.asarray(scores, dtype=np.float64), k, depth, issues)
-    return objects, issues
+        return pipeline.process(rgb, np.asarray(boxes, dtype=np.float64), classes, np.asarray(scores, dtype=np.float64),
+                                k, depth)
 
 
 def assert_publishable(objects: list[ObjectCloud]) -> None:

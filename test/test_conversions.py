@@ -1,4 +1,5 @@
-"""Round trips of every conversion in mesc3d_ros.conversions, including real CDR serialisation, and its errors.
+"""
+Round trips of every conversion in mesc3d_ros.conversions, including real CDR serialisation, and its errors.
 
 Messages with padding and big-endian data are built by hand here from the documented layouts, so the decoders are
 checked against the wire format rather than against our own encoders.
@@ -17,8 +18,8 @@ from std_msgs.msg import Header
 from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesis, ObjectHypothesisWithPose
 
 from mesc3d_ros.conversions import (IMAGE_ENCODINGS, CameraIntrinsics, arrays_to_detections,
-                                    camera_info_to_intrinsics, cloud_to_structured, cloud_to_xyz,
-                                    detections_to_arrays, image_to_numpy, intrinsics_to_camera_info,
+                                    camera_info_to_intrinsics, cloud_to_structured, cloud_to_xyz, depth_to_metres,
+                                    detections_to_arrays, image_to_numpy, image_to_rgb, intrinsics_to_camera_info,
                                     numpy_to_image, points_to_cloud, stamp_to_ns)
 
 HEADER = Header(stamp=Time(sec=17, nanosec=250_000_000), frame_id='camera_optical')
@@ -38,7 +39,7 @@ def random_pixels(rng: np.random.Generator, encoding: str, height: int, width: i
 
 
 def hand_built_image(pixels: np.ndarray, encoding: str, padding: int, big_endian: bool) -> Image:
-    """An Image laid out as sensor_msgs documents it: rows of ``step`` bytes, trailing padding, given byte order."""
+    """Build an Image laid out as sensor_msgs documents it: rows of ``step`` bytes, trailing padding, byte order."""
     height, width = pixels.shape[:2]
     ordered = pixels.astype(pixels.dtype.newbyteorder('>' if big_endian else '<'))
     rows = ordered.reshape(height, -1).view(np.uint8)  # (H, W·C·itemsize)
@@ -54,7 +55,7 @@ def hand_built_image(pixels: np.ndarray, encoding: str, padding: int, big_endian
 @given(encoding=st.sampled_from(sorted(IMAGE_ENCODINGS)), height=st.integers(1, 9), width=st.integers(1, 9),
        padding=st.integers(0, 7), big_endian=st.booleans(), seed=st.integers(0, 2**32 - 1))
 def test_image_decodes_padded_rows_and_either_byte_order_through_cdr(encoding, height, width, padding, big_endian,
-                                                                    seed):
+                                                                     seed):
     pixels = random_pixels(np.random.default_rng(seed), encoding, height, width)
     msg = hand_built_image(pixels, encoding, padding, big_endian)
     for candidate in (msg, cdr_round_trip(msg)):
@@ -113,6 +114,76 @@ def test_pixels_of_the_wrong_dtype_or_shape_are_rejected():
         numpy_to_image(np.zeros((2, 2, 3), np.uint8), 'bgra8')
     with pytest.raises(ValueError, match=r"'32FC1' needs a \(H, W\) array, got shape \(2, 2, 2\)"):
         numpy_to_image(np.zeros((2, 2, 2), np.float32), '32FC1')
+
+
+# ---- the node's inputs: RGB and metric depth --------------------------------------------------------------------
+
+SCENE_RGB = np.random.default_rng(3).integers(0, 256, (3, 5, 3), dtype=np.uint8)  # (H, W, 3) what the camera saw
+ALPHA = np.random.default_rng(4).integers(0, 256, (3, 5, 1), dtype=np.uint8)  # (H, W, 1) ignored by the node
+
+
+@pytest.mark.parametrize('padding', [0, 5])
+@pytest.mark.parametrize('encoding, pixels', [
+    ('rgb8', SCENE_RGB),
+    ('bgr8', SCENE_RGB[:, :, ::-1]),
+    ('rgba8', np.concatenate([SCENE_RGB, ALPHA], axis=2)),
+    ('bgra8', np.concatenate([SCENE_RGB[:, :, ::-1], ALPHA], axis=2)),
+])
+def test_colour_images_come_back_as_the_rgb_they_encode(encoding, pixels, padding):
+    msg = hand_built_image(np.ascontiguousarray(pixels), encoding, padding, big_endian=False)
+    assert msg.step == 5 * IMAGE_ENCODINGS[encoding][1] + padding
+    for candidate in (msg, cdr_round_trip(msg)):
+        rgb = image_to_rgb(candidate)
+        assert rgb.dtype == np.uint8 and rgb.flags.c_contiguous  # what crop_and_resize expects
+        np.testing.assert_array_equal(rgb, SCENE_RGB)
+
+
+@pytest.mark.parametrize('padding', [0, 3])
+@pytest.mark.parametrize('encoding', ['mono8', '8UC1'])
+def test_mono_images_become_grey_rgb(encoding, padding):
+    grey = SCENE_RGB[:, :, 0]  # (H, W)
+    msg = hand_built_image(grey, encoding, padding, big_endian=False)
+    for candidate in (msg, cdr_round_trip(msg)):
+        np.testing.assert_array_equal(image_to_rgb(candidate), np.stack([grey] * 3, axis=2))
+
+
+def test_images_that_are_no_colour_are_refused_naming_the_encoding():
+    with pytest.raises(ValueError, match="image encoding '32FC1' is not a colour encoding"):
+        image_to_rgb(numpy_to_image(np.zeros((2, 2), np.float32), '32FC1'))
+    with pytest.raises(ValueError, match="image encoding '16UC1' is not a colour encoding"):
+        image_to_rgb(numpy_to_image(np.zeros((2, 2), np.uint16), '16UC1'))
+    with pytest.raises(ValueError, match="unsupported image encoding 'yuv422'"):
+        image_to_rgb(Image(height=1, width=2, encoding='yuv422', step=4, data=bytes(4)))
+
+
+@pytest.mark.parametrize('big_endian', [False, True])
+@pytest.mark.parametrize('encoding', ['16UC1', 'mono16'])
+def test_16_bit_depth_is_counts_times_the_scale_and_0_stays_no_reading(encoding, big_endian):
+    counts = np.array([[0, 1, 1000], [65535, 0, 1234]], dtype=np.uint16)  # (H, W) sensor counts, 0 = no reading
+    msg = hand_built_image(counts, encoding, padding=2, big_endian=big_endian)
+    for candidate in (msg, cdr_round_trip(msg)):
+        metres = depth_to_metres(candidate, 0.001)
+        assert metres.dtype == np.float32 and metres.shape == (2, 3)
+        np.testing.assert_array_equal(metres, counts.astype(np.float32) * np.float32(0.001))
+        assert metres[0, 0] == 0.0 and metres[1, 1] == 0.0
+    np.testing.assert_allclose(depth_to_metres(msg, 1e-4), counts * 1e-4, rtol=1e-6)
+
+
+@pytest.mark.parametrize('big_endian', [False, True])
+def test_32fc1_depth_is_metres_with_nan_and_0_kept_as_no_reading(big_endian):
+    metres = np.array([[0.5, np.nan, 0.0], [np.inf, 12.25, 1e-4]], dtype=np.float32)  # (H, W) metres
+    msg = hand_built_image(metres, '32FC1', padding=4, big_endian=big_endian)
+    for candidate in (msg, cdr_round_trip(msg)):
+        depth = depth_to_metres(candidate, 0.001)  # the scale is for 16-bit counts only
+        assert depth.dtype == np.float32
+        np.testing.assert_array_equal(depth, metres)  # NaN where NaN, 0 where 0
+
+
+def test_depth_of_another_encoding_is_refused_naming_it():
+    with pytest.raises(ValueError, match="depth encoding 'rgb8' is not 16UC1, mono16 or 32FC1"):
+        depth_to_metres(numpy_to_image(np.zeros((2, 2, 3), np.uint8), 'rgb8'), 0.001)
+    with pytest.raises(ValueError, match="unsupported image encoding '64FC1'"):
+        depth_to_metres(Image(height=1, width=1, encoding='64FC1', step=8, data=bytes(8)), 0.001)
 
 
 # ---- PointCloud2 ------------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from mesc3d_ros.reconstruct_node import INPUT_TOPICS, PARAMETERS, POINTS_TOPIC, ParamSpec
+from mesc3d_ros.node_params import PARAMETERS, ParamSpec
+from mesc3d_ros.reconstruct_node import INPUT_TOPICS, POINTS_TOPIC
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCH_FILE = REPO / 'launch' / 'reconstruct.launch.py'

@@ -1,4 +1,5 @@
-"""reconstruct_node as users run it: its console script, the shipped params file, real DDS between real processes.
+"""
+reconstruct_node as users run it: its console script, the shipped params file, real DDS between real processes.
 
 Frames are rendered by the dataset's own loader and renderer (training/data): the tiny dataset objects (two mugs
 and a random shape) stand upright in front of one pinhole camera, each rendered separately with the same K and
@@ -10,8 +11,10 @@ re-normalises every shape on its centroid (geometry.normalise_shape) and so plac
 network predicts. Tolerances are the issue's: centroid error ≤ 5 % of the camera distance with depth, ≤ 20 % with
 the class size prior (set here to each class's true bounding diameter, as export sets typical diameters).
 
-One node process serves the functional, parameter and lifecycle tests (in that order: the last one reconfigures
-it); bad inputs get their own process, because "no camera_info yet" is only possible before the first one arrives.
+Each test gets the node it assumes from a fixture factory (ros_helpers.NodeFactory): the functional and parameter
+tests share the node of the same parameters, which neither changes; the lifecycle test reconfigures its node and the
+bad-input test needs one that has never seen a camera_info, so each gets a fresh one. Any test passes alone and in
+any order (check: ``pytest test/test_node.py --random-order-seed=N``, pytest-random-order).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +42,7 @@ from mesc3d_ros.contract import load_contract
 from mesc3d_ros.conversions import (IMAGE_ENCODINGS, CameraIntrinsics, arrays_to_detections, cloud_to_structured,
                                     intrinsics_to_camera_info, numpy_to_image)
 from model_fixtures import make_random_model
-from ros_helpers import ChildProcess, spin_until, start_process, venv_script
+from ros_helpers import NodeFactory, RunningNode, spin_until, start_process, venv_script
 
 pytestmark = pytest.mark.ros
 
@@ -131,7 +135,7 @@ def scene(random_model: Path) -> Scene:
 
 @pytest.fixture(scope='module')
 def contract_path(random_model: Path, scene: Scene) -> Path:
-    """The random model's contract with each class's size prior set to the true bounding diameter of its objects."""
+    """Save the random model's contract with each class's size prior the true bounding diameter of its objects."""
     contract = load_contract(random_model)
     diameter = {'mug': 2 * scene.objects[0].radius_m, 'bottle': 2 * scene.objects[1].radius_m}
     classes = tuple(dataclasses.replace(entry, size_m=diameter.get(entry.name, entry.size_m))
@@ -200,8 +204,11 @@ class Camera:
         self.detections.publish(arrays_to_detections(boxes, classes, scores, header, ids))
 
     def answer(self, sec: int, resend, timeout_s: float = 20.0) -> tuple[PointCloud2, Detection3DArray]:
-        """Wait for the cloud and objects stamped ``sec``, calling ``resend`` every 2 s (volatile QoS loses what is
-        sent before a match completes)."""
+        """
+        Wait for the cloud and objects stamped ``sec``, calling ``resend`` every 2 s.
+
+        Volatile QoS loses what is sent before a match completes.
+        """
         spin_until(self.node, lambda: sec in self.clouds and sec in self.objects, timeout_s,
                    f'the answer to frame {sec} under {self.namespace}', on_tick=resend, tick_s=2.0)
         return self.clouds[sec], self.objects[sec]
@@ -235,7 +242,7 @@ def check_frame(cloud: PointCloud2, objects: Detection3DArray, scene: Scene, sec
 
 @pytest.fixture(scope='module')
 def overlay_params(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A second params file loaded after config/reconstruct.yaml, as a deployment overlays its camera's values."""
+    """Write a second params file, loaded after config/reconstruct.yaml as a deployment overlays its camera's."""
     path = tmp_path_factory.mktemp('params') / 'overlay.yaml'
     path.write_text('/**:\n  ros__parameters:\n    class_map: ["shape:bottle"]\n    diagnostics_period_s: 0.25\n'
                     '    cpu_threads: 1\n')
@@ -243,18 +250,31 @@ def overlay_params(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope='module')
-def node_under_test(contract_path: Path, overlay_params: Path) -> ChildProcess:
-    cmd = [venv_script('reconstruct_node'), '--ros-args', '-r', '__ns:=/node_test',
-           '--params-file', PARAMS_FILE, '--params-file', overlay_params,
-           '-p', f'model_path:={contract_path}', '-p', 'use_depth:=true', '-p', 'queue_size:=4']
-    with start_process(cmd) as child:
-        yield child
-        assert child.stop() == 0, 'SIGINT should end the node cleanly (exit 0)'
+def shared_nodes() -> Iterator[NodeFactory]:
+    """Nodes kept for the module, one per parameter set: only for tests that leave their node as they found it."""
+    factory = NodeFactory()
+    yield factory
+    factory.close()
+
+
+@pytest.fixture
+def fresh_nodes() -> Iterator[NodeFactory]:
+    """Nodes for this test alone, stopped when it ends."""
+    factory = NodeFactory()
+    yield factory
+    factory.close()
+
+
+def deployed_node(factory: NodeFactory, contract_path: Path, overlay_params: Path) -> RunningNode:
+    """Return the node as deployed with a camera: the shipped params file, a camera overlay, -p overrides."""
+    return factory((PARAMS_FILE, overlay_params), model_path=contract_path, use_depth=True, queue_size=4)
 
 
 # ---- functional --------------------------------------------------------------------------------------------------
-def test_clouds_are_metric_split_per_object_and_placed_from_depth(ros_node, node_under_test, scene):
-    camera = Camera(ros_node, '/node_test')
+def test_clouds_are_metric_split_per_object_and_placed_from_depth(ros_node, shared_nodes, contract_path,
+                                                                  overlay_params, scene):
+    node = deployed_node(shared_nodes, contract_path, overlay_params)
+    camera = Camera(ros_node, node.namespace)
     camera.wait_connected(with_depth=True)
     camera.publish(scene, 100)
     cloud, objects = camera.answer(100, lambda: camera.publish(scene, 100))
@@ -268,15 +288,17 @@ def test_clouds_are_metric_split_per_object_and_placed_from_depth(ros_node, node
     values = camera.diagnostic_values()
     assert values['backend'].startswith('onnxruntime') and values['state'] == 'active'
     assert values['placement_policy'] == 'auto' and values['use_depth'] == 'true'
-    assert 'Traceback' not in node_under_test.output()
+    assert 'Traceback' not in node.process.output()
 
 
-def test_params_file_overlay_and_command_line_overrides_take_effect(ros_node, node_under_test, contract_path):
-    client = AsyncParameterClient(ros_node, '/node_test/reconstruct_node')
+def test_params_file_overlay_and_command_line_overrides_take_effect(ros_node, shared_nodes, contract_path,
+                                                                    overlay_params):
+    node = deployed_node(shared_nodes, contract_path, overlay_params)
+    client = AsyncParameterClient(ros_node, node.name)
     assert client.wait_for_services(timeout_sec=10.0)
     names = ['model_path', 'use_depth', 'queue_size', 'class_map', 'diagnostics_period_s', 'backend', 'max_batch']
     future = client.get_parameters(names)
-    spin_until(ros_node, future.done, 10.0, 'the node\'s parameters')
+    spin_until(ros_node, future.done, 10.0, "the node's parameters")
     values = dict(zip(names, map(parameter_value_to_python, future.result().values)))
     assert values == {'model_path': str(contract_path), 'use_depth': True, 'queue_size': 4,  # -p
                       'class_map': ['shape:bottle'], 'diagnostics_period_s': 0.25,  # overlay file
@@ -286,10 +308,14 @@ def test_params_file_overlay_and_command_line_overrides_take_effect(ros_node, no
     spin_until(ros_node, future.done, 10.0, 'the answer to a parameter set')
     result = future.result().results[0]
     assert not result.successful and 'placement' in result.reason and 'size_prior' in result.reason
+    # Refused means unchanged: the node is left as this test found it.
+    future = client.get_parameters(['placement'])
+    spin_until(ros_node, future.done, 10.0, 'the placement parameter')
+    assert parameter_value_to_python(future.result().values[0]) == 'auto'
 
 
-def change_state(ros_node, transition: int) -> None:
-    client = ros_node.create_client(ChangeState, '/node_test/reconstruct_node/change_state')
+def change_state(ros_node, node: RunningNode, transition: int) -> None:
+    client = ros_node.create_client(ChangeState, f'{node.name}/change_state')
     assert client.wait_for_service(timeout_sec=10.0)
     future = client.call_async(ChangeState.Request(transition=Transition(id=transition)))
     spin_until(ros_node, future.done, 30.0, f'lifecycle transition {transition}')
@@ -297,18 +323,22 @@ def change_state(ros_node, transition: int) -> None:
     ros_node.destroy_client(client)
 
 
-def test_lifecycle_reconfigure_to_size_prior_without_depth(ros_node, node_under_test, scene):
-    camera = Camera(ros_node, '/node_test')
+def test_lifecycle_reconfigure_to_size_prior_without_depth(ros_node, fresh_nodes, contract_path, overlay_params,
+                                                           scene):
+    node = deployed_node(fresh_nodes, contract_path, overlay_params)  # its own: this test reconfigures it
+    camera = Camera(ros_node, node.namespace)
     camera.wait_connected(with_depth=True)
-    change_state(ros_node, Transition.TRANSITION_DEACTIVATE)
+    change_state(ros_node, node, Transition.TRANSITION_DEACTIVATE)
     spin_until(ros_node, lambda: camera.image.get_subscription_count() == 0, 10.0, 'deactivate to unsubscribe')
-    change_state(ros_node, Transition.TRANSITION_CLEANUP)
-    client = AsyncParameterClient(ros_node, '/node_test/reconstruct_node')
+    spin_until(ros_node, lambda: camera.diagnostic_values().get('state') == 'inactive', 10.0,
+               'diagnostics of the inactive node')
+    change_state(ros_node, node, Transition.TRANSITION_CLEANUP)
+    client = AsyncParameterClient(ros_node, node.name)
     future = client.set_parameters([Parameter('use_depth', value=False), Parameter('placement', value='size_prior')])
     spin_until(ros_node, future.done, 10.0, 'parameters to be set')
     assert all(result.successful for result in future.result().results)
-    change_state(ros_node, Transition.TRANSITION_CONFIGURE)
-    change_state(ros_node, Transition.TRANSITION_ACTIVATE)
+    change_state(ros_node, node, Transition.TRANSITION_CONFIGURE)
+    change_state(ros_node, node, Transition.TRANSITION_ACTIVATE)
     camera.wait_connected(with_depth=False)
     assert camera.depth.get_subscription_count() == 0, 'use_depth:=false must not subscribe to depth'
     camera.publish(scene, 200, depth=False)
@@ -320,18 +350,12 @@ def test_lifecycle_reconfigure_to_size_prior_without_depth(ros_node, node_under_
 
 
 # ---- bad input ---------------------------------------------------------------------------------------------------
-@pytest.fixture(scope='module')
-def bad_input_node(contract_path: Path) -> ChildProcess:
-    cmd = [venv_script('reconstruct_node'), '--ros-args', '-r', '__ns:=/bad_input', '--params-file', PARAMS_FILE,
-           '-p', f'model_path:={contract_path}', '-p', 'use_depth:=true', '-p', 'cpu_threads:=1',
-           '-p', 'diagnostics_period_s:=0.2', '-p', "class_map:=['shape:bottle']"]
-    with start_process(cmd) as child:
-        yield child
-        assert child.stop() == 0, 'SIGINT should end the node cleanly (exit 0)'
-
-
-def test_each_bad_input_is_logged_once_and_good_frames_still_get_correct_answers(ros_node, bad_input_node, scene):
-    camera = Camera(ros_node, '/bad_input')
+def test_each_bad_input_is_logged_once_and_good_frames_still_get_correct_answers(ros_node, fresh_nodes,
+                                                                                 contract_path, scene):
+    # Its own node: "no camera_info yet" is only possible before the first one arrives.
+    node = fresh_nodes((PARAMS_FILE,), model_path=contract_path, use_depth=True, cpu_threads=1,
+                       diagnostics_period_s=0.2, class_map=['shape:bottle'])
+    camera = Camera(ros_node, node.namespace)
     camera.wait_connected(with_depth=True)
     stamps = iter(range(1000, 2000))
 
@@ -339,7 +363,7 @@ def test_each_bad_input_is_logged_once_and_good_frames_still_get_correct_answers
         return int(camera.diagnostic_values().get(f'issue_{cause}', 0))
 
     def repeat_unanswered(cause: str, **bad) -> None:
-        """A bad frame that gets no answer, three times, each time waiting until the node has counted it."""
+        """Send a bad frame that gets no answer, three times, each time waiting until the node has counted it."""
         for count in range(1, 4):
             sec = next(stamps)
             camera.publish(scene, sec, **bad)
@@ -347,7 +371,7 @@ def test_each_bad_input_is_logged_once_and_good_frames_still_get_correct_answers
                        on_tick=lambda: camera.publish(scene, sec, **bad), tick_s=2.0)
 
     def repeat_answered(cause: str, **bad) -> list[tuple[int, PointCloud2, Detection3DArray]]:
-        """A bad frame that is still answered (degraded), three times."""
+        """Send a bad frame that is still answered (degraded), three times."""
         answers = []
         for _ in range(3):
             sec = next(stamps)
@@ -430,7 +454,7 @@ def test_each_bad_input_is_logged_once_and_good_frames_still_get_correct_answers
     repeat_answered('unknown_class', classes=[huge] * len(scene.objects))
     good_frame()
 
-    output = bad_input_node.output()
+    output = node.process.output()
     causes = ['no_camera_info', 'bad_image', 'size_mismatch', 'unmatched_detections',
               'empty_detections', 'box_off_image', 'box_degenerate', 'box_clipped', 'unknown_class', 'depth_invalid',
               'depth_size_mismatch', 'bad_camera_info', 'bad_score', 'bad_stamp']

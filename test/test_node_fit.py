@@ -1,8 +1,12 @@
-"""reconstruct_node's shape fit over real DDS: the console script with the shipped params file, the oracle sphere
-model (test/sphere_model.py: it predicts the true shape, so the pose is checkable), and a ray-cast ball on a table
-with holes and noise in millimetre 16UC1 depth. The ball must come back within 1 cm and 5 % of its radius, with the
-fit's residual and visible point count in /mesc3d/objects and counted on /diagnostics; ``output_cloud: fused``
-publishes the measured front plus the predicted back."""
+"""
+reconstruct_node's shape fit over real DDS.
+
+The console script with the shipped params file, the oracle sphere model (test/sphere_model.py: it predicts the true
+shape, so the pose is checkable), and a ray-cast ball on a table with holes and noise in millimetre 16UC1 depth. The
+ball must come back within 1 cm and 5 % of its radius, with the fit's residual and visible point count in
+/mesc3d/objects and counted on /diagnostics; ``output_cloud: fused`` publishes the measured front plus the predicted
+back.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from vision_msgs.msg import Detection2DArray, Detection3DArray
 
 from mesc3d_ros.conversions import (CameraIntrinsics, arrays_to_detections, cloud_to_structured,
                                     intrinsics_to_camera_info, numpy_to_image)
-from mesc3d_ros.reconstruct_node import FIT_RESIDUAL_ID, VISIBLE_POINTS_ID
+from mesc3d_ros.object_messages import FIT_RESIDUAL_ID, VISIBLE_POINTS_ID
 from ros_helpers import start_process, spin_until, venv_script
 from sphere_model import class_entry, make_sphere_model
 

@@ -1,5 +1,9 @@
-"""ReconstructionPipeline (mesc3d_ros/pipeline.py) end to end without ROS: real crops, the real ONNX Runtime backend
-on an oracle sphere model (test/sphere_model.py), real placement, against analytically rendered spheres."""
+"""
+ReconstructionPipeline (mesc3d_ros/pipeline.py) end to end without ROS.
+
+Real crops, the real ONNX Runtime backend on an oracle sphere model (test/sphere_model.py), real placement, against
+analytically rendered spheres.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import pytest
 from mesc3d_ros import geometry
 from mesc3d_ros.contract import load_contract
 from mesc3d_ros.inference import create_backend
-from mesc3d_ros.pipeline import Issue, PipelineSettings, ReconstructionPipeline
+from mesc3d_ros.pipeline import PipelineSettings, ReconstructionPipeline
 from sphere_model import class_entry, make_sphere_model
 
 WIDTH, HEIGHT = 640, 480
@@ -58,7 +62,7 @@ def scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def make_pipeline(contract_path: Path, max_batch: int = 8, **settings) -> ReconstructionPipeline:
-    """A pipeline for sphere scenes: the placement prior of a sphere (box fill and centre offset 1)."""
+    """Build a pipeline for sphere scenes: the placement prior of a sphere (box fill and centre offset 1)."""
     backend = create_backend(contract_path, 'onnxruntime', max_batch=max_batch, threads=1)
     return ReconstructionPipeline(backend, load_contract(contract_path),
                                   PipelineSettings(prior=geometry.SPHERE, **settings))
@@ -72,9 +76,8 @@ def surface_error(points: np.ndarray, centre: np.ndarray, radius: float) -> floa
 @pytest.mark.parametrize('depth_fit, mode', [(False, 'depth'), (True, 'fit')])
 def test_spheres_are_placed_on_their_rendered_surfaces_with_depth(contract_path, scene, depth_fit, mode):
     rgb, depth, boxes = scene
-    issues: list[Issue] = []
-    objects = make_pipeline(contract_path, depth_fit=depth_fit).process(rgb, boxes, ['ball', 'ball'],
-                                                                        np.array([0.9, 0.8]), K, depth, issues)
+    objects, issues = make_pipeline(contract_path, depth_fit=depth_fit).process(rgb, boxes, ['ball', 'ball'],
+                                                                                np.array([0.9, 0.8]), K, depth)
     assert issues == []
     assert [o.detection_index for o in objects] == [0, 1]
     for obj, (centre, radius) in zip(objects, SCENE):
@@ -94,7 +97,8 @@ def test_spheres_are_placed_on_their_rendered_surfaces_with_depth(contract_path,
 
 def test_spheres_are_placed_from_the_size_prior_without_depth(contract_path, scene):
     rgb, _, boxes = scene
-    objects = make_pipeline(contract_path).process(rgb, boxes, ['ball', 'ball'], np.ones(2), K)
+    objects, issues = make_pipeline(contract_path).process(rgb, boxes, ['ball', 'ball'], np.ones(2), K)
+    assert issues == []
     for obj, (centre, radius) in zip(objects, SCENE):
         assert obj.placement.mode == 'size_prior'
         assert obj.placement.radius_m == pytest.approx(BALL.size_m / 2)
@@ -107,8 +111,7 @@ def test_invalid_depth_falls_back_to_the_size_prior_and_is_reported(contract_pat
     holed = depth.copy()
     x0, y0, x1, y1 = boxes[1].astype(int)
     holed[y0:y1 + 1, x0:x1 + 1] = fill
-    issues: list[Issue] = []
-    objects = make_pipeline(contract_path).process(rgb, boxes, ['ball', 'ball'], np.ones(2), K, holed, issues)
+    objects, issues = make_pipeline(contract_path).process(rgb, boxes, ['ball', 'ball'], np.ones(2), K, holed)
     assert [o.placement.mode for o in objects] == ['fit', 'size_prior']
     assert [(i.cause, i.detection_index) for i in issues] == [('fit_no_surface', 1), ('depth_invalid', 1)]
     centre = SCENE[1][0]
@@ -117,8 +120,8 @@ def test_invalid_depth_falls_back_to_the_size_prior_and_is_reported(contract_pat
 
 def test_fused_output_is_the_measured_front_plus_the_predicted_back(contract_path, scene):
     rgb, depth, boxes = scene
-    fused = make_pipeline(contract_path, output_cloud='fused').process(rgb, boxes, ['ball', 'ball'], np.ones(2), K,
-                                                                       depth)
+    fused, _ = make_pipeline(contract_path, output_cloud='fused').process(rgb, boxes, ['ball', 'ball'], np.ones(2),
+                                                                          K, depth)
     for obj, (centre, radius) in zip(fused, SCENE):
         assert obj.placement.mode == 'fit' and obj.points.dtype == np.float32
         assert obj.points.shape[0] != 512  # measured points replace the predicted front
@@ -131,28 +134,26 @@ def test_fused_output_is_the_measured_front_plus_the_predicted_back(contract_pat
 
 def test_placement_policy_size_prior_ignores_depth_and_depth_policy_reports_its_absence(contract_path, scene):
     rgb, depth, boxes = scene
-    objects = make_pipeline(contract_path, placement='size_prior').process(rgb, boxes, ['ball'] * 2, np.ones(2), K,
-                                                                            depth)
-    assert {o.placement.mode for o in objects} == {'size_prior'}
-    issues: list[Issue] = []
-    make_pipeline(contract_path, placement='depth').process(rgb, boxes, ['ball'] * 2, np.ones(2), K, None, issues)
-    assert [i.cause for i in issues] == ['depth_missing']
+    pipeline = make_pipeline(contract_path, placement='size_prior')
+    objects, issues = pipeline.process(rgb, boxes, ['ball'] * 2, np.ones(2), K, depth)
+    assert {o.placement.mode for o in objects} == {'size_prior'} and issues == []
+    _, issues = make_pipeline(contract_path, placement='depth').process(rgb, boxes, ['ball'] * 2, np.ones(2), K)
+    assert [(i.cause, i.detection_index) for i in issues] == [('depth_missing', -1)]
 
 
 def test_class_map_zero_shot_and_skip(contract_path, scene):
     rgb, depth, boxes = scene
     four = np.concatenate([boxes, boxes])
     names = ['41', 'egg', 'teapot', 'ball']
-    issues: list[Issue] = []
-    objects = make_pipeline(contract_path, class_map={'41': 'egg'}).process(rgb, four, names, np.ones(4), K, depth,
-                                                                           issues)
+    pipeline = make_pipeline(contract_path, class_map={'41': 'egg'})
+    objects, issues = pipeline.process(rgb, four, names, np.ones(4), K, depth)
     assert [(o.detector_class, o.model_class, o.zero_shot) for o in objects] == [
         ('41', 'egg', False), ('egg', 'egg', False), ('teapot', 'object', True), ('ball', 'ball', False)]
     # Each object got its own embedding through the batch: the oracle stretches y by the embedding's first value.
     ratios = [o.box_size_m[1] / o.box_size_m[0] for o in objects]
     np.testing.assert_allclose(ratios, [0.5, 0.5, 0.25, 1.0], rtol=0.05)
     assert [(i.cause, i.detection_index) for i in issues] == [('unknown_class', 2)]
-    skipped = make_pipeline(contract_path, unknown_class='skip').process(rgb, four, names, np.ones(4), K, depth)
+    skipped, _ = make_pipeline(contract_path, unknown_class='skip').process(rgb, four, names, np.ones(4), K, depth)
     assert [o.detection_index for o in skipped] == [1, 3]
 
 
@@ -160,16 +161,15 @@ def test_batches_larger_than_max_batch_keep_their_order(contract_path, scene):
     rgb, depth, boxes = scene
     names = ['ball', 'egg', 'ball', 'egg', 'egg']
     five = np.concatenate([boxes, boxes, boxes[:1]])
-    objects = make_pipeline(contract_path, max_batch=2).process(rgb, five, names, np.ones(5), K, depth)
+    objects, _ = make_pipeline(contract_path, max_batch=2).process(rgb, five, names, np.ones(5), K, depth)
     ratios = [o.box_size_m[1] / o.box_size_m[0] for o in objects]
     np.testing.assert_allclose(ratios, [1.0, 0.5, 1.0, 0.5, 0.5], rtol=0.05)
 
 
 def test_min_score_filters_without_reporting(contract_path, scene):
     rgb, depth, boxes = scene
-    issues: list[Issue] = []
-    objects = make_pipeline(contract_path, min_score=0.5).process(rgb, boxes, ['ball'] * 2, np.array([0.4, 0.6]), K,
-                                                                  depth, issues)
+    objects, issues = make_pipeline(contract_path, min_score=0.5).process(rgb, boxes, ['ball'] * 2,
+                                                                          np.array([0.4, 0.6]), K, depth)
     assert [o.detection_index for o in objects] == [1] and issues == []
 
 
@@ -179,9 +179,8 @@ def test_bad_boxes_are_skipped_or_clipped_and_reported(contract_path, scene):
                     [100.0, 100.0, 100.0, 180.0],  # zero width
                     [np.nan, 0.0, 10.0, 10.0],  # not finite
                     [600.0, -30.0, 700.0, 60.0]])  # partly outside: clipped, still reconstructed
-    issues: list[Issue] = []
-    objects = make_pipeline(contract_path).process(rgb, np.concatenate([bad, boxes]), ['ball'] * 6, np.ones(6), K,
-                                                   depth, issues)
+    objects, issues = make_pipeline(contract_path).process(rgb, np.concatenate([bad, boxes]), ['ball'] * 6,
+                                                           np.ones(6), K, depth)
     assert [(i.cause, i.detection_index) for i in issues] == [
         ('box_off_image', 0), ('box_degenerate', 1), ('box_degenerate', 2), ('box_clipped', 3),
         ('fit_no_surface', 3), ('depth_invalid', 3)]  # the clipped box holds only background: no depth in this render
@@ -195,7 +194,7 @@ def test_canonical_models_are_placed_by_centre_with_optical_axes(tmp_path, scene
     path = make_sphere_model(tmp_path, classes=(BALL, EGG), generic=GENERIC, output_frame='canonical')
     rgb, depth, boxes = scene
     # The box + depth placement: an egg fitted to a rendered ball is a shape error, not what this test is about.
-    objects = make_pipeline(path, depth_fit=False).process(rgb, boxes, ['egg', 'egg'], np.ones(2), K, depth)
+    objects, _ = make_pipeline(path, depth_fit=False).process(rgb, boxes, ['egg', 'egg'], np.ones(2), K, depth)
     for obj, (centre, _) in zip(objects, SCENE):
         np.testing.assert_array_equal(obj.placement.rotation, np.eye(3))
         assert np.linalg.norm(obj.placement.centre - centre) < 0.02 * np.linalg.norm(centre)
@@ -208,16 +207,21 @@ def test_crop_padding_defaults_to_the_contract_and_can_be_overridden(contract_pa
 
 def test_empty_frame_gives_no_objects(contract_path, scene):
     rgb, depth, _ = scene
-    assert make_pipeline(contract_path).process(rgb, np.zeros((0, 4)), [], np.zeros(0), K, depth) == []
+    assert make_pipeline(contract_path).process(rgb, np.zeros((0, 4)), [], np.zeros(0), K, depth) == ([], [])
+
+
+def test_depth_of_another_size_is_ignored_and_reported_once_for_the_frame(contract_path, scene):
+    rgb, depth, boxes = scene
+    objects, issues = make_pipeline(contract_path).process(rgb, boxes, ['ball'] * 2, np.ones(2), K, depth[::2, ::2])
+    assert [(i.cause, i.detection_index) for i in issues] == [('depth_size_mismatch', -1)]
+    assert 'depth is 320x240, image 640x480' in issues[0].detail
+    assert [o.placement.mode for o in objects] == ['size_prior', 'size_prior']
 
 
 def test_inconsistent_inputs_raise_naming_the_sizes(contract_path, scene):
     rgb, depth, boxes = scene
     pipeline = make_pipeline(contract_path)
-    with pytest.raises(ValueError, match='registered'):
-        pipeline.process(rgb, boxes, ['ball'] * 2, np.ones(2), K, depth[:, :-1])
     with pytest.raises(ValueError, match='2 class names'):
         pipeline.process(rgb, boxes, ['ball'] * 2, np.ones(3), K)
     with pytest.raises(ValueError, match='teapot'):
         make_pipeline(contract_path, class_map={'7': 'teapot'})
-

@@ -56,7 +56,7 @@ def in_process(photo: Path, depth: np.ndarray | None, K: np.ndarray) -> np.ndarr
     backend = create_backend(model, 'onnxruntime')
     try:
         pipeline = ReconstructionPipeline(backend, load_contract(model), PipelineSettings())
-        (obj,) = pipeline.process(rgb, np.array([CUP_BOX]), ['mug'], np.ones(1), K, depth)
+        (obj,), _ = pipeline.process(rgb, np.array([CUP_BOX]), ['mug'], np.ones(1), K, depth)
     finally:
         backend.close()
     return obj.points

@@ -57,7 +57,7 @@ from vision_msgs.msg import Detection2DArray  # noqa: E402
 from mesc3d_ros.conversions import (CameraIntrinsics, arrays_to_detections, intrinsics_to_camera_info,  # noqa: E402
                                     numpy_to_image)
 from mesc3d_ros.package_share import DEFAULT_MODEL  # noqa: E402
-from mesc3d_ros.reconstruct_node import PARAMETERS  # noqa: E402
+from mesc3d_ros.node_params import PARAMETERS  # noqa: E402
 from ros_helpers import spin_until, wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]

@@ -1,0 +1,75 @@
+"""
+The hand-over between reconstruct_node's callbacks and its worker: a matched frame and a slot holding the newest.
+
+Callbacks only match messages and :meth:`FrameSlot.put` the set; the worker :meth:`FrameSlot.take` s it. The slot
+holds one frame, so under load the worker answers the latest frame instead of falling behind, and the caller counts
+each overwritten frame as dropped. No rclpy.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from sensor_msgs.msg import Image
+from vision_msgs.msg import Detection2DArray
+
+from mesc3d_ros.conversions import CameraIntrinsics
+
+
+@dataclass(frozen=True)
+class BadCameraInfo:
+    """A CameraInfo that failed validation, kept so that the frame with its stamp is skipped, not answered."""
+
+    reason: str
+
+
+CameraInfoEntry = CameraIntrinsics | BadCameraInfo
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """A matched set of inputs waiting for the worker."""
+
+    image: Image
+    detections: Detection2DArray
+    depth: Image | None
+    camera_info: CameraInfoEntry | None
+    """The frame's CameraInfo (same stamp) or the newest valid one before it; None if there is none."""
+    matched_s: float
+    """time.monotonic() when the set was complete."""
+
+
+class FrameSlot:
+    """Holds the newest frame only: ``put`` replaces an unprocessed frame (the caller counts it as dropped)."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._frame: Frame | None = None
+        self._closed = False
+
+    def put(self, frame: Frame) -> bool:
+        """Store ``frame``; True when it overwrote one the worker had not taken."""
+        with self._condition:
+            replaced = self._frame is not None
+            self._frame = frame
+            self._condition.notify()
+            return replaced
+
+    def take(self) -> Frame | None:
+        """Block until a frame is there (returned) or the slot is closed (None)."""
+        with self._condition:
+            self._condition.wait_for(lambda: self._frame is not None or self._closed)
+            frame, self._frame = self._frame, None
+            return None if self._closed else frame
+
+    def clear(self) -> None:
+        """Forget a frame the worker has not taken (deactivation: it must not be answered later)."""
+        with self._condition:
+            self._frame = None
+
+    def close(self) -> None:
+        """Wake the worker with None, now and at every later ``take``: it ends."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
