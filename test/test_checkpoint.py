@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from model_fixtures import random_class_table, tiny_config
 
 from mesc3d_ros.config import config_to_dict
 from mesc3d_training.checkpoint import CheckpointError, load_model, save_model
 from mesc3d_training.model import build_model
+from model_fixtures import random_class_table, tiny_config
 
 CLASSES = ('mug', 'bottle')
 

@@ -1,12 +1,19 @@
-"""mesc3d_ros.config: the strict YAML loader names the offending key; save/load round-trips; the hash is stable."""
+"""
+Test mesc3d_ros.config.
+
+The strict YAML loader names the offending key, values that cannot work together fail at load, save/load
+round-trips, the hash is stable.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
 
 import pytest
+import yaml
 
 from mesc3d_ros.config import (Config, ConfigError, ModelConfig, config_from_dict, config_hash, config_to_dict,
                                load_config, save_config)
@@ -91,3 +98,35 @@ def test_unreadable_yaml_names_the_file(tmp_path):
     with pytest.raises(ConfigError, match=f'{list_file}: expected a mapping at the top level'):
         load_config(list_file)
 
+
+@pytest.mark.parametrize('section, values, message', [
+    ('model', {'token_dim': 30, 'mit_heads': 8}, 'token_dim=30 is not divisible by mit_heads=8'),
+    ('model', {'mit_depth': 3}, 'mit_depth=3: must be even'),
+    ('model', {'image_backbone': 'mobilenet_v2'}, 'image_tokens=fc is the ResNet logits path'),
+    ('model', {'image_weights': 'imagenet'}, 'imagenet ships for mobilenet_v2 only'),
+    ('model', {'dropout': 1.0}, r'dropout=1.0, drop_path=0.2 must be in \[0, 1\)'),
+    ('train', {'batch_size': 0}, 'batch_size=0'),
+    ('train', {'lr': 0.0}, 'learning rates must be positive'),
+    ('train', {'feature_cache': 'cache', 'pack': 'pack.npz'}, 'feature_cache and pack'),
+    ('data', {'num_gt_points': 0}, 'num_gt_points=0'),
+])
+def test_values_that_cannot_work_fail_when_the_file_is_loaded(tmp_path, section, values, message):
+    data = {'model': {'name': 'bad'}}
+    data.setdefault(section, {}).update(values)
+    path = tmp_path / 'bad.yaml'
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=rf'{path}\.{section}: .*{message}'):
+        load_config(path)
+
+
+def test_a_feature_cache_without_pretrained_weights_fails_at_load_and_on_replace():
+    data = {'model': {'name': 'x', 'image_backbone': 'mobilenet_v2', 'image_tokens': 'pooled'},
+            'train': {'feature_cache': 'cache'}}
+    with pytest.raises(ConfigError, match='feature_cache freezes the image trunk'):
+        config_from_dict(data)
+    data['model']['image_weights'] = 'imagenet'
+    cfg = config_from_dict(data)
+    with pytest.raises(ConfigError, match='model config .x.: token_dim=32 is not divisible by mit_heads=3'):
+        dataclasses.replace(cfg.model, mit_heads=3)
+    with pytest.raises(ConfigError, match="data.layout: generated, not 'shapenet'"):
+        dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, layout='shapenet'))

@@ -21,9 +21,9 @@ from mesc3d_training.checkpoint import load_model, save_model
 from mesc3d_training.data import layout
 from mesc3d_training.data.dataset import ReconstructionDataset
 from mesc3d_training.evaluate import main
-from mesc3d_training.metrics import reconstruction_metrics
+from mesc3d_training.metrics import METRIC_KEYS, reconstruction_metrics
 from mesc3d_training.model import build_model
-from mesc3d_training.train import METRIC_KEYS, data_manifest_hash
+from mesc3d_training.train_data import data_manifest_hash
 from train_fixtures import HELD_OUT, UNSEEN, make_tiny_dataset, tiny_config
 
 pytestmark = pytest.mark.slow

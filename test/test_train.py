@@ -1,4 +1,5 @@
-"""Training: both stages end to end, resume after a real SIGINT, checkpoint errors, 2-process gloo DDP.
+"""
+Training: both stages end to end, logs, resume after a real SIGINT, checkpoint errors, 2-process gloo DDP.
 
 Everything runs on a tiny dataset rendered by the real generator and a tiny config (``train_fixtures.py``).
 """
@@ -17,14 +18,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mesc3d_ros.config import save_config
+from mesc3d_ros.config import ConfigError, save_config
 from mesc3d_training.checkpoint import load_model
+from mesc3d_training.distributed import Distributed
 from mesc3d_training.model import build_model
-from mesc3d_training.prompt_learning import GENERIC_CLASS, ClassTable
+from mesc3d_training.prompt_learning import GENERIC_CLASS
 from mesc3d_training.schedule import WarmupCosine, step_scheduler
-from mesc3d_training.train import Distributed, EpochBatches, train
+from mesc3d_training.train import main, train
 from mesc3d_training.train_checkpoint import TrainCheckpointError, load_train_checkpoint
+from mesc3d_training.train_data import EpochBatches
 from train_fixtures import HELD_OUT, make_tiny_dataset, tiny_config
 
 pytestmark = pytest.mark.slow
@@ -37,7 +41,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope='module')
 def finished_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An uninterrupted run of 3 epochs × 2 steps (the reference for the resume test)."""
+    """Train an uninterrupted run of 3 epochs × 2 steps (the reference for the resume test)."""
     run = tmp_path_factory.mktemp('run')
     train(tiny_config(data_root, epochs=3), run)
     return run
@@ -64,15 +68,37 @@ def test_both_stages_write_a_deployable_model_and_logs(finished_run: Path):
     assert loaded.metrics['prompt_stage']['epoch'] in (1, 2)
     assert loaded.prompts, 'the trained 3DSPL prompts travel with the model (for export --extra-classes)'
     steps = read_steps(finished_run)
-    assert [s for s, _ in steps] == list(range(1, 7)) and all(math.isfinite(loss) for _, loss in steps)
+    assert [s for s, _ in steps] == list(range(1, 7)) and all(loss > 0 for _, loss in steps)
     with open(finished_run / 'epochs.csv', newline='') as handle:
         epochs = list(csv.DictReader(handle))
-    assert [row['epoch'] for row in epochs] == ['1', '2', '3'] and float(epochs[0]['samples_per_s']) > 0
-    assert list((finished_run / 'tb').glob('events.out.tfevents.*'))
+    assert [(row['epoch'], row['global_step']) for row in epochs] == [('1', '2'), ('2', '4'), ('3', '6')]
+    assert all(float(row['samples_per_s']) > 0 for row in epochs)
+    # The epoch's training loss (summed on the device) is the mean of its logged step losses.
+    for row in epochs:
+        done = int(row['global_step'])
+        assert float(row['train_loss']) == pytest.approx(sum(loss for _, loss in steps[done - 2:done]) / 2, abs=2e-6)
+    # One log object: TensorBoard holds the numbers the CSV files hold.
+    events = EventAccumulator(str(finished_run / 'tb'))
+    events.Reload()
+    assert [(e.step, round(e.value, 6)) for e in events.Scalars('train/loss')] == \
+        [(step, pytest.approx(loss, abs=2e-6)) for step, loss in steps]
+    assert [(e.step, e.value) for e in events.Scalars('val/cd_l1')] == \
+        [(int(row['global_step']), pytest.approx(float(row['val_cd_l1']), abs=2e-6)) for row in epochs]
     assert (finished_run / 'prompt_log.csv').read_text().count('\n') == 3   # header + 2 epochs
     # The best epoch's weights are what was saved as the deployable model.
     best = min(epochs, key=lambda row: float(row['val_cd_l1']))
     assert loaded.metrics['best_epoch'] == int(best['epoch'])
+    assert loaded.metrics['val']['cd_l1'] == pytest.approx(float(best['val_cd_l1']), abs=2e-6)
+    best_weights = load_model(finished_run / 'best.yaml').model.state_dict()
+    assert all(torch.equal(value, best_weights[key]) for key, value in loaded.model.state_dict().items())
+
+
+def test_a_bad_model_config_fails_at_load_before_any_stage(tmp_path: Path):
+    config = tmp_path / 'bad.yaml'
+    config.write_text('model: {name: bad, token_dim: 30, mit_heads: 8}\n')
+    with pytest.raises(ConfigError, match=r'bad\.yaml\.model: .*token_dim=30 is not divisible by mit_heads=8'):
+        main([str(config), '--out', str(tmp_path / 'run')])
+    assert not (tmp_path / 'run').exists(), 'nothing ran'
 
 
 def test_resume_after_sigint_repeats_the_uninterrupted_run(data_root: Path, finished_run: Path, tmp_path: Path):
@@ -146,8 +172,7 @@ def test_resume_refuses_corrupt_or_mismatched_checkpoints(data_root: Path, finis
 
 def test_a_new_run_refuses_to_overwrite_a_checkpointed_one(data_root: Path, finished_run: Path):
     with pytest.raises(FileExistsError, match='--resume'):
-        train(tiny_config(data_root, epochs=3), finished_run,
-              table=ClassTable.load(finished_run / 'class_table.yaml', 384))
+        train(tiny_config(data_root, epochs=3), finished_run, class_table_run=finished_run)
 
 
 def test_two_process_gloo_ddp_smoke_run(data_root: Path, tmp_path: Path):

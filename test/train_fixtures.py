@@ -1,4 +1,5 @@
-"""A tiny real dataset and a tiny config for the training, evaluation and baseline tests.
+"""
+A tiny real dataset and a tiny config for the training, evaluation and baseline tests.
 
 The dataset is rendered by the real generator (``make_dataset``, 9 objects × 2 views, ~2 s). Its hash-based 70/10/20
 split leaves val or test empty at this size, so the manifest's splits are reassigned by hand (and its hash
@@ -43,7 +44,7 @@ def make_tiny_dataset(root: Path) -> Path:
 
 
 def tiny_config(data_root: Path, **train: object) -> Config:
-    """A few-thousand-parameter MESC-3D over the tiny dataset; ``train`` overrides TrainConfig fields."""
+    """Return a few-thousand-parameter MESC-3D over the tiny dataset; ``train`` overrides TrainConfig fields."""
     return config_from_dict({
         'model': {'name': 'tiny', 'image_size': 64, 'num_points': 128, 'resnet_layers': [1, 1, 1, 1],
                   'num_tokens': 4, 'token_dim': 16, 'mit_depth': 2, 'mit_heads': 2, 'class_dim': 32,

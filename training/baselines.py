@@ -1,11 +1,12 @@
-"""``mesc3d baselines CONFIG``: our model, three baselines and two ablations, one comparison table.
+"""
+``mesc3d baselines CONFIG``: our model, three baselines and two ablations, one comparison table.
 
 Every entry sees the same data, the same budget (``cfg.train``: epochs, steps per epoch, batch, schedule, seed) and
 the same evaluation (``evaluate.py``) on the validation, test, unseen-collection and zero-shot splits:
 
 - ``mesc3d``: the model of the config (``train.py``, 3DSPL stage included; its class table is reused below).
 - ``psgn``: PSGN-style direct regression, the same image encoder (:class:`ImageEncoder`, same tokens) -> MLP ->
-  N × 3 with tanh, trained with the same loss and loop (``train.fit``). The image only: no class embedding.
+  N × 3 with tanh, trained with the same loss and loop (``loop.fit``). The image only: no class embedding.
 - ``retrieval``: nearest neighbour. Each test image is embedded with the *trained psgn encoder* (the flattened
   image tokens, cosine similarity) and answered with the ground-truth cloud of the closest training view, from a
   bank of ``RETRIEVAL_VIEWS`` views per training object. It needs no training of its own beyond psgn's.
@@ -33,15 +34,16 @@ from torch.utils.data import DataLoader
 
 from mesc3d_ros.config import Config, ModelConfig, save_config
 from mesc3d_ros.contract import write_atomic
-from mesc3d_training.checkpoint import load_model
+from mesc3d_training.checkpoint import load_model, load_weights
 from mesc3d_training.data.categories import UNSEEN_SPLIT, ZERO_SHOT_SPLIT
 from mesc3d_training.data.dataset import ReconstructionDataset
+from mesc3d_training.distributed import Distributed, init_distributed
 from mesc3d_training.evaluate import evaluate_model, metric_table
+from mesc3d_training.loop import BEST_STEM, CHECKPOINT_DIR, fit
 from mesc3d_training.metrics import chamfer_l1, nearest_squared_distances
 from mesc3d_training.model.image_encoder import ImageEncoder
 from mesc3d_training.prompt_learning import TABLE_FILE, ClassTable
-from mesc3d_training.train import (MODEL_STEM, add_config_arguments, config_from_arguments, fit, init_distributed,
-                                   load_best_weights, train)
+from mesc3d_training.train import MODEL_STEM, add_config_arguments, config_from_arguments, train
 from mesc3d_training.train_checkpoint import has_train_checkpoint
 
 log = logging.getLogger(__name__)
@@ -83,11 +85,11 @@ class PSGN(nn.Module):
         return self.image_encoder(image).flatten(1)
 
     def forward(self, image: torch.Tensor, class_embedding: torch.Tensor) -> torch.Tensor:
-        """image (B, 3, H, W) in [0, 1]; class_embedding is ignored (PSGN sees the image only) -> (B, N, 3)."""
+        """Map image (B, 3, H, W) in [0, 1] to (B, N, 3); class_embedding is ignored (PSGN sees the image only)."""
         return self.from_trunk(self.image_encoder.trunk_features(image), class_embedding)
 
     def from_trunk(self, trunk_features: torch.Tensor, class_embedding: torch.Tensor) -> torch.Tensor:
-        """The graph after the image trunk, as ``MESC3D.from_trunk`` (the cached recipe trains this part)."""
+        """Run the graph after the image trunk, as ``MESC3D.from_trunk`` (the cached recipe trains this part)."""
         tokens = self.image_encoder.tokens(trunk_features).flatten(1)              # (B, T·D)
         return torch.tanh(self.head(tokens)).view(-1, self.num_points, 3)
 
@@ -107,8 +109,12 @@ class Retrieval(nn.Module):
 
 
 class ClassMedoid(nn.Module):
-    """Per-class mean shape: answers every image with its class's medoid training cloud (the class is read from
-    the class embedding: nearest row of the class table, so an unseen name gets the closest seen class's shape)."""
+    """
+    Per-class mean shape: answers every image with its class's medoid training cloud.
+
+    The class is read from the class embedding: nearest row of the class table, so an unseen name gets the closest
+    seen class's shape.
+    """
 
     def __init__(self, class_embeddings: torch.Tensor, class_points: torch.Tensor):
         super().__init__()
@@ -122,8 +128,12 @@ class ClassMedoid(nn.Module):
 
 @torch.no_grad()
 def build_class_medoid(cfg: Config, table: ClassTable) -> ClassMedoid:
-    """Per training class, the cloud (evaluation crop of one view per object, output frame) with the least mean
-    CD-L1 to the class's other clouds, from up to ``MEDOID_CANDIDATES`` objects."""
+    """
+    Build the per-class medoid answerer.
+
+    Per training class, the cloud (evaluation crop of one view per object, output frame) with the least mean CD-L1
+    to the class's other clouds, from up to ``MEDOID_CANDIDATES`` objects.
+    """
     bank_cfg = replace(cfg.data, eval_views=1, num_gt_points=cfg.model.num_points)
     bank = ReconstructionDataset(bank_cfg, 'train', cfg.model.image_size, train=False)
     by_class: dict[str, list[torch.Tensor]] = {}
@@ -164,8 +174,12 @@ def entry_config(cfg: Config, entry: str) -> Config:
 
 
 def run_baselines(cfg: Config, out_dir: Path, batch_size: int = 16, entries: tuple[str, ...] = ENTRIES) -> Path:
-    """Train what is not trained yet, evaluate ``entries`` (in ENTRIES order; ``mesc3d`` always, its class table
-    serves the others, and ``retrieval`` brings ``psgn``), write comparison.md/json; returns comparison.md."""
+    """
+    Train what is not trained yet, evaluate ``entries``, write comparison.md/json; return comparison.md.
+
+    Entries run in ENTRIES order: ``mesc3d`` always (its class table serves the others), ``retrieval`` brings
+    ``psgn``.
+    """
     unknown = sorted(set(entries) - set(ENTRIES))
     if unknown:
         raise ValueError(f'unknown entries {unknown}; choose from {list(ENTRIES)}')
@@ -176,6 +190,7 @@ def run_baselines(cfg: Config, out_dir: Path, batch_size: int = 16, entries: tup
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out_dir / 'config.yaml')
     reports, results = {}, {}
+    psgn = table_of_ours = None   # set by the 'psgn' and 'mesc3d' entries, which come first in ENTRIES
     for entry in (e for e in ENTRIES if e in wanted):
         run = out_dir / entry
         if entry == 'class_mean':
@@ -188,11 +203,13 @@ def run_baselines(cfg: Config, out_dir: Path, batch_size: int = 16, entries: tup
             torch.manual_seed(cfg.train.seed)
             psgn = PSGN(cfg.model)
             results[entry] = _train_once(run, lambda: _fit_psgn(psgn, cfg, run, table_of_ours, ctx))
-            model, table = load_best_weights(psgn, run / 'best_weights.safetensors'), table_of_ours
+            load_weights(run / BEST_STEM, psgn)
+            model, table = psgn, table_of_ours
         else:
             entry_cfg = entry_config(cfg, entry)
-            shared = None if entry == 'mesc3d' else table_of_ours
-            results[entry] = _train_once(run, lambda: _train_ours(entry_cfg, run, shared))
+            # One 3DSPL stage for all: the ablations reuse ours (its class table and prompts).
+            stage_a = None if entry == 'mesc3d' else out_dir / 'mesc3d'
+            results[entry] = _train_once(run, lambda: _train_ours(entry_cfg, run, stage_a))
             loaded = load_model(run / f'{MODEL_STEM}.yaml')
             model, table = loaded.model, ClassTable(loaded.classes, loaded.generic_class, {})
             if entry == 'mesc3d':
@@ -222,7 +239,7 @@ def _train_once(run: Path, train_entry) -> dict:
 
 def _evaluate_once(model: nn.Module, table: ClassTable, cfg: Config, split: str, out: Path, entry: str,
                    batch_size: int) -> dict:
-    """The entry's report on ``split``: the one a previous run wrote (evaluation is deterministic), else a new one."""
+    """Return the entry's report on ``split``: a previous run's (evaluation is deterministic), else a new one."""
     done = out / 'metrics.json'
     if done.is_file():
         return json.loads(done.read_text())
@@ -230,15 +247,15 @@ def _evaluate_once(model: nn.Module, table: ClassTable, cfg: Config, split: str,
                           zero_shot=split == 'test')
 
 
-def _train_ours(cfg: Config, run: Path, table: ClassTable | None) -> dict:
-    model_yaml = train(cfg, run, resume=has_train_checkpoint(run / 'checkpoints'), table=table)
+def _train_ours(cfg: Config, run: Path, class_table_run: Path | None) -> dict:
+    model_yaml = train(cfg, run, resume=has_train_checkpoint(run / CHECKPOINT_DIR), class_table_run=class_table_run)
     metrics = load_model(model_yaml).metrics
     return {'best_epoch': metrics['best_epoch'], 'samples_per_s': metrics['train_samples_per_s']}
 
 
-def _fit_psgn(psgn: PSGN, cfg: Config, run: Path, table: ClassTable, ctx) -> dict:
+def _fit_psgn(psgn: PSGN, cfg: Config, run: Path, table: ClassTable, ctx: Distributed) -> dict:
     run.mkdir(parents=True, exist_ok=True)
-    result = fit(psgn, cfg, run, table, resume=has_train_checkpoint(run / 'checkpoints'), ctx=ctx)
+    result = fit(psgn, cfg, run, table, resume=has_train_checkpoint(run / CHECKPOINT_DIR), ctx=ctx)
     return {'best_epoch': result.best_epoch, 'samples_per_s': round(result.samples_per_s, 2)}
 
 
@@ -284,13 +301,13 @@ def comparison_markdown(comparison: dict, cfg: Config) -> str:
                   '']
     lines += ['## Training', '', '| entry | best epoch (val CD-L1) | samples/s | wall (min) |', '|---|---:|---:|---:|']
     for entry, result in comparison['training'].items():
-        wall = '(psgn\'s)' if entry == 'retrieval' else f'{result["wall_s"] / 60:.1f}'
+        wall = "(psgn's)" if entry == 'retrieval' else f'{result["wall_s"] / 60:.1f}'
         lines.append(f'| {entry} | {result["best_epoch"]} | {result["samples_per_s"]} | {wall} |')
     return '\n'.join(lines) + '\n'
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='mesc3d baselines', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='mesc3d baselines', description=__doc__.strip().splitlines()[0])
     add_config_arguments(parser)
     parser.add_argument('--out', type=Path, help='output folder (default runs/<model name>_baselines)')
     parser.add_argument('--eval-batch-size', type=int, default=16)

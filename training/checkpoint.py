@@ -1,6 +1,9 @@
-"""The deployable model checkpoint: ``<stem>.safetensors`` (weights) + ``<stem>.yaml`` (everything else).
+"""
+The deployable model checkpoint: ``<stem>.safetensors`` (weights) + ``<stem>.yaml`` (everything else).
 
-This is the format of the shipped model in ``models/`` and the input of ``mesc3d export``. It holds the inference
+This is the format of the shipped model in ``models/``, of a training run's ``best`` and ``model`` files and the
+input of ``mesc3d export``. Its weights file is the project's one weights format (:func:`weights_bytes`): the
+resumable training checkpoints (``train_checkpoint.py``) write theirs with the same function. It holds the inference
 module's state dict plus, optionally, the trained 3DSPL prompts (``text_prior.PromptParameters``, stored under the
 ``prompts.`` prefix; they let ``mesc3d export --extra-classes`` embed new class names exactly as the table was
 embedded). No optimizer state: resumable training checkpoints belong to the training code. Nothing is unpickled on
@@ -66,11 +69,12 @@ def checkpoint_stem(path: str | Path) -> Path:
 def save_model(stem: Path, model: nn.Module, cfg: Config, classes: tuple[ClassEntry, ...],
                generic_class: ClassEntry, data_manifest_hash: str, metrics: dict, fp16: bool = False,
                prompts: Mapping[str, torch.Tensor] | None = None) -> Path:
-    """Write ``<stem>.safetensors`` and ``<stem>.yaml`` atomically; returns the YAML path.
+    """
+    Write ``<stem>.safetensors`` and ``<stem>.yaml`` atomically; returns the YAML path.
 
     ``fp16`` stores floating-point tensors as float16 (halves the shipped file); they are widened back to float32
-    on load, so the model always runs in float32. ``prompts``: the state dict of the trained ``TextPrior.prompts``, if any (what
-    ``load_model`` returns as ``LoadedModel.prompts``).
+    on load, so the model always runs in float32. ``prompts``: the state dict of the trained
+    ``TextPrior.prompts``, if any (what ``load_model`` returns as ``LoadedModel.prompts``).
     """
     stem = checkpoint_stem(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -80,14 +84,10 @@ def save_model(stem: Path, model: nn.Module, cfg: Config, classes: tuple[ClassEn
         if len(entry.embedding) != cfg.model.text_dim:
             raise ValueError(f'{stem}: class "{entry.name}" has a {len(entry.embedding)}-d embedding, '
                              f'model.text_dim is {cfg.model.text_dim}')
-    # Copies, so tensors that share storage (safetensors refuses those) and non-contiguous views both serialise.
     state = dict(model.state_dict())
     if prompts is not None:
         state.update({PROMPTS_PREFIX + key: value for key, value in prompts.items()})
-    tensors = {key: (value.detach().to('cpu', torch.float16 if fp16 and value.is_floating_point() else None,
-                                       copy=True).contiguous())
-               for key, value in state.items()}
-    blob = save_safetensors_bytes(tensors, metadata={'config_hash': config_hash(cfg)})
+    blob = weights_bytes(state, cfg, fp16)
     meta = {
         'config': config_to_dict(cfg),
         'classes': [class_entry_to_dict(entry) for entry in classes],
@@ -102,6 +102,43 @@ def save_model(stem: Path, model: nn.Module, cfg: Config, classes: tuple[ClassEn
         raise ValueError(f'{stem}: metrics must hold plain numbers/strings/lists/dicts: {exc}') from exc
     write_atomic(stem.with_suffix(WEIGHTS_SUFFIX), blob)
     return write_atomic(stem.with_suffix(META_SUFFIX), meta_text.encode())
+
+
+def weights_bytes(state: Mapping[str, torch.Tensor], cfg: Config, fp16: bool = False) -> bytes:
+    """
+    Serialise ``state`` in the one weights format.
+
+    Safetensors of CPU copies, tagged with the config hash (the caller records the bytes' sha256 beside them).
+    ``fp16`` stores floating-point tensors as float16.
+    """
+    # Copies, so tensors that share storage (safetensors refuses those) and non-contiguous views both serialise.
+    tensors = {key: (value.detach().to('cpu', torch.float16 if fp16 and value.is_floating_point() else None,
+                                       copy=True).contiguous())
+               for key, value in state.items()}
+    return save_safetensors_bytes(tensors, metadata={'config_hash': config_hash(cfg)})
+
+
+def load_weights(path: str | Path, model: nn.Module) -> dict:
+    """
+    Load a checkpoint's verified weights into ``model``; return the checkpoint's metrics.
+
+    ``model`` is any module with the saved state dict: the MESC-3D of its config, or a baseline trained by the same
+    loop.
+    """
+    stem = checkpoint_stem(path)
+    meta_path, weights_path = stem.with_suffix(META_SUFFIX), stem.with_suffix(WEIGHTS_SUFFIX)
+    meta = _read_meta(meta_path)
+    tensors = read_verified_safetensors(weights_path, _typed(meta, 'weights_sha256', str, meta_path), meta_path,
+                                        CheckpointError)
+    model.load_state_dict(_match_state_dict(model, {key: value for key, value in tensors.items()
+                                                    if not key.startswith(PROMPTS_PREFIX)}, weights_path))
+    return _typed(meta, 'metrics', dict, meta_path)
+
+
+def read_metrics(path: str | Path) -> dict:
+    """Return a checkpoint's recorded metrics, without reading its weights."""
+    meta_path = checkpoint_stem(path).with_suffix(META_SUFFIX)
+    return _typed(_read_meta(meta_path), 'metrics', dict, meta_path)
 
 
 def load_model(path: str | Path) -> LoadedModel:
@@ -157,7 +194,7 @@ def _typed(meta: dict, key: str, kind: type, meta_path: Path) -> object:
 
 
 def _match_state_dict(model: nn.Module, tensors: dict[str, torch.Tensor], weights_path: Path) -> dict:
-    """The loaded tensors in the model's dtypes, after checking names and shapes against the built model."""
+    """Return the loaded tensors in the model's dtypes, after checking names and shapes against the model."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -174,8 +211,11 @@ def _match_state_dict(model: nn.Module, tensors: dict[str, torch.Tensor], weight
 
 def read_verified_safetensors(weights_path: Path, expected_sha256: str, recorded_in: Path,
                               error: type[Exception]) -> dict[str, torch.Tensor]:
-    """Tensors of ``weights_path`` after checking its bytes against the sha256 recorded in ``recorded_in``;
-    every failure is ``error`` naming the file (a truncated copy and a swapped file both fail the hash)."""
+    """
+    Return the tensors of ``weights_path`` after checking its bytes against the sha256 recorded in ``recorded_in``.
+
+    Every failure is ``error`` naming the file (a truncated copy and a swapped file both fail the hash).
+    """
     try:
         blob = weights_path.read_bytes()
     except OSError as exc:

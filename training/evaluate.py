@@ -46,9 +46,10 @@ from mesc3d_training.checkpoint import checkpoint_stem, load_model, save_model
 from mesc3d_training.data import layout
 from mesc3d_training.data.categories import UNSEEN_SPLIT, ZERO_SHOT_SPLIT
 from mesc3d_training.data.dataset import ReconstructionDataset
-from mesc3d_training.metrics import FSCORE_1PCT_SQ_THRESHOLD, FSCORE_PAPER_SQ_THRESHOLD, reconstruction_metrics
+from mesc3d_training.metrics import (FSCORE_1PCT_SQ_THRESHOLD, FSCORE_PAPER_SQ_THRESHOLD, METRIC_KEYS,
+                                     reconstruction_metrics)
 from mesc3d_training.prompt_learning import ClassTable
-from mesc3d_training.train import METRIC_KEYS, data_manifest_hash
+from mesc3d_training.train_data import data_manifest_hash
 
 matplotlib.use('Agg')   # headless: files only
 from matplotlib import pyplot as plt  # noqa: E402  (after the backend choice)

@@ -1,9 +1,10 @@
-"""The CPU-first recipe's feature cache: the frozen image trunk's output for every training view and draw, on disk.
+"""
+The CPU-first recipe's feature cache: the frozen image trunk's output for every training view and draw, on disk.
 
 On a 2-core CPU the pretrained image trunk costs as much per sample as everything after it, and it does not train.
 So it runs once per (training object, rendered view, augmentation draw): each draw is the training loader's own
 sample (``ReconstructionDataset.view_sample``: box jitter, colour jitter, flip), seeded by (train seed, object, view,
-draw), and the trunk's map is stored as float16. Training (``train.fit`` with ``train.feature_cache``) then reads
+draw), and the trunk's map is stored as float16. Training (``loop.py`` with ``train.feature_cache``) then reads
 :class:`CachedFeatures`: the cached map, the draw's canonical→output rotation (flip included) and a fresh subset of the
 object's canonical cloud per access, so the ground truth is exactly the one the image sample would have had.
 
@@ -59,7 +60,7 @@ def cache_fields(cfg: Config, trunk: torch.nn.Module, split: str) -> dict:
             'trunk_sha256': trunk_digest(trunk), 'manifest_hash': manifest_hash, 'split': split,
             'draws': cfg.train.cache_draws, 'seed': cfg.train.seed,
             'data': {k: data[k] for k in ('frame', 'box_jitter', 'color_jitter', 'crop_padding', 'categories',
-                                           'held_out_categories', 'max_objects_per_split')}}
+                                          'held_out_categories', 'max_objects_per_split')}}
 
 
 def cache_key(fields: dict) -> str:
@@ -88,7 +89,7 @@ class _Draws(Dataset):
 
 @torch.inference_mode()
 def build_cache(cfg: Config, encoder: torch.nn.Module, split: str = 'train') -> Path:
-    """The cache folder for ``cfg``'s training split and ``encoder`` (an ``ImageEncoder``), built if missing."""
+    """Return the cache folder for ``cfg``'s training split and ``encoder`` (an ``ImageEncoder``), built if missing."""
     trunk = encoder.frozen_part
     fields = cache_fields(cfg, trunk, split)
     folder = Path(cfg.train.feature_cache) / cache_key(fields)
@@ -126,8 +127,8 @@ def build_cache(cfg: Config, encoder: torch.nn.Module, split: str = 'train') -> 
     features.flush()
     del features
     np.save(tmp / ROTATIONS_FILE, rotations)
-    index = {**fields, 'objects': dataset.object_ids, 'categories': [dataset.category_of(i) for i in
-                                                                         dataset.object_ids],
+    index = {**fields, 'objects': dataset.object_ids,
+             'categories': [dataset.category_of(i) for i in dataset.object_ids],
              'entry_object': [o for o, _, _ in entries], 'entry_view': [v for _, v, _ in entries],
              'build_s': round(time.perf_counter() - started, 1)}
     (tmp / INDEX_FILE).write_text(json.dumps(index))
@@ -138,8 +139,12 @@ def build_cache(cfg: Config, encoder: torch.nn.Module, split: str = 'train') -> 
 
 
 class CachedFeatures(Dataset):
-    """Training items from a cache: ``features`` (C, h, w) float32, ``points`` (G, 3) float32 in the draw's output
-    frame (a fresh subset per access, from torch's generator), ``category`` str."""
+    """
+    Training items from a cache.
+
+    ``features`` (C, h, w) float32, ``points`` (G, 3) float32 in the draw's output frame (a fresh subset per access,
+    from torch's generator), ``category`` str.
+    """
 
     def __init__(self, folder: Path, cfg: Config):
         self.index = json.loads((Path(folder) / INDEX_FILE).read_text())

@@ -1,4 +1,5 @@
-"""Training losses: Chamfer reconstruction (MESC-3D trains on CD-L1 only) and the 3DSPL contrastive loss.
+"""
+Training losses: Chamfer reconstruction (MESC-3D trains on CD-L1 only) and the 3DSPL contrastive loss.
 
 The Chamfer losses reuse ``metrics``' exact nearest-neighbour search, so a loss value and the reported metric of the
 same batch are the same number (averaged over the batch here, per sample there).
@@ -16,7 +17,8 @@ from mesc3d_training.metrics import chamfer_l1, chamfer_l2, nearest_squared_dist
 
 def reconstruction_loss(pred: torch.Tensor, gt: torch.Tensor,
                         kind: Literal['cd_l1', 'cd_l2', 'cd_l1_l2']) -> torch.Tensor:
-    """Scalar batch mean of CD-L1, CD-L2 or their sum between pred (B, N, 3) and gt (B, M, 3) (``TrainConfig.loss``).
+    """
+    Scalar batch mean of CD-L1, CD-L2 or their sum between pred (B, N, 3) and gt (B, M, 3) (``TrainConfig.loss``).
 
     The sum is upstream's base-model loss (method.md §4); one nearest-neighbour search serves both terms.
     """
@@ -32,7 +34,8 @@ def reconstruction_loss(pred: torch.Tensor, gt: torch.Tensor,
 
 def info_nce(points: torch.Tensor, texts: torch.Tensor, temperature: float,
              labels: torch.Tensor | None = None) -> torch.Tensor:
-    """Symmetric InfoNCE between points (B, D) and texts (B, D) embeddings; row i of each is a positive pair.
+    """
+    Symmetric InfoNCE between points (B, D) and texts (B, D) embeddings; row i of each is a positive pair.
 
     S = p̂ t̂ᵀ / τ with L2-normalised rows; loss = ½ [CE(S, targets) + CE(Sᵀ, targetsᵀ)]. Without labels the targets
     are the identity (upstream's loss, method.md §3.6; upstream's τ is effectively 1, ``TrainConfig.temperature``

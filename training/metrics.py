@@ -87,6 +87,10 @@ def fscore(d: NearestSquaredDistances, sq_threshold: float) -> torch.Tensor:
     return torch.where(total > 0, 2 * precision * recall / total.clamp_min(1e-12), torch.zeros_like(total))
 
 
+METRIC_KEYS = ('cd_l1', 'cd_l2', 'fscore_paper', 'fscore_1pct')
+"""The keys of :func:`reconstruction_metrics`, in the order tables and logs show them."""
+
+
 def reconstruction_metrics(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-sample (B,) ``cd_l1``, ``cd_l2``, ``fscore_paper`` (d² < 0.01) and ``fscore_1pct`` (d² < 1e-4)."""
     with torch.no_grad():

@@ -1,4 +1,5 @@
-"""Learning-rate schedule of both training stages: linear warm-up, then cosine decay (method.md §5).
+"""
+Learning-rate schedule of both training stages: linear warm-up, then cosine decay (method.md §5).
 
 Upstream uses timm's cosine scheduler stepped once per epoch with "warmup not prefixed": during warm-up the rate
 rises linearly from ``warmup_lr`` to ``base_lr``; afterwards it follows the cosine over the *whole* run, counted from
@@ -43,7 +44,8 @@ class WarmupCosine:
 
 def step_scheduler(optimizer: torch.optim.Optimizer, schedule: WarmupCosine,
                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """A LambdaLR stepped once per optimiser step that follows ``schedule`` at epoch = step / steps_per_epoch.
+    """
+    Return a LambdaLR, stepped once per optimiser step, following ``schedule`` at step / steps_per_epoch.
 
     The optimiser's lr must equal ``schedule.base_lr`` (LambdaLR multiplies it). Its ``state_dict`` holds the step
     count, so a resumed run continues the curve exactly.

@@ -1,9 +1,10 @@
-"""Resumable training checkpoints: weights, optimiser, schedule, RNG and progress, written atomically.
+"""
+Resumable training checkpoints: weights, optimiser, schedule, RNG and progress, written atomically.
 
-This is the *training* state (``train.py`` writes one every epoch and on SIGINT/SIGTERM); the deployable model is
+This is the *training* state (``loop.py`` writes one every epoch and on SIGINT/SIGTERM); the deployable model is
 ``checkpoint.py``'s format. One checkpoint is a pair of files named after the global step, then a pointer::
 
-    <dir>/step_00001234.safetensors   model state dict (safetensors: no pickle)
+    <dir>/step_00001234.safetensors   model state dict (``checkpoint.weights_bytes``, the one weights format)
     <dir>/step_00001234.pt            optimiser, LR scheduler, per-rank RNG states, progress, config,
                                       sha256 of the weights; tensors and primitives only (``weights_only=True``)
     <dir>/latest.json                 {"weights": ..., "state": ...}: replaced last, by rename
@@ -23,12 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 
 from mesc3d_ros.config import Config, config_hash, config_to_dict
 from mesc3d_ros.contract import write_atomic
-from mesc3d_training.checkpoint import read_verified_safetensors
+from mesc3d_training.checkpoint import read_verified_safetensors, weights_bytes
 
 LATEST_FILE = 'latest.json'
 KEEP_CHECKPOINTS = 2
@@ -54,7 +54,7 @@ class Progress:
 
 
 def capture_rng() -> dict:
-    """This process's RNG states (torch CPU/CUDA, numpy global, python) as tensors and primitives."""
+    """Return this process's RNG states (torch CPU/CUDA, numpy global, python) as tensors and primitives."""
     np_state = np.random.get_state(legacy=False)
     return {
         'torch': torch.get_rng_state(),
@@ -86,14 +86,14 @@ def _python_state_to_primitives(state: tuple) -> list:
 def save_train_checkpoint(ckpt_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                           scheduler: torch.optim.lr_scheduler.LRScheduler, progress: Progress, cfg: Config,
                           rng_states: list[dict]) -> Path:
-    """Write the pair for ``progress.global_step``, move the pointer, drop older pairs; returns the state path.
+    """
+    Write the pair for ``progress.global_step``, move the pointer, drop older pairs; returns the state path.
 
     ``model`` is the bare module (not the DDP wrapper); ``rng_states`` holds one :func:`capture_rng` per rank.
     """
     ckpt_dir = Path(ckpt_dir)
     stem = f'step_{progress.global_step:08d}'
-    weights = {key: value.detach().to('cpu', copy=True).contiguous() for key, value in model.state_dict().items()}
-    blob = save_safetensors_bytes(weights, metadata={'config_hash': config_hash(cfg)})
+    blob = weights_bytes(model.state_dict(), cfg)
     state = {
         'config': config_to_dict(cfg),
         'config_hash': config_hash(cfg),
@@ -123,7 +123,8 @@ def has_train_checkpoint(ckpt_dir: Path) -> bool:
 
 def load_train_checkpoint(ckpt_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                           scheduler: torch.optim.lr_scheduler.LRScheduler, cfg: Config) -> tuple[Progress, list[dict]]:
-    """Load the latest pair into the given objects; returns (progress, per-rank RNG states).
+    """
+    Load the latest pair into the given objects; returns (progress, per-rank RNG states).
 
     Raises :class:`TrainCheckpointError` when there is no checkpoint, a file is corrupt or truncated, the config
     differs from ``cfg`` (the differing keys are named) or the weights do not fit ``model``.
@@ -142,7 +143,7 @@ def load_train_checkpoint(ckpt_dir: Path, model: nn.Module, optimizer: torch.opt
     except Exception as exc:   # torch.load raises many types (RuntimeError, EOFError, UnpicklingError, …)
         raise TrainCheckpointError(f'{state_path}: corrupt or truncated training state: {exc!r}') from exc
     if not isinstance(state, dict) or 'config_hash' not in state:
-        raise TrainCheckpointError(f'{state_path}: not a training state written by train.py')
+        raise TrainCheckpointError(f'{state_path}: not a training state written by loop.py')
     if state['config_hash'] != config_hash(cfg):
         raise TrainCheckpointError(f'{state_path}: written for another config; differing keys: '
                                    f'{config_differences(state["config"], config_to_dict(cfg))}')

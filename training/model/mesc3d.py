@@ -21,49 +21,16 @@ from torch import nn
 
 from mesc3d_ros.config import ModelConfig
 from mesc3d_training.model.decoder import Decoder
-from mesc3d_training.model.image_encoder import IMAGENET_WEIGHTS, RESNET18_LAYERS, ImageEncoder
+from mesc3d_training.model.image_encoder import ImageEncoder
 from mesc3d_training.model.mit import MIT
 from mesc3d_training.model.point_tokens import PointTokens
 
 
-def check_model_config(cfg: ModelConfig) -> None:
-    """Raise ValueError naming the field when a ModelConfig cannot build a model."""
-    problems = []
-    if cfg.image_size < 32:
-        problems.append(f'image_size={cfg.image_size}: ResNet needs at least 32 pixels')
-    if cfg.num_points < 1 or cfg.num_tokens < 1 or cfg.token_dim < 1:
-        problems.append(f'num_points, num_tokens, token_dim must be >= 1, got {cfg.num_points}, {cfg.num_tokens}, '
-                        f'{cfg.token_dim}')
-    if cfg.token_dim % cfg.mit_heads:
-        problems.append(f'token_dim={cfg.token_dim} is not divisible by mit_heads={cfg.mit_heads}')
-    if cfg.mit_depth < 2 or cfg.mit_depth % 2:
-        # The last block must update the image stream (the one decoded), or the point stream's last update is dead.
-        problems.append(f'mit_depth={cfg.mit_depth}: must be even and >= 2')
-    if not cfg.decoder_widths:
-        problems.append('decoder_widths is empty: at least one modulated stage is needed')
-    if cfg.selection_rank < 0:
-        problems.append(f'selection_rank={cfg.selection_rank} must be >= 0')
-    if len(cfg.resnet_layers) != 4 or min(cfg.resnet_layers) < 1:
-        problems.append(f'resnet_layers={cfg.resnet_layers}: need four block counts >= 1')
-    if cfg.image_backbone == 'resnet':
-        if cfg.image_weights == IMAGENET_WEIGHTS:
-            problems.append('image_weights: imagenet ships for mobilenet_v2 only; give a local ResNet-18 file')
-        elif cfg.image_weights and tuple(cfg.resnet_layers) != RESNET18_LAYERS:
-            problems.append(f'image_weights needs resnet_layers={RESNET18_LAYERS}, got {cfg.resnet_layers}')
-    elif cfg.image_tokens == 'fc':
-        problems.append(f'image_tokens=fc is the ResNet logits path; {cfg.image_backbone} takes pooled or spatial')
-    if not 0.0 <= cfg.dropout < 1.0 or not 0.0 <= cfg.drop_path < 1.0:
-        problems.append(f'dropout={cfg.dropout}, drop_path={cfg.drop_path} must be in [0, 1)')
-    if problems:
-        raise ValueError(f'model config {cfg.name!r}: ' + '; '.join(problems))
-
-
 class MESC3D(nn.Module):
-    """The inference graph: ``forward(image, class_embedding) -> points``."""
+    """The inference graph: ``forward(image, class_embedding) -> points``; ``cfg`` checked itself when it was made."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        check_model_config(cfg)
         self.cfg = cfg
         self.image_encoder = ImageEncoder(cfg)
         self.point_tokens = PointTokens(cfg.num_tokens, cfg.token_dim, learnable=cfg.point_tokens == 'learnable')
