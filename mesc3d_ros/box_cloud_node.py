@@ -1,4 +1,5 @@
-"""``box_cloud_node``: detection boxes back-projected to a fixed depth, as a PointCloud2.
+"""
+``box_cloud_node``: detection boxes back-projected to a fixed depth, as a PointCloud2.
 
 A sanity tool for a detector and a camera: shown in RViz next to the camera's own depth cloud, the four corners of
 every box should frame the object at about ``depth_m``. If they land off-centre, the CameraInfo does not belong to

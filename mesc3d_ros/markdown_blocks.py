@@ -1,4 +1,5 @@
-"""Generated blocks in the markdown docs: every benchmark and summary tool rewrites only its own block.
+"""
+Generated blocks in the markdown docs: every benchmark and summary tool rewrites only its own block.
 
 A block is the text between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``. Tools that measure on this machine
 (``mesc3d bench``, the node benchmark, the reliability runs, the model summary) replace their block and leave
@@ -15,8 +16,12 @@ def markers(name: str) -> tuple[str, str]:
 
 
 def replace_block(doc: Path, name: str, body: str, heading: str) -> Path:
-    """Put ``body`` into block ``name`` of ``doc``; a missing block goes at the end of section ``## heading``
-    (appended to the file, which is created if needed, when the section does not exist)."""
+    """
+    Put ``body`` into block ``name`` of ``doc``.
+
+    A missing block goes at the end of section ``## heading`` (appended to the file, which is created if needed,
+    when the section does not exist).
+    """
     start, end = markers(name)
     block = f'{start}\n{body.strip()}\n{end}'
     text = doc.read_text() if doc.is_file() else ''

@@ -1,4 +1,5 @@
-"""Node benchmark: end-to-end latency of reconstruct_node (image in → cloud out) against the raw backend.
+"""
+Node benchmark: end-to-end latency of reconstruct_node (image in → cloud out) against the raw backend.
 
 Method (ros2_benchmark style, docs/field.md §2): a publisher sends synthetic 640×480 rgb8 frames with camera_info and
 1, 5 or 10 detection boxes at a fixed rate, stamped with the wall clock; the node runs as its own process over
@@ -102,8 +103,12 @@ def synthetic_frame(objects: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray
 
 
 def synthetic_depth(boxes: np.ndarray) -> np.ndarray:
-    """(H, W) uint16 millimetre depth: a floor 3 m away tilted towards the camera, and in every box a ball
-    inscribed in the box's smaller side at 1.5 m (ray-cast), so the node's shape fit has a surface to fit."""
+    """
+    Render (H, W) uint16 millimetre depth: a floor 3 m away tilted towards the camera, and a ball in every box.
+
+    Each ball is inscribed in its box's smaller side at 1.5 m (ray-cast), so the node's shape fit has a surface to
+    fit.
+    """
     u, v = np.meshgrid(np.arange(WIDTH, dtype=np.float64), np.arange(HEIGHT, dtype=np.float64))
     rays = np.stack([u, v, np.ones_like(u)], axis=-1) @ np.linalg.inv(K).T  # (H, W, 3), z = 1
     depth = 3.0 / (0.6 + 0.4 * (HEIGHT - v) / HEIGHT)  # (H, W) metres: nearer towards the bottom
@@ -147,8 +152,11 @@ def time_backend(contract_path: Path, backend_kind: str, threads: int, precision
 
 def node_work(contract_path: Path, backend: TimedBackend, image: np.ndarray, boxes: np.ndarray,
               iterations: int, depth_fit: bool = True) -> tuple[float, float]:
-    """p50 ms of what ReconstructNode._process does per frame minus the backend's share, and of that share;
-    ``depth_fit`` False: with the depth image, but placed from box and median depth (the node's depth_fit: false)."""
+    """
+    Time what ReconstructNode._process does per frame: p50 ms without the backend's share, and of that share.
+
+    ``depth_fit`` False: with the depth image, but placed from box and median depth (the node's depth_fit: false).
+    """
     from std_msgs.msg import Header
 
     from mesc3d_ros.conversions import (arrays_to_detections, depth_to_metres, detections_to_arrays, image_to_rgb,
@@ -288,7 +296,7 @@ def render_section(results: list[tuple[BackendTiming, list[NodeRun]]], backend_n
              f'- Model: {model_note}. Frames: 640×480 rgb8 + camera_info + Detection2DArray, placement by size prior '
              'over DDS; the in-process node work also converts a 16UC1 depth image and fits every shape to it.',
              '- Backend: one call with all objects (batched) and one call per object (1-by-1), alternating, p50. '
-             'Node work: the node\'s per-frame work without the backend call and without DDS (conversions, crops, '
+             "Node work: the node's per-frame work without the backend call and without DDS (conversions, crops, "
              'placement with the shape fit to depth, output messages), p50, in-process, as a share of the backend '
              'time of the same frames.',
              '- Latency = cloud arrival − image stamp (p50 / p95) through both DDS hops; when the node cannot keep '
@@ -311,13 +319,14 @@ def render_section(results: list[tuple[BackendTiming, list[NodeRun]]], backend_n
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m mesc3d_ros.node_bench', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='python -m mesc3d_ros.node_bench',
+                                     description=__doc__.strip().splitlines()[0])
     parser.add_argument('--model', type=Path, required=True, help='model contract JSON')
     parser.add_argument('--model-note', default='', help='what the model is, for the table (e.g. random weights)')
     parser.add_argument('--backend', default='onnxruntime', choices=('auto', 'tensorrt', 'onnxruntime'))
     parser.add_argument('--threads', type=int, default=0, help='ONNX Runtime intra-op threads (0 = one per core)')
     parser.add_argument('--precision', default='fp32,int8', help='comma-separated model precisions to run '
-                        '(the node\'s precision parameter); each must be in the contract')
+                        "(the node's precision parameter); each must be in the contract")
     parser.add_argument('--objects', default='1,5,10', help='comma-separated detections per frame')
     parser.add_argument('--rates-hz', default='15,30', help='comma-separated camera rates')
     parser.add_argument('--duration-s', type=float, default=10.0)

@@ -1,4 +1,5 @@
-"""Shape fit: the scale and translation that put the predicted unit-ball shape onto the measured visible surface.
+"""
+Shape fit: the scale and translation that put the predicted unit-ball shape onto the measured visible surface.
 
 The model predicts the whole object (hidden back included) at unit size; the depth image measures its front
 surface in metres (``visible_surface.py``). The fit solves for a scale s and translation t such that the predicted
@@ -111,8 +112,10 @@ def visible_mask(q: np.ndarray, view_ray: np.ndarray, cell: float, tolerance: fl
 
 
 def densify(points: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
-    """(V, 3) points plus the midpoints to each one's neighbours (``neighbours`` (V, k) indices, not itself),
-    point by point: ((1 + k) V, 3).
+    """
+    Add to (V, 3) points the midpoints to each one's neighbours: ((1 + k) V, 3), point by point.
+
+    ``neighbours`` are (V, k) indices, not the point itself.
 
     A measured point's nearest predicted point lies on average half a sample spacing away, and at the shape's rim
     always inwards, which pulls the scale down (4 % on the synthetic cuboid with 1,024 predicted points); halving
@@ -137,7 +140,8 @@ its neighbours (one k-d tree query instead of two)."""
 
 
 def _normals(points: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """(V, 3) unit normals of (V, 3) points: the least-variance axis of each point's nearest, ``index`` (V, k).
+    """
+    (V, 3) unit normals of (V, 3) points: the least-variance axis of each point's nearest, ``index`` (V, k).
 
     Power iteration on the adjugate of each 3 x 3 covariance (its largest eigenvalue λ1·λ2 belongs to the smallest
     covariance axis): vectorised cross products, 10 x cheaper than one LAPACK eigh per point.
@@ -157,8 +161,10 @@ def _normals(points: np.ndarray, index: np.ndarray) -> np.ndarray:
 
 
 def _solve_plane(m: np.ndarray, q: np.ndarray, n: np.ndarray, point_weight: float) -> tuple[float, np.ndarray]:
-    """(s, t) minimising Σ (n·(m − s q − t))² + w Σ |m − s q − t|² over matched (K, 3) pairs, n the
-    predicted points' normals, w = ``point_weight``.
+    """
+    Solve for (s, t) minimising Σ (n·(m − s q − t))² + w Σ |m − s q − t|² over matched (K, 3) pairs.
+
+    n are the predicted points' normals, w = ``point_weight``.
 
     Point-to-plane lets a measured point slide along the predicted surface: point-to-point alone pulls the rims of
     a sparse prediction inwards (a rim point's nearest predicted point lies inside), which shrank the scale 5-9 %
@@ -182,9 +188,12 @@ def _solve_plane(m: np.ndarray, q: np.ndarray, n: np.ndarray, point_weight: floa
 def _icp(tree: cKDTree, front: np.ndarray, normals: np.ndarray, measured: np.ndarray, scale: float,
          centre: np.ndarray, rounds: int,
          settings: FitSettings) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
-    """(s, t, indices of the kept matches, (P,) unit-scale distances of the last round's matches) after at most
-    ``rounds`` (≥ 1) trimmed ICP rounds of (P, 3) ``measured`` against the ``tree`` of (F, 3) unit-scale ``front``
-    points with their ``normals``, from (``scale``, ``centre``)."""
+    """
+    Run at most ``rounds`` (≥ 1) trimmed ICP rounds from (``scale``, ``centre``).
+
+    Matches (P, 3) ``measured`` against the ``tree`` of (F, 3) unit-scale ``front`` points with their ``normals``.
+    Return (s, t, indices of the kept matches, (P,) unit-scale distances of the last round's matches).
+    """
     keep_count = max(3, int(round(settings.trim_fraction * len(measured))))
     for _ in range(rounds):
         distance, match = tree.query((measured - centre) / scale)
@@ -208,7 +217,8 @@ def _projected_extent(points: np.ndarray, K: np.ndarray) -> np.ndarray:
 
 def fit_shape(q: np.ndarray, measured: np.ndarray, radius0_m: float, view_ray: np.ndarray, K: np.ndarray,
               box_xyxy: np.ndarray, settings: FitSettings) -> ShapeFit:
-    """Fit ``s · q + t`` onto ``measured``, starting from s = ``radius0_m``.
+    """
+    Fit ``s · q + t`` onto ``measured``, starting from s = ``radius0_m``.
 
     q (N, 3) the unit-ball shape rotated into the optical frame; measured (P, 3) metres, optical frame (the
     visible surface); radius0_m the box placement's radius at the measured front depth; view_ray (3,) the

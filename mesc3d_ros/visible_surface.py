@@ -1,4 +1,5 @@
-"""The object's visible surface: the depth pixels inside a detection box that belong to the object, as 3D points.
+"""
+The object's visible surface: the depth pixels inside a detection box that belong to the object, as 3D points.
 
 A box holds more than its object: the floor seen between a chair's legs, the table under a mug, part of a
 neighbour. Without a mask, the object is taken to be the *nearest dominant depth mode connected to the box centre*,
@@ -37,8 +38,11 @@ from mesc3d_ros.geometry import DepthWindow
 
 @dataclass(frozen=True)
 class SurfaceSettings:
-    """How the visible surface is cut out of the box (the defaults hold for the demo's scenes and RealSense-like
-    depth; they are not tuned per category)."""
+    """
+    How the visible surface is cut out of the box.
+
+    The defaults hold for the demo's scenes and RealSense-like depth; they are not tuned per category.
+    """
 
     max_pixels: int = 4096
     """Readings kept from one box (strided, ~64 × 64): bounded time for any box size. Measured: 2,048 cost the
@@ -74,8 +78,8 @@ class VisibleSurface:
     """z_f: z-depth of the nearest dominant mode in the box centre."""
 
 
-def _box_pixels(depth_m: np.ndarray, box_xyxy: np.ndarray, max_pixels: int) -> tuple[np.ndarray, np.ndarray,
-                                                                                      np.ndarray]:
+def _box_pixels(depth_m: np.ndarray, box_xyxy: np.ndarray,
+                max_pixels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(h, w) strided crop of ``depth_m`` inside the box, and the (w,) column and (h,) row pixel coordinates."""
     height, width = depth_m.shape
     x0, y0, x1, y1 = (float(v) for v in box_xyxy)
@@ -87,7 +91,8 @@ def _box_pixels(depth_m: np.ndarray, box_xyxy: np.ndarray, max_pixels: int) -> t
 
 
 def _valid_readings(crop: np.ndarray, window: DepthWindow, edge_jump_fraction: float) -> np.ndarray:
-    """(h, w) bool: in range and not a flying pixel.
+    """
+    (h, w) bool: in range and not a flying pixel.
 
     A flying pixel differs from *both* its neighbours along a row or a column (it hangs between a near and a far
     surface); an object's rim pixel differs from one side only and stays, else the object would lose a pixel of
@@ -121,8 +126,12 @@ def _central(shape: tuple[int, int], roi_fraction: float) -> np.ndarray:
 
 
 def _ray_grid(K: np.ndarray, cols: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(h, w) x and y of the z = 1 rays through the pixel grid ``cols`` × ``rows``: K is upper triangular, so y
-    depends on the row only and x on both linearly (broadcast, no meshgrid or solve per pixel)."""
+    """
+    Return the (h, w) x and y of the z = 1 rays through the pixel grid ``cols`` × ``rows``.
+
+    K is upper triangular, so y depends on the row only and x on both linearly (broadcast, no meshgrid or solve per
+    pixel).
+    """
     inverse = np.linalg.inv(np.asarray(K, dtype=np.float64))
     x = inverse[0, 0] * cols[None, :] + (inverse[0, 1] * rows + inverse[0, 2])[:, None]
     y = np.broadcast_to((inverse[1, 1] * rows + inverse[1, 2])[:, None], x.shape)
@@ -131,16 +140,23 @@ def _ray_grid(K: np.ndarray, cols: np.ndarray, rows: np.ndarray) -> tuple[np.nda
 
 def _points(rays: tuple[np.ndarray, np.ndarray], crop: np.ndarray,
             where: np.ndarray | tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """(P, 3) float64 metres, optical frame, of the readings of ``crop`` at ``where`` ((h, w) bool, or row and
-    column indices) with their ``rays``."""
+    """
+    Return the (P, 3) float64 points, metres, optical frame, of the readings of ``crop`` at ``where``.
+
+    ``where`` is an (h, w) bool mask or row and column indices; ``rays`` are the crop's z = 1 rays.
+    """
     z = crop[where].astype(np.float64)
     return np.stack([rays[0][where] * z, rays[1][where] * z, z], axis=1)
 
 
 def support_plane(depth_m: np.ndarray, K: np.ndarray, box_xyxy: np.ndarray, window: DepthWindow,
                   settings: SurfaceSettings) -> tuple[np.ndarray, float] | None:
-    """(unit normal n (3,), offset d) with n·x = d, n pointing away from the camera, of the plane seen in a ring
-    around the box; None when the ring has too few readings or no plane holds ``plane_min_share`` of them."""
+    """
+    Fit the plane seen in a ring of pixels around the box.
+
+    Return (unit normal n (3,), offset d) with n·x = d, n pointing away from the camera; None when the ring has too
+    few readings or no plane holds ``plane_min_share`` of them.
+    """
     height, width = depth_m.shape
     x0, y0, x1, y1 = (float(v) for v in box_xyxy)
     margin = max(3.0, settings.ring_fraction * max(x1 - x0, y1 - y0))
@@ -193,7 +209,8 @@ def front_depth(depths: np.ndarray, bin_fraction: float, mode_share: float) -> f
 
 def visible_surface(depth_m: np.ndarray, K: np.ndarray, box_xyxy: np.ndarray, window: DepthWindow,
                     box_fill: float, settings: SurfaceSettings) -> VisibleSurface | None:
-    """The object's front surface in the (clipped) box, or None when fewer than ``settings.min_points`` remain.
+    """
+    Cut the object's front surface out of the (clipped) box; None when fewer than ``settings.min_points`` remain.
 
     ``depth_m`` (H, W) z-depth metres registered to the image (NaN or 0 = no reading); ``K`` (3, 3) intrinsics;
     ``box_fill`` the placement prior's κ, which bounds the object's radius from its box.

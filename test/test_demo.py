@@ -1,4 +1,5 @@
-"""``mesc3d demo`` end to end: the real command, the real node process, real DDS, real renders and a real bag.
+"""
+``mesc3d demo`` end to end: the real command, the real node process, real DDS, real renders and a real bag.
 
 The model is a random-weight tiny MESC-3D (``model_fixtures.make_random_model``) with the real bindings, so the
 shapes it predicts are meaningless and the scores are not checked; what is checked is that the run works: the node

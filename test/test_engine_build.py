@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import model_fixtures
 
 from mesc3d_ros import engine_build
 from mesc3d_ros.contract import ContractError, load_contract, write_atomic
 from mesc3d_ros.engine_build import (EngineBuildError, EngineKey, Platform, ensure_engine, load_engine,
                                      profile_shapes, stale_reason)
 from mesc3d_ros.tensorrt_backend import tensorrt_usable
+import model_fixtures
 
 # The session fixture shared with other test modules: pytest looks fixtures up by name in the module.
 random_model_contract = model_fixtures.random_model_contract

@@ -11,7 +11,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from model_fixtures import tiny_config
 from onnx import TensorProto, helper, numpy_helper
 
 from mesc3d_ros.config import config_hash, load_config
@@ -21,6 +20,7 @@ from mesc3d_training import cli, export
 from mesc3d_training.checkpoint import load_model, save_model
 from mesc3d_training.model import build_model
 from mesc3d_training.model.text_prior import TextPrior
+from model_fixtures import tiny_config
 
 
 DIM = 384

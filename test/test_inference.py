@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import model_fixtures
-from model_fixtures import checkpoint_of
 from onnx import TensorProto, helper
 
 from mesc3d_ros.contract import ContractError, check_signature, file_sha256, load_contract
 from mesc3d_ros.inference import OnnxRuntimeBackend, create_backend
 from mesc3d_ros.markdown_blocks import replace_block
 from mesc3d_training.checkpoint import load_model
+import model_fixtures
+from model_fixtures import checkpoint_of
 
 # The session fixture shared with other test modules: pytest looks fixtures up by name in the module.
 random_model_contract = model_fixtures.random_model_contract

@@ -1,5 +1,8 @@
-"""The demo's scenes and publisher without a ROS graph: which objects play, and that the ground truth matches the
-renders and the messages of a frame."""
+"""
+The demo's scenes and publisher without a ROS graph.
+
+Which objects play, and that the ground truth matches the renders and the messages of a frame.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
-"""The visible surface (mesc3d_ros/visible_surface.py) and the shape fit (mesc3d_ros/shape_fit.py) on synthetic
-depth with a known pose: a cuboid standing on a tilted table, seen by a pinhole camera, with the table in the box,
-holes, NaN, noise, flying pixels and a neighbour; the pose must come back within 1 cm and the scale within 5 %."""
+"""
+The visible surface (mesc3d_ros/visible_surface.py) and the shape fit (mesc3d_ros/shape_fit.py) on synthetic depth.
+
+The depth has a known pose: a cuboid standing on a tilted table, seen by a pinhole camera, with the table in the box,
+holes, NaN, noise, flying pixels and a neighbour; the pose must come back within 1 cm and the scale within 5 %.
+"""
 
 from __future__ import annotations
 
@@ -36,15 +39,19 @@ PREDICTED_SCALE = float(np.linalg.norm(PREDICTED - PREDICTED.mean(axis=0), axis=
 
 
 def pose_for(centre: np.ndarray) -> np.ndarray:
-    """The shape rotation the pipeline uses for an object at ``centre``: the virtual camera of its box centre."""
+    """Return the shape rotation the pipeline uses for an object at ``centre``: its box centre's virtual camera."""
     u, v = (K @ centre)[:2] / centre[2]
     return geometry.virtual_camera_rotation(K, u, v)
 
 
 def render(centre: np.ndarray, radius_m: float, seed: int = 0, holes: float = 0.0, noise_m: float = 0.0,
            flying: bool = False, neighbour: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W) float32 z-depth metres of the cuboid (unit-ball shape × radius_m, rotated by pose_for, at ``centre``)
-    on a table plane under it, and the (4,) box around its visible pixels."""
+    """
+    Render (H, W) float32 z-depth metres of the cuboid on a table plane under it, and the (4,) box around it.
+
+    The cuboid is the unit-ball shape × radius_m, rotated by pose_for, at ``centre``; the box bounds its visible
+    pixels.
+    """
     rng = np.random.default_rng(seed)
     shape = cuboid_surface(400_000, seed + 1) / UNIT_RADIUS  # dense unit-ball surface: a z-buffer without gaps
     points = centre + radius_m * shape @ pose_for(centre).T  # (M, 3) metres, optical frame
@@ -120,9 +127,12 @@ def test_fit_recovers_translation_within_1cm_and_scale_within_5pct(case: str, ce
 
 @pytest.mark.parametrize('box_error', [0.7, 1.4])
 def test_fit_recovers_the_scale_when_the_box_estimate_is_far_off(box_error: float) -> None:
-    """The box-based radius is often 20-30 % off (a box bounds a silhouette, not a ball); the fit starts its scale
-    from the visible surface's spread instead, so its bounded rounds (FitSettings.max_iterations) still end within
-    5 % of the scale and 1 cm of the pose."""
+    """
+    Recover the scale although the box-based radius is often 20-30 % off (a box bounds a silhouette, not a ball).
+
+    The fit starts its scale from the visible surface's spread instead, so its bounded rounds
+    (FitSettings.max_iterations) still end within 5 % of the scale and 1 cm of the pose.
+    """
     centre, radius = np.array([0.1, 0.05, 1.2]), 0.15
     depth, box = render(centre, radius, holes=0.1, noise_m=0.002)
     surface = visible_surface(depth, K, box, geometry.DepthWindow(), 0.81, SurfaceSettings())

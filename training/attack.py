@@ -1,4 +1,5 @@
-"""Mixed adversarial campaign against the live node (a benchmark, not a test): issue 17's numbers, docs/benchmarks.md.
+"""
+Mixed adversarial campaign against the live node (a benchmark, not a test): issue 17's numbers, docs/benchmarks.md.
 
 ``python -m mesc3d_training.attack --duration-s 600 --write-docs`` starts ``reconstruct_node`` (CPU backend, depth on,
 ``config/reconstruct.yaml``) on the given model and, for ``--duration-s``, sends rounds of one **attack frame** (a
@@ -49,7 +50,7 @@ MAX_OBJECT_M = 10.0
 
 
 def _copy(message):
-    """A deep copy of a ROS message (the generated classes copy their fields on assignment through the setters)."""
+    """Return a deep copy of a ROS message (the generated classes copy their fields on assignment via setters)."""
     from rclpy.serialization import deserialize_message, serialize_message
     return deserialize_message(serialize_message(message), type(message))
 
@@ -133,7 +134,7 @@ class Attacker:
 
 
 def _check_cloud(msg) -> list[str]:
-    """What is wrong with a published cloud: non-finite, z <= 0, an object more than 10 m across."""
+    """List what is wrong with a published cloud: non-finite, z <= 0, an object more than 10 m across."""
     from mesc3d_ros.conversions import cloud_to_structured
     table = cloud_to_structured(msg)
     if not len(table):
@@ -354,12 +355,13 @@ def attack_markdown(result: dict, command: str) -> str:
         + '; '.join(f'{kind} {v["p50"]:.2f} / {v["max"]:.2f} ({v["over_1s"]})'
                     for kind, v in result['good_answer_after_kind_s'].items()) + '.',
         '',
-        'Log volume is the growth of the node\'s stdout/stderr (its console log) per minute, sampled every 5 s.',
+        "Log volume is the growth of the node's stdout/stderr (its console log) per minute, sampled every 5 s.",
     ])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m mesc3d_training.attack', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='python -m mesc3d_training.attack',
+                                     description=__doc__.strip().splitlines()[0])
     add_run_arguments(parser)
     parser.add_argument('--duration-s', type=float, default=600.0, help='mixed attack length')
     parser.add_argument('--log-phase-s', type=float, default=65.0, help='1 MB-string attacks only, afterwards')

@@ -1,4 +1,5 @@
-"""``mesc3d bench``: latency and throughput of every inference backend on this machine, torch eager as reference.
+"""
+``mesc3d bench``: latency and throughput of every inference backend on this machine, torch eager as reference.
 
 For 1, 5 and 10 objects per call each available backend — torch eager (float32, ``inference_mode``), ONNX Runtime
 with the float32 and (when the export could calibrate one) the INT8 model, and TensorRT (FP16, when usable) — runs
@@ -55,7 +56,7 @@ CAMERA_RATES_HZ = (15.0, 30.0)
 SESSION_VARIANTS = {
     'defaults': SessionSettings(),
     '1 thread': SessionSettings(threads=1),
-    'spinning (ONNX Runtime\'s default)': SessionSettings(spinning=True),
+    "spinning (ONNX Runtime's default)": SessionSettings(spinning=True),
     'no memory arena': SessionSettings(memory_arena=False),
     'optimisation extended (no NCHWc layout)': SessionSettings(optimization='extended'),
     'parallel executor': SessionSettings(sequential=False),
@@ -79,7 +80,7 @@ class Result:
 
 
 def random_small_model(config_path: Path, seed: int = 0) -> LoadedModel:
-    """A random-weight model of a config with a random unit-norm class table: same graph, same cost."""
+    """Build a random-weight model of a config with a random unit-norm class table: same graph, same cost."""
     cfg = load_config(config_path)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -107,7 +108,7 @@ def time_backends(runners: dict[str, Callable[[np.ndarray, np.ndarray], object]]
 
 
 def cuda_runners(model: torch.nn.Module) -> dict[str, Callable[[np.ndarray, np.ndarray], object]]:
-    """torch on the GPU in float32 and float16; host arrays in, host array out, like the other backends."""
+    """Run torch on the GPU in float32 and float16; host arrays in, host array out, like the other backends."""
     runners = {}
     for name, dtype in (('torch cuda (fp32)', torch.float32), ('torch cuda (fp16)', torch.float16)):
         gpu_model = copy.deepcopy(model).to('cuda', dtype).eval()
@@ -123,8 +124,12 @@ def cuda_runners(model: torch.nn.Module) -> dict[str, Callable[[np.ndarray, np.n
 
 def benchmark(loaded: LoadedModel, work_dir: Path, batches: tuple[int, ...], iterations: int, warmup: int,
               calibration_data: str | None = None, sessions: bool = False) -> tuple[list[Result], list[Result]]:
-    """Export ``loaded`` into ``work_dir`` (INT8 too when its validation data is there), open every usable backend
-    and time them all on the same inputs; with ``sessions`` also the session-option variants. (backends, sessions)."""
+    """
+    Export ``loaded`` into ``work_dir``, open every usable backend and time them all on the same inputs.
+
+    INT8 is exported too when its validation data is there; with ``sessions`` the session-option variants are timed
+    as well. Return (backends, sessions).
+    """
     contract_path = export_model(loaded, work_dir, calibration=calibration_for(loaded, calibration_data))
     contract = load_contract(contract_path)
     max_batch = max(batches)
@@ -223,7 +228,7 @@ def render_table(results: list[Result], model_note: str, command: str, load_befo
 
 
 def render_sessions(results: list[Result], command: str) -> str:
-    """The session-option variants, each against the defaults of its precision."""
+    """Render the session-option variants, each against the defaults of its precision."""
     defaults = {r.backend.split(',')[0]: r for r in results if r.backend.endswith(', defaults')}
     lines = [f'Measured {datetime.date.today().isoformat()} with `{command}`, in the same run as the table above '
              f'(round-robin, {SESSION_BATCH} objects per call; ONNX Runtime CPU).', '',
@@ -237,13 +242,13 @@ def render_sessions(results: list[Result], command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='mesc3d bench', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='mesc3d bench', description=__doc__.strip().splitlines()[0])
     parser.add_argument('--checkpoint', type=Path, help=f'model to time (default: {SHIPPED_MODEL} if present, '
                         f'else random weights of {SMALL_CONFIG})')
     parser.add_argument('--config', type=Path, default=SMALL_CONFIG, help='config of the random-weight model')
     parser.add_argument('--batches', default='1,5,10', help='comma-separated objects per call')
     parser.add_argument('--calibration-data', help='dataset whose validation crops calibrate the INT8 model '
-                        '(default: the checkpoint\'s data.root; without it INT8 is not benchmarked)')
+                        "(default: the checkpoint's data.root; without it INT8 is not benchmarked)")
     parser.add_argument('--no-sessions', action='store_true', help='skip the session-option variants')
     parser.add_argument('--iterations', type=int, default=20, help='timed calls per backend and batch')
     parser.add_argument('--warmup', type=int, default=3)

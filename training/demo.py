@@ -1,4 +1,5 @@
-"""``mesc3d demo``: the shipped model in the real node, fed by a live stream of unseen objects, scored and pictured.
+"""
+``mesc3d demo``: the shipped model in the real node, fed by a live stream of unseen objects, scored and pictured.
 
 One command, four processes' worth of work (``make demo`` = ``make setup`` + this):
 
@@ -88,7 +89,7 @@ class DemoError(RuntimeError):
 # ---- the model ----------------------------------------------------------------------------------------------------
 
 def ensure_exported(model: Path, engines_dir: Path) -> Path:
-    """The contract JSON to run: ``model`` itself if it is one, else a fresh export of the checkpoint ``model``."""
+    """Return the contract JSON to run: ``model`` itself if it is one, else a fresh export of the checkpoint."""
     if model.suffix == '.json':
         try:
             verify_model_file(load_contract(model), model)
@@ -135,7 +136,7 @@ def _export_is_current(contract_path: Path, source_path: Path, source: dict) -> 
 # ---- child processes ----------------------------------------------------------------------------------------------
 
 def _die_with_parent() -> None:
-    """Runs in the child before exec: the kernel sends it SIGTERM when the demo dies, however it dies."""
+    """Ask the kernel (in the child, before exec) to send it SIGTERM when the demo dies, however it dies."""
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -172,7 +173,7 @@ def start_child(name: str, command: list[str], log_dir: Path) -> Child:
 
 
 def console_script(name: str) -> str:
-    """A console script of this installation: next to this Python first (the venv), else on PATH."""
+    """Find a console script of this installation: next to this Python first (the venv), else on PATH."""
     beside = Path(sys.executable).parent / name
     found = str(beside) if beside.is_file() else shutil.which(name)
     if found is None:
@@ -200,7 +201,7 @@ def node_command(contract_path: Path, params_file: Path, backend: str, use_depth
 
 
 def cpu_model() -> str:
-    """The CPU's marketing name (Linux /proc/cpuinfo), else what platform knows."""
+    """Return the CPU's marketing name (Linux /proc/cpuinfo), else what platform knows."""
     try:
         for line in Path('/proc/cpuinfo').read_text().splitlines():
             if line.startswith('model name'):
@@ -363,7 +364,7 @@ def interrupt_on_sigterm() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='mesc3d demo', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='mesc3d demo', description=__doc__.strip().splitlines()[0])
     parser.add_argument('--model', type=Path, default=SHIPPED_MODEL,
                         help='checkpoint (.safetensors/.yaml/stem, exported when needed) or an exported contract '
                              'JSON (default: the shipped model)')

@@ -1,4 +1,5 @@
-"""What a demo run leaves to look at: a PLY and a PNG per object, and the overview picture used in the README.
+"""
+What a demo run leaves to look at: a PLY and a PNG per object, and the overview picture used in the README.
 
 Per object, one *representative* reconstruction is shown: the output whose CD-L1 is the median of that object's
 outputs (not the best one). Plots are orthographic projections in the camera optical frame, metres, centred on the
@@ -26,7 +27,7 @@ CROP_PX = 224
 
 
 def representatives(objects: list[ObjectResult]) -> dict[str, ObjectResult]:
-    """object id -> its output with the median CD-L1 (the lower middle one for an even count)."""
+    """Map object id -> its output with the median CD-L1 (the lower middle one for an even count)."""
     groups: dict[str, list[ObjectResult]] = defaultdict(list)
     for obj in objects:
         groups[obj.truth.object_id].append(obj)
@@ -83,7 +84,7 @@ def object_figure(obj: ObjectResult, sequence: SceneSequence, crop_padding: floa
 
 
 def overview_figure(frame: FrameResult, sequence: SceneSequence, path: Path) -> Path:
-    """The camera image with boxes and the clouds projected into it, next to a 3D view of clouds and ground truth."""
+    """Draw the camera image with boxes and clouds projected into it, beside a 3D view of clouds and ground truth."""
     scene = sequence.scenes[frame.scene]
     fig = plt.figure(figsize=(15, 5.6))
     ax_image = fig.add_subplot(1, 2, 1)
@@ -129,7 +130,7 @@ def overview_figure(frame: FrameResult, sequence: SceneSequence, path: Path) -> 
 
 
 def overview_frame(frames: list[FrameResult]) -> FrameResult:
-    """The frame to show: among those with the most objects, the one with the median mean CD-L1 (typical, not best)."""
+    """Pick the frame to show: of those with the most objects, the one of median mean CD-L1 (typical, not best)."""
     candidates = [frame for frame in frames if frame.objects]
     most = max(len(frame.objects) for frame in candidates)
     ranked = sorted((frame for frame in candidates if len(frame.objects) == most),

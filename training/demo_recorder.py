@@ -1,4 +1,5 @@
-"""The demo's recorder: every topic of the run into a rosbag2 MCAP file, plus the node's outputs kept for scoring.
+"""
+The demo's recorder: every topic of the run into a rosbag2 MCAP file, plus the node's outputs kept for scoring.
 
 Subscriptions are raw (``raw=True``): callbacks receive the serialised CDR bytes exactly as they crossed DDS, which
 go into the bag unchanged (PyPI ``rosbags`` writes real rosbag2 MCAP bags, metadata version 9 = Jazzy; docs:
@@ -68,7 +69,7 @@ class Recorder:
         if bag_path.exists():
             raise FileExistsError(f'{bag_path} exists; rosbag2 never overwrites a bag (remove it first)')
         self.recording = Recording(outputs={topic: [] for topic in outputs},
-                                   counts={topic: 0 for topic in {**inputs, **outputs}})
+                                   counts=dict.fromkeys({**inputs, **outputs}, 0))
         self._writer = Writer(bag_path, version=9, storage_plugin=StoragePlugin.MCAP)
         # zstd chunks: the stream repeats each rendered scene for several frames, which compresses very well.
         self._writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)

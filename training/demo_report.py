@@ -1,4 +1,5 @@
-"""Scoring and reporting of a demo run: match the node's outputs to frames, measure them against ground truth.
+"""
+Scoring and reporting of a demo run: match the node's outputs to frames, measure them against ground truth.
 
 Matching: a cloud belongs to the frame whose published stamp equals its header stamp (the node copies the image
 header); its points carry ``object_index``, the index of the object in the same-stamp Detection3DArray, whose
@@ -97,7 +98,7 @@ class RunResult:
 
 
 def score_object(points: np.ndarray, truth: ObjectTruth) -> dict[str, float | tuple[float, ...]]:
-    """The metric fields of :class:`ObjectResult` for one placed (N, 3) cloud against its ground truth."""
+    """Return the metric fields of :class:`ObjectResult` for one placed (N, 3) cloud against its ground truth."""
     gt_points = np.ascontiguousarray(truth.points_cam, dtype=np.float32)  # (M, 3) metres, optical frame
     centre = gt_points.mean(axis=0)
     offset = points.mean(axis=0) - centre
@@ -181,7 +182,7 @@ def _mean_rows(views: list[dict]) -> dict[str, float]:
 
 
 def summarise(run: RunResult, context: dict) -> dict:
-    """The summary.json content: counts, latency percentiles, metrics per category and overall, and ``context``."""
+    """Return the summary.json content: counts, latency percentiles, metrics per category and overall, ``context``."""
     latencies = np.array([frame.latency_ms for frame in run.frames])
     views = per_view(run.objects)
     by_category: dict[str, list[dict]] = defaultdict(list)
@@ -216,8 +217,11 @@ COMPARED = ('cd_l1_m', 'cd_l1_centred_m', 'fscore_1cm', 'centroid_error_pct')
 
 
 def compare(runs: dict[str, RunResult]) -> dict:
-    """Per variant, overall and per category, :data:`COMPARED` and placed / centred CD-L1, on the scenes every
-    variant answered (each view once, as in :func:`summarise`)."""
+    """
+    Compare variants: per variant, overall and per category, :data:`COMPARED` and placed / centred CD-L1.
+
+    Only the scenes every variant answered count (each view once, as in :func:`summarise`).
+    """
     common = set.intersection(*({frame.scene for frame in run.frames} for run in runs.values()))
     result = {'scenes': len(common), 'variants': {}}
     for name, run in runs.items():
@@ -234,13 +238,14 @@ def compare(runs: dict[str, RunResult]) -> dict:
 
 
 def format_comparison(comparison: dict) -> list[str]:
-    """The with/without-fit table: one row per category, each variant's placed/centred CD-L1, F@1cm, centroid %."""
+    """Format the with/without-fit table: a row per category, each variant's placed/centred CD-L1, F@1cm, centroid %."""
     variants = comparison['variants']
     if not comparison['scenes'] or not all(variants.values()):
         return ['', '  comparison: no scene was answered by every node instance']
     names = list(variants)
     lines = ['', f'  Same {comparison["scenes"]} scenes (same images, depth and boxes), answered by every node '
-             f'instance: ' + ', '.join(names), '  (CD-L1 placed / centred [cm], placed ÷ centred, F@1cm, centroid err % dist.)']
+             f'instance: ' + ', '.join(names),
+             '  (CD-L1 placed / centred [cm], placed ÷ centred, F@1cm, centroid err % dist.)']
     header = f'  {"category":<18}' + ''.join(f'{name:>32}' for name in names)
     lines += [header, '  ' + '-' * (len(header) - 2)]
     for category in variants[names[0]]:
@@ -256,7 +261,7 @@ def format_comparison(comparison: dict) -> list[str]:
 
 
 def format_table(summary: dict) -> str:
-    """The console table of a summary (plain text, fixed-width columns)."""
+    """Format the console table of a summary (plain text, fixed-width columns)."""
     latency = summary['latency_ms']
     sent = summary['frames_sent']
     lines = [
@@ -292,7 +297,7 @@ def format_table(summary: dict) -> str:
                      f'{row["centroid_error_m"]:>18.4f}{row["centroid_error_pct"]:>8.1f}%')
     lines.append('  Metres, camera optical frame, placed cloud vs the whole ground-truth surface (hidden sides too);\n'
                  '  centred: CD-L1 with the prediction moved onto the ground-truth centroid (shape error only);\n'
-                 '  % diam.: CD-L1 as a share of the object\'s bounding-sphere diameter;\n'
+                 "  % diam.: CD-L1 as a share of the object's bounding-sphere diameter;\n"
                  '  F@t: F-score, precision and recall counted at Euclidean distance < t; each view (scene x object)\n'
                  '  counts once.')
     if 'comparison' in summary:

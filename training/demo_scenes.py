@@ -1,4 +1,5 @@
-"""The demo's scenes: test objects on a table, pre-rendered as RGB-D frames, with their ground truth.
+"""
+The demo's scenes: test objects on a table, pre-rendered as RGB-D frames, with their ground truth.
 
 One to three objects rest on a tiled plane at random positions and yaws, seen by a pinhole camera from a random
 azimuth and elevation, aimed off-centre so that objects land all over the image (which is what makes the node's
@@ -198,7 +199,8 @@ def _points_world(pose: _Pose) -> np.ndarray:
 
 
 def visible_box(mask: np.ndarray) -> np.ndarray:
-    """(4,) x0, y0, x1, y1 around a non-empty mask, in the training crops' convention (``data.sample.mask_box``).
+    """
+    (4,) x0, y0, x1, y1 around a non-empty mask, in the training crops' convention (``data.sample.mask_box``).
 
     Not imported from there: that module pulls torch and torchvision (seconds of start-up and hundreds of MB) into
     what is a camera driver; test_demo.py checks that both agree.
@@ -210,7 +212,7 @@ def visible_box(mask: np.ndarray) -> np.ndarray:
 # ---- rendering ----------------------------------------------------------------------------------------------------
 
 def _table_mesh(rng: np.random.Generator, tile_m: float) -> trimesh.Trimesh:
-    """A large tiled plane at y = 0 (two close colours, so it reads as a surface with scale cues)."""
+    """Make a large tiled plane at y = 0 (two close colours, so it reads as a surface with scale cues)."""
     tiles = 80
     base = rng.choice([[150, 115, 80], [185, 185, 180], [70, 90, 120], [120, 135, 100]])
     colours = [np.clip(base + delta, 0, 255) for delta in (0, 18)]
@@ -320,7 +322,8 @@ def _render_scene(renderer: SceneRenderer, rng: np.random.Generator, objects: li
 
 def render_sequence(pool: list[DemoObject], settings: SceneSettings, num_scenes: int, rate_hz: float,
                     frames_per_scene: int, num_frames: int) -> SceneSequence:
-    """Pre-render ``num_scenes`` scenes; every object of ``pool`` leads a scene in turn (so all of them are played).
+    """
+    Pre-render ``num_scenes`` scenes; every object of ``pool`` leads a scene in turn (so all of them are played).
 
     Deterministic under ``settings.seed``: scene s draws from its own generator seeded with (seed, s).
     """

@@ -1,4 +1,5 @@
-"""Per-module parameters, multiply-adds and tensor shapes of MESC-3D presets: the tables in docs/model.md.
+"""
+Per-module parameters, multiply-adds and tensor shapes of MESC-3D presets: the tables in docs/model.md.
 
     .venv/bin/python -m mesc3d_training.model_summary                      # print, paper + small presets
     .venv/bin/python -m mesc3d_training.model_summary --timing --write docs/model.md
@@ -56,7 +57,7 @@ class Row:
 
 
 def count_macs(model: MESC3D) -> dict[str, int]:
-    """MACs of one eval forward at batch 1, per called module name (relative to the model; '' = total)."""
+    """Count the MACs of one eval forward at batch 1, per called module name (relative to the model; '' = total)."""
     cfg = model.cfg
     image = torch.rand(1, 3, cfg.image_size, cfg.image_size)
     embedding = torch.randn(1, cfg.text_dim)
@@ -90,7 +91,7 @@ def summarise(model: MESC3D) -> list[Row]:
 
 
 def stage_shapes(model: MESC3D) -> list[tuple[str, tuple[int, ...]]]:
-    """(module name, output shape at batch 1) for the blocks of the data flow, in call order."""
+    """List (module name, output shape at batch 1) for the blocks of the data flow, in call order."""
     cfg = model.cfg
     watched = {'image_encoder': model.image_encoder, 'point_tokens': model.point_tokens, 'mit': model.mit,
                'class_proj': model.class_proj}
@@ -166,7 +167,7 @@ def markdown(configs: list[ModelConfig], timing: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m mesc3d_training.model_summary',
-                                     description=__doc__.splitlines()[0])
+                                     description=__doc__.strip().splitlines()[0])
     parser.add_argument('configs', nargs='*', type=Path, default=list(PRESETS),
                         help='config YAMLs; the first is the reference for relative MACs (default: paper, small)')
     parser.add_argument('--timing', action='store_true', help='also time forward / forward+backward on this CPU')

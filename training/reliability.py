@@ -1,4 +1,5 @@
-"""Reliability runs of the live node (benchmarks, not tests): a soak and a fuzz, results in docs/benchmarks.md.
+"""
+Reliability runs of the live node (benchmarks, not tests): a soak and a fuzz, results in docs/benchmarks.md.
 
 ``python -m mesc3d_training.reliability soak``: the scene publisher plays 5 test-split objects per frame at 30 Hz
 into ``reconstruct_node`` (CPU backend) for ``--duration-s`` (the issue asks for 10 minutes). Reported: frames
@@ -59,7 +60,7 @@ class RunContext:
     params_file: Path
 
     def model(self) -> str:
-        """The contract path as a reader of the docs can find it (relative to the repository when inside it)."""
+        """Return the contract path as a reader of the docs can find it (relative to the repository when inside it)."""
         path = self.contract_path.resolve()
         return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
@@ -379,7 +380,7 @@ def _rss_after(result: dict, warmup_s: float) -> str:
     if not series:
         return f'the run was shorter than {warmup_s:g} s.'
     values = [m for _, m in series]
-    return (f'from {warmup_s:g} s to the end ({series[-1][0]:g} s) the node\'s RSS stayed between {min(values):.1f} '
+    return (f"from {warmup_s:g} s to the end ({series[-1][0]:g} s) the node's RSS stayed between {min(values):.1f} "
             f'and {max(values):.1f} MiB ({result["rss_mib"]["start"]:.1f} MiB at the first cloud).')
 
 
@@ -407,7 +408,7 @@ def fuzz_markdown(result: dict, command: str) -> str:
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options every live-node run of this module and ``attack.py`` shares: model, output, seed, docs."""
+    """Add the options every live-node run of this module and ``attack.py`` shares: model, output, seed, docs."""
     parser.add_argument('--model', type=Path, default=SHIPPED_MODEL, help='checkpoint or contract JSON')
     parser.add_argument('--engines-dir', type=Path, default=REPO_ROOT / 'engines')
     parser.add_argument('--params-file', type=Path, default=PARAMS_FILE)
@@ -425,7 +426,8 @@ def start_run(model: Path, engines_dir: Path, params_file: Path, out: Path) -> R
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m mesc3d_training.reliability', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='python -m mesc3d_training.reliability',
+                                     description=__doc__.strip().splitlines()[0])
     parser.add_argument('kind', choices=('soak', 'fuzz'))
     add_run_arguments(parser)
     parser.add_argument('--duration-s', type=float, default=600.0, help='soak length')

@@ -1,4 +1,5 @@
-"""Scene publisher: test-split objects on a table, played as a live RGB-D camera with ground-truth detections.
+"""
+Scene publisher: test-split objects on a table, played as a live RGB-D camera with ground-truth detections.
 
 The demo's stand-in for a camera driver and a detector. It picks test-split objects (never seen in training) of the
 model's classes, pre-renders the scenes (``demo_scenes.py``, so the stream is not limited by rendering speed) and
@@ -56,7 +57,8 @@ GT_POINTS = 2048
 
 
 def mesh_file_sha256(sources: list[MeshSource]) -> dict[str, str]:
-    """object_id -> sha256 of its mesh file bytes (the split groups of ``categories.assign_splits``).
+    """
+    object_id -> sha256 of its mesh file bytes (the split groups of ``categories.assign_splits``).
 
     The same digest ``sources.load_object`` records, read without parsing meshes (one zip open per catalog), so the
     splits of a whole category cost seconds, not the minutes loading every mesh would.
@@ -75,9 +77,12 @@ def mesh_file_sha256(sources: list[MeshSource]) -> dict[str, str]:
 
 
 def sources_in_test_split(categories: set[str]) -> list[MeshSource]:
-    """The test-split objects of ``categories``: the data module's by-object split, computed from the packaged
-    catalogs (a fresh clone has no dataset folder). It equals the dataset manifest's split whenever every mesh of
-    the category rendered there."""
+    """
+    List the test-split objects of ``categories``: the data module's by-object split.
+
+    The split is computed from the packaged catalogs (a fresh clone has no dataset folder). It equals the dataset
+    manifest's split whenever every mesh of the category rendered there.
+    """
     kinds = ('sh3d', 'pybullet', 'random') if SHAPE_CATEGORY in categories else ('sh3d', 'pybullet')
     sources = [source for source in list_sources(kinds)[0] if source.category in categories]
     digests = mesh_file_sha256(sources)
@@ -139,7 +144,8 @@ def frame_messages(sequence: SceneSequence, frame: int, header):
 
 def stream(sequence: SceneSequence, topics: Topics, wait_for_nodes: tuple[str, ...], stamps_path: Path,
            wait_timeout_s: float) -> int:
-    """Publish every frame of ``sequence`` at its rate once ``wait_for_nodes`` subscribe; return frames sent.
+    """
+    Publish every frame of ``sequence`` at its rate once ``wait_for_nodes`` subscribe; return frames sent.
 
     The stamp of each published frame goes to ``stamps_path`` (JSON, written at the end, also when interrupted).
     """
@@ -195,7 +201,7 @@ def _wait_for_subscribers(node, topic_names: tuple[str, ...], node_names: tuple[
 # ---- command line -------------------------------------------------------------------------------------------------
 
 def demo_categories(contract_path: Path) -> set[str]:
-    """The model's trained classes worth showing: its class table minus held-out (zero-shot) and unrecognisable ones."""
+    """Return the model's classes worth showing: its class table minus held-out (zero-shot) and unrecognisable ones."""
     from mesc3d_ros.contract import load_contract
 
     contract = load_contract(contract_path)
@@ -205,13 +211,13 @@ def demo_categories(contract_path: Path) -> set[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m mesc3d_training.scene_publisher',
-                                     description=__doc__.splitlines()[0])
+                                     description=__doc__.strip().splitlines()[0])
     parser.add_argument('--model', type=Path, help='model contract JSON: play test objects of its classes')
-    parser.add_argument('--categories', default='', help='comma-separated categories instead of the model\'s')
+    parser.add_argument('--categories', default='', help="comma-separated categories instead of the model's")
     parser.add_argument('--scenes', type=Path, required=True,
                         help='ground-truth file: written after rendering, or played as is with --replay')
     parser.add_argument('--replay', action='store_true', help='stream --scenes as saved instead of rendering')
-    parser.add_argument('--stamps-out', type=Path, required=True, help='JSON of every published frame\'s stamp')
+    parser.add_argument('--stamps-out', type=Path, required=True, help="JSON of every published frame's stamp")
     parser.add_argument('--duration-s', type=float, default=20.0)
     parser.add_argument('--rate-hz', type=float, default=15.0)
     parser.add_argument('--frames-per-scene', type=int, default=10)
