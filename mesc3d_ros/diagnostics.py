@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import Header
 
-from mesc3d_ros.safe_text import printable
+from mesc3d_ros.safe_text import LINE_CHARS, printable
 
 LATENCY_WINDOW = 200
 """Frames kept for the latency statistics (≈ 7 s at 30 Hz)."""
@@ -39,16 +39,24 @@ class CauseLog:
         self._suppressed: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def should_log(self, cause: str, now_s: float | None = None) -> tuple[bool, int]:
-        """(log this one?, how many of this cause were suppressed since the last line)."""
+    def line(self, cause: str, text: str, keep_newlines: bool = False, now_s: float | None = None) -> str | None:
+        """
+        Return the log line for one problem of ``cause``, or None while that cause is within its quiet period.
+
+        The line counts the problems of the cause that got no line since its last one; ``text`` is made printable
+        and bounded whatever it holds (message-derived parts are already shortened where they are quoted).
+        """
         now_s = time.monotonic() if now_s is None else now_s
         with self._lock:
             last = self._last_logged.get(cause)
             if last is not None and now_s - last < self.period_s:
                 self._suppressed[cause] += 1
-                return False, 0
+                return None
             self._last_logged[cause] = now_s
-            return True, self._suppressed.pop(cause, 0)
+            suppressed = self._suppressed.pop(cause, 0)
+        more = f' ({suppressed} more since the last report)' if suppressed else ''
+        return (f'[{cause}] {printable(text, LINE_CHARS, keep_newlines=keep_newlines)}{more}; repeats are counted '
+                f'on /diagnostics, logged at most once every {self.period_s:g} s')
 
 
 @dataclass(frozen=True)

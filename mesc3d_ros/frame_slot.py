@@ -11,10 +11,14 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 from vision_msgs.msg import Detection2DArray
 
-from mesc3d_ros.conversions import CameraIntrinsics
+from mesc3d_ros.conversions import CameraIntrinsics, camera_info_to_intrinsics
+from mesc3d_ros.sync import StampedHistory
+
+CAMERA_INFO_HISTORY = 64
+"""CameraInfo messages kept for matching to frames: 2 s of a 30 Hz camera, longer than a detector takes."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,29 @@ class Frame:
     """The frame's CameraInfo (same stamp) or the newest valid one before it; None if there is none."""
     matched_s: float
     """time.monotonic() when the set was complete."""
+
+
+class CameraInfoHistory:
+    """The last CameraInfo messages by stamp, validated on arrival; the callbacks add, the matcher looks up."""
+
+    def __init__(self, size: int = CAMERA_INFO_HISTORY) -> None:
+        self._lock = threading.Lock()
+        self._entries: StampedHistory[CameraInfoEntry] = StampedHistory(size)
+
+    def add(self, stamp_ns: int, msg: CameraInfo) -> str | None:
+        """Keep ``msg``'s intrinsics, or the reason they are unusable (returned) so that its frame is skipped."""
+        try:
+            entry: CameraInfoEntry = camera_info_to_intrinsics(msg)
+        except ValueError as exc:
+            entry = BadCameraInfo(str(exc))
+        with self._lock:
+            self._entries.add(stamp_ns, entry)
+        return entry.reason if isinstance(entry, BadCameraInfo) else None
+
+    def match(self, stamp_ns: int) -> CameraInfoEntry | None:
+        """Return the entry of the frame stamped ``stamp_ns`` (StampedHistory.match: a bad one of that stamp wins)."""
+        with self._lock:
+            return self._entries.match(stamp_ns, lambda entry: isinstance(entry, CameraIntrinsics))
 
 
 class FrameSlot:

@@ -38,7 +38,9 @@ OutputCloud = Literal['predicted', 'fused']
 IssueCause = Literal['bad_score', 'box_degenerate', 'box_off_image', 'box_clipped', 'unknown_class',
                      'too_many_objects', 'depth_size_mismatch', 'depth_invalid', 'depth_missing', 'placement_failed',
                      'output_not_finite', 'output_behind_camera', 'output_too_large', 'output_too_far',
-                     'fit_no_surface', 'fit_rejected']
+                     'fit_no_surface', 'fit_rejected',
+                     # of the whole frame, found before the pipeline runs (frame_inputs)
+                     'no_camera_info', 'bad_image', 'size_mismatch', 'bad_depth', 'empty_detections']
 
 MIN_DEPTH_READING_M = 1e-3
 """A depth reading nearer than 1 mm is no reading, whatever ``min_depth_m`` says: no sensor measures inside its lens,
@@ -76,12 +78,12 @@ class PipelineSettings:
 
 @dataclass(frozen=True)
 class Issue:
-    """Something wrong with one detection (or the frame's depth); the node logs each cause once and counts all."""
+    """Something wrong with one detection or the whole frame; the node logs each cause once and counts all."""
 
     cause: IssueCause
     detail: str
     detection_index: int
-    """The detection's index in the frame's input arrays; -1 for a problem of the whole frame (its depth)."""
+    """The detection's index in the frame's input arrays; -1 for a problem of the whole frame (e.g. its depth)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,6 +137,19 @@ class ReconstructionPipeline:
         self._classes = {entry.name: entry for entry in contract.classes}
         self._embeddings = {entry.name: np.asarray(entry.embedding, dtype=np.float32)
                             for entry in (*contract.classes, contract.generic_class)}
+
+    def limitations(self) -> list[str]:
+        """Say what this model and these settings cannot do as asked (the node logs each line at configure)."""
+        notes = []
+        if self.contract.output_frame == 'canonical':
+            notes.append(f'model {self.contract.name} predicts shapes in a canonical object frame: their orientation '
+                         f'in the camera frame is unknown, so objects are placed by centre and scale only (axes = '
+                         f'optical axes)')
+        if self.max_objects < self.settings.max_objects:
+            notes.append(f'max_objects {self.settings.max_objects} lowered to {self.max_objects}: more clouds of '
+                         f'{self.contract.num_points} points would exceed the '
+                         f'{output_guard.MAX_CLOUD_BYTES // 2**20} MiB a published cloud may hold')
+        return notes
 
     def process(self, image_rgb: np.ndarray, boxes: np.ndarray, class_names: list[str], scores: np.ndarray,
                 K: np.ndarray, depth: np.ndarray | None = None) -> tuple[list[ObjectCloud], list[Issue]]:

