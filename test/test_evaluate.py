@@ -74,12 +74,14 @@ def test_eval_writes_per_category_tables_and_a_gallery(checkpoint: Path, tmp_pat
         assert gallery.width == 1000 and gallery.height >= 2 * 200
 
 
-def test_eval_numbers_match_a_sample_by_sample_recomputation(checkpoint: Path, tmp_path: Path):
-    main([str(checkpoint), '--split', 'zero_shot', '--out', str(tmp_path)])
+@pytest.mark.parametrize('generic', [False, True], ids=['own_class', 'generic_class'])
+def test_eval_numbers_match_a_sample_by_sample_recomputation(checkpoint: Path, tmp_path: Path, generic: bool):
+    main([str(checkpoint), '--split', 'zero_shot', '--out', str(tmp_path)] + (['--generic-class'] if generic else []))
     report = json.loads((tmp_path / 'metrics.json').read_text())
     assert 'test' not in report
     loaded = load_model(checkpoint)
-    embedding = torch.tensor([e.embedding for e in loaded.classes if e.name == HELD_OUT])   # (1, D)
+    own = [e.embedding for e in loaded.classes if e.name == HELD_OUT]
+    embedding = torch.tensor([loaded.generic_class.embedding] if generic else own)   # (1, D)
     dataset = ReconstructionDataset(loaded.cfg.data, 'zero_shot', loaded.cfg.model.image_size, train=False)
     rows = []
     with torch.no_grad():

@@ -251,7 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--ship', type=Path, metavar='STEM',
                         help='also write the evaluated model as a deployable checkpoint STEM.safetensors/.yaml with '
                              'float16 weights and these results in its metrics (how models/ is made)')
+    parser.add_argument('--generic-class', action='store_true',
+                        help="give every sample the generic class's embedding instead of its category's: what the "
+                             'class prior is worth (the node does this for class names it does not know)')
     args = parser.parse_args(argv)
+    if args.generic_class and args.ship:
+        raise ValueError('--ship records the model with its class table; it cannot be combined with --generic-class')
     loaded = load_model(args.checkpoint)
     cfg = loaded.cfg
     if args.data_root:
@@ -269,9 +274,13 @@ def main(argv: list[str] | None = None) -> int:
         if load_contract(args.onnx).config_hash != config_hash(loaded.cfg):
             raise ValueError(f'{args.onnx} was not exported from {args.checkpoint} (config hashes differ)')
         model, name = ExportedModel(args.onnx, args.precision), f'{name} (ONNX Runtime, {args.precision})'
-    suffix = f'_onnx_{args.precision}' if args.onnx else ''
+    suffix = (f'_onnx_{args.precision}' if args.onnx else '') + ('_generic' if args.generic_class else '')
     out = args.out or Path('runs') / f'eval_{stem.name}_{args.split}{suffix}'
-    report = evaluate_model(model, ClassTable(loaded.classes, loaded.generic_class, {}), cfg, args.split, out,
+    # An empty class list sends every category name to the generic entry (ClassTable.embeddings_for).
+    classes = () if args.generic_class else loaded.classes
+    if args.generic_class:
+        name = f'{name} (generic class)'
+    report = evaluate_model(model, ClassTable(classes, loaded.generic_class, {}), cfg, args.split, out,
                             name=name, batch_size=args.batch_size,
                             gallery_per_category=args.gallery_per_category)
     if args.ship:
