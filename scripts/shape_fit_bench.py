@@ -3,11 +3,11 @@ Benchmark of the shape fit (docs/benchmarks.md §Shape fit).
 
 Its time per object, and the node's own work per frame with it, as a share of the backend time, at 5 objects per frame.
 
-The frame is node_bench's synthetic one (640×480, boxes of 60-140 px, a ball in every box and a floor behind in
-16UC1 depth). Per object: ``visible_surface`` + ``fit_shape`` of a 1,024-point unit sphere, p50 of wall and CPU
-(process) time; the machine is shared, and CPU time is what the fit costs whoever else runs. Node work: the
-in-process part of ``node_bench`` (conversions, crops, placement with the fit, output messages) against the
-backend time of the same frames.
+The frame is the node benchmark's synthetic one (``mesc3d_training.bench.node``: 640×480, boxes of 60-140 px, a
+ball in every box and a floor behind in 16UC1 depth). Per object: ``visible_surface`` + ``fit_shape`` of a
+1,024-point unit sphere, p50 of wall and CPU (process) time; the machine is shared, and CPU time is what the fit
+costs whoever else runs. Node work: the in-process part of the node benchmark (conversions, crops, placement with the
+fit, output messages) against the backend time of the same frames.
 
     PYTHONPATH=. python scripts/shape_fit_bench.py --model engines/small.json
 """
@@ -24,9 +24,9 @@ import numpy as np
 
 from mesc3d_ros import geometry
 from mesc3d_ros.inference import create_backend
-from mesc3d_ros.node_bench import K, TimedBackend, node_work, synthetic_depth, synthetic_frame
 from mesc3d_ros.shape_fit import FitSettings, fit_shape
 from mesc3d_ros.visible_surface import SurfaceSettings, visible_surface
+from mesc3d_training.bench.node import K, TimedBackend, node_work, synthetic_depth, synthetic_frame
 
 LOGGER = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from mesc3d_training.data.check import check_dataset
 from mesc3d_training.data.dataset import ReconstructionDataset
 from mesc3d_training.data.generate import make_dataset
 from mesc3d_training.data.scene import SceneRanges
-from mesc3d_training.data.sources import MAX_RANDOM_SHARE, cap_random, list_sources, load_object
+from mesc3d_training.data.sources import MAX_RANDOM_SHARE, cap_random, list_sources, load_object, mesh_digests
 
 ROOT = Path(__file__).resolve().parents[1]
 HAVE_MYOSUITE = bool(myosuite_objects())
@@ -230,3 +230,19 @@ def test_a_limited_subset_keeps_the_random_cap() -> None:
     capped = cap_random(sources, 'myosuite')
     subset = sorted(capped, key=lambda s: hashlib.sha256(s.object_id.encode()).hexdigest())[:len(capped) // 2]
     assert sum(s.source == 'random' for s in subset) <= (MAX_RANDOM_SHARE + 0.02) * len(subset)
+
+
+def test_mesh_digests_hash_the_file_bytes_without_loading_meshes() -> None:
+    """One digest for the splits, the dataset and the demo: plain files, catalog zip members and procedural ids."""
+    import hashlib
+    import zipfile
+
+    sources = {s.object_id: s for s in list_sources(('sh3d', 'pybullet', 'procedural'), procedural_count=1)[0]}
+    plain, zipped = sources['pybullet_mug'], sources['sh3d_katorlegaz_coffee_mug']
+    generated = next(s for s in sources.values() if s.source == 'procedural')
+    digests = mesh_digests([plain, zipped, generated])
+    assert digests[plain.object_id] == hashlib.sha256(Path(plain.mesh_file).read_bytes()).hexdigest()
+    with zipfile.ZipFile(zipped.archive) as zf:
+        assert digests[zipped.object_id] == hashlib.sha256(zf.read(zipped.mesh_file)).hexdigest()
+    assert digests[generated.object_id] == hashlib.sha256(generated.object_id.encode()).hexdigest()
+    assert load_object(zipped).mesh_sha256 == digests[zipped.object_id]

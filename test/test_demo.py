@@ -109,7 +109,7 @@ def test_node_failing_to_start_stops_the_demo_and_its_children(contract, tmp_pat
 
 
 def test_checkpoint_is_exported_once_and_again_when_it_changes(contract, tmp_path):
-    from mesc3d_training.demo import _export_is_current, ensure_exported
+    from mesc3d_training.demo.model import _export_is_current, ensure_exported
 
     # The fixture saved its checkpoint beside its engines folder (model_fixtures.make_random_model).
     source = contract.parent.parent / 'checkpoint'

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import shutil
@@ -15,7 +14,6 @@ from onnx import TensorProto, helper
 
 from mesc3d_ros.contract import ContractError, check_signature, file_sha256, load_contract
 from mesc3d_ros.inference import OnnxRuntimeBackend, create_backend
-from mesc3d_ros.markdown_blocks import replace_block
 from mesc3d_training.checkpoint import load_model
 import model_fixtures
 from model_fixtures import checkpoint_of
@@ -148,34 +146,6 @@ def test_check_signature_wants_a_dynamic_batch_and_float32(random_model_contract
         check_signature(contract, 'm.onnx', half, outputs)
     trt_style = {'image': ((-1, 3, 64, 64), 'float32'), 'class_embedding': ((-1, 16), 'float32')}
     check_signature(contract, 'm.engine', trt_style, {'points': ((-1, 64, 3), 'float32')})
-
-
-def test_bench_times_every_backend_and_rewrites_only_its_section(tmp_path):
-    from model_fixtures import tiny_config
-
-    from mesc3d_ros.config import save_config
-    from mesc3d_training import bench
-
-    cfg_path = save_config(tiny_config(), tmp_path / 'tiny.yaml')
-    results, sessions = bench.benchmark(bench.random_small_model(cfg_path), tmp_path / 'work', batches=(1, 3),
-                                        iterations=2, warmup=1, calibration_data=str(tmp_path / 'no_data'),
-                                        sessions=True)
-    assert [(r.backend, r.batch) for r in results] == [
-        ('torch eager (fp32)', 1), ('onnxruntime[CPUExecutionProvider] fp32', 1),
-        ('torch eager (fp32)', 3), ('onnxruntime[CPUExecutionProvider] fp32', 3)]
-    assert all(0 < r.p50_ms <= r.p95_ms and r.objects_per_s > 0 for r in results)
-    assert [r.backend for r in sessions] == [f'fp32, {label}' for label in bench.SESSION_VARIANTS]
-    slow = dataclasses.replace(results[1], mean_ms=100.0)
-    assert slow.answered(5.0) == 1.0 and slow.answered(30.0) == pytest.approx(1 / 3)
-
-    doc = tmp_path / 'benchmarks.md'
-    doc.write_text('# Benchmarks\n\nnode section by someone else\n')
-    replace_block(doc, bench.BLOCK, bench.render_table(results, 'tiny', 'mesc3d bench', 0.5), bench.HEADING)
-    text = doc.read_text()
-    assert text.startswith('# Benchmarks\n\nnode section by someone else\n')
-    assert '| onnxruntime[CPUExecutionProvider] fp32 | 3 |' in text and 'load average 0.5 before the run' in text
-    replace_block(doc, bench.SESSION_BLOCK, bench.render_sessions(sessions, 'mesc3d bench'), bench.SESSION_HEADING)
-    assert '| fp32, 1 thread |' in doc.read_text() and '| fp32, defaults |' in doc.read_text()
 
 
 @pytest.fixture(scope='module')

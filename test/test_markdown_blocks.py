@@ -1,6 +1,6 @@
-"""mesc3d_ros.markdown_blocks: a tool rewrites its own generated block and nothing else in the doc."""
+"""mesc3d_training.reports.markdown_blocks: a tool rewrites its own generated block and nothing else in the doc."""
 
-from mesc3d_ros.markdown_blocks import markers, replace_block
+from mesc3d_training.reports.markdown_blocks import markers, replace_block
 
 
 def test_replacing_a_block_keeps_the_prose_and_other_blocks(tmp_path):

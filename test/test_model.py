@@ -14,15 +14,15 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import resnet18
 
 from mesc3d_ros.config import Config, ModelConfig, load_config, save_config
-from mesc3d_ros.markdown_blocks import markers
 from mesc3d_training.losses import reconstruction_loss
 from mesc3d_training.model import MESC3D, build_model
 from mesc3d_training.model.decoder import AdaptivePointNorm, SelectionMap
 from mesc3d_training.model.image_encoder import pretrained_mobilenet_v2
 from mesc3d_training.model.point_tokens import (SPHERE_RADIUS, farthest_point_sample, fibonacci_sphere, knn_groups,
                                                 sphere_tokens)
-from mesc3d_training.model_summary import BLOCK, summarise
-from mesc3d_training.model_summary import main as model_summary_main
+from mesc3d_training.reports.markdown_blocks import markers
+from mesc3d_training.reports.model_summary import BLOCK, summarise
+from mesc3d_training.reports.model_summary import main as model_summary_main
 
 REPO = Path(__file__).resolve().parents[1]
 SOCCER_BALL = 805

@@ -21,8 +21,8 @@ SUBCOMMANDS = {
     'export': ('mesc3d_training.export', 'export a checkpoint to ONNX + model contract JSON'),
     'ship': ('mesc3d_training.ship', "write a shipped checkpoint's deployable form (ONNX + contract) beside it"),
     'engine': ('mesc3d_ros.engine_build', 'build a TensorRT engine from an exported ONNX model'),
-    'bench': ('mesc3d_training.bench', 'benchmark backends (and torch eager) on this machine'),
-    'demo': ('mesc3d_training.demo', 'run the node on the shipped model against a camera stream'),
+    'bench': ('mesc3d_training.bench.backends', 'benchmark backends (and torch eager) on this machine'),
+    'demo': ('mesc3d_training.demo.run', 'run the node on the shipped model against a camera stream'),
 }
 
 

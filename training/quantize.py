@@ -11,21 +11,16 @@ so the contract's tensors do not change.
 
 Blocks of the model (named by their torch module, from the exporter's ``pkg.torch.onnx.name_scopes`` node
 metadata) listed in :data:`FLOAT_BLOCKS` stay float too. Both choices were measured on the validation split
-(:func:`block_sensitivity`, ``python -m mesc3d_training.quantize CHECKPOINT``; the table and the reasons are in
-models/README.md). Which crops calibrated the model is recorded in the contract's ``quantization``
-field (split, manifest hash and every ``category/object/view``).
+(``python -m mesc3d_training.bench.quantization CHECKPOINT``; the table and the reasons are in models/README.md).
+Which crops calibrated the model is recorded in the contract's ``quantization`` field (split, manifest hash and every
+``category/object/view``).
 """
 
 from __future__ import annotations
 
-import argparse
 import ast
 import logging
-import os
-import tempfile
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -185,90 +180,3 @@ def cd_l1(points: np.ndarray, ground_truth: np.ndarray) -> float:
     """Mean CD-L1 (``metrics.reconstruction_metrics``) of predictions against ground truth, both unit ball."""
     metrics = reconstruction_metrics(torch.from_numpy(points.astype(np.float32)), torch.from_numpy(ground_truth))
     return float(metrics['cd_l1'].mean())
-
-
-MAC_OPS = ('Conv', 'MatMul', 'Gemm')
-"""The alternative op set the sensitivity table compares: multiply-accumulates only."""
-
-
-def block_sensitivity(fp32_path: Path, calibration: CalibrationSet, work_dir: Path,
-                      blocks: bool = True) -> Iterator[dict]:
-    """
-    Yield the CD-L1 on the calibration split of each variant of the model.
-
-    The variants: float32; the shipped INT8 settings; other op sets; and (``blocks``) multiply-accumulates
-    quantised in all blocks but one, block by block. Also the mean seconds per call at batch 5.
-    """
-    image, embedding = calibration.image, calibration.embedding
-
-    def score(path: Path) -> dict:
-        return {'cd_l1': cd_l1(run_model(path, image, embedding), calibration.points),
-                'ms_batch5': 1e3 * time_model(path, image[:5], embedding[:5])}
-
-    fp32 = score(fp32_path)
-    yield {'variant': 'float32', **fp32}
-    variants = [('int8, shipped settings', QUANTIZED_OPS, FLOAT_BLOCKS),
-                ('int8, shipped op set, no block float', QUANTIZED_OPS, ()),
-                ('int8, Conv/MatMul/Gemm only', MAC_OPS, ()),
-                ('int8, every op type', tuple(sorted({node.op_type for node in onnx.load(str(fp32_path)).graph.node})),
-                 FLOAT_BLOCKS)]
-    if blocks:
-        variants += [(f'int8, Conv/MatMul/Gemm, {block} float', MAC_OPS, (block,))
-                     for block in quantizable_blocks(onnx.load(str(fp32_path)))]
-    for label, op_types, float_blocks in variants:
-        path = work_dir / 'variant.onnx'
-        # One range cache per op set: the calibrator records the tensors of the ops it is asked to quantise.
-        quantize_int8(fp32_path, path, calibration, float_blocks, op_types=op_types,
-                      cache_path=work_dir / f'ranges_{len(op_types)}.json')
-        row = score(path)
-        yield {'variant': label, **row, 'vs_fp32_pct': 100.0 * (row['cd_l1'] / fp32['cd_l1'] - 1.0),
-               'speedup': fp32['ms_batch5'] / row['ms_batch5']}
-
-
-def time_model(path: Path, image: np.ndarray, embedding: np.ndarray, calls: int = 10) -> float:
-    """Mean seconds per call of one batch after two warm-up calls (ONNX Runtime CPU, default session options)."""
-    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
-    feed = {INPUT_IMAGE: image, INPUT_CLASS_EMBEDDING: embedding}
-    for _ in range(2):
-        session.run([OUTPUT_POINTS], feed)
-    start = time.perf_counter()
-    for _ in range(calls):
-        session.run([OUTPUT_POINTS], feed)
-    return (time.perf_counter() - start) / calls
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Per-block sensitivity table of a checkpoint's INT8 model on the validation split (markdown to stdout)."""
-    from mesc3d_training.checkpoint import load_model
-    from mesc3d_training.export import export_model
-
-    parser = argparse.ArgumentParser(prog='python -m mesc3d_training.quantize', description=main.__doc__)
-    parser.add_argument('checkpoint', type=Path)
-    parser.add_argument('--data-root', help='dataset folder, if not the one the checkpoint was trained on')
-    parser.add_argument('--no-blocks', action='store_true', help='op-set variants only, no block-by-block rows')
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
-    for chatty in ('onnxscript', 'onnx_ir'):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
-    loaded = load_model(args.checkpoint)
-    cfg = loaded.cfg if not args.data_root else replace(loaded.cfg,
-                                                        data=replace(loaded.cfg.data, root=args.data_root))
-    calibration = load_calibration_set(cfg, loaded.classes, loaded.generic_class)
-    with tempfile.TemporaryDirectory(prefix='mesc3d_quantize_') as work:
-        work_dir = Path(work)
-        contract_path = export_model(loaded, work_dir / 'model')
-        print(f'| variant ({calibration.split}, {len(calibration.items)} crops) | CD-L1 ×10² | vs float32 | '
-              f'ms per call of 5 | speed-up |')
-        print('|---|---:|---:|---:|---:|')
-        for row in block_sensitivity(contract_path.with_suffix('.onnx'), calibration, work_dir,
-                                     blocks=not args.no_blocks):
-            change = f'{row["vs_fp32_pct"]:+.1f} %' if 'vs_fp32_pct' in row else ''
-            speedup = f'{row["speedup"]:.2f}×' if 'speedup' in row else ''
-            print(f'| {row["variant"]} | {100 * row["cd_l1"]:.3f} | {change} | {row["ms_batch5"]:.1f} | {speedup} |',
-                  flush=True)
-        print(f'\n1-min load average {os.getloadavg()[0]:.1f} at the end (timings are comparable within one run only)')
-    return 0
-
-
-if __name__ == '__main__':
-    raise SystemExit(main())

@@ -21,8 +21,8 @@ from mesc3d_ros.config import DataConfig
 from mesc3d_ros.preprocess import CropWindow
 from mesc3d_training.data import layout, shapenet
 from mesc3d_training.data.categories import SPLITS, UNSEEN_SPLIT, ZERO_SHOT_SPLIT
-from mesc3d_training.data.sample import (build_sample, eval_seed, mask_box, read_mask, read_rgb, training_rng,
-                                         unit_ball)
+from mesc3d_training.data.sample import build_sample, eval_seed, read_mask, read_rgb, training_rng, unit_ball
+from mesc3d_training.data.scene import mask_box
 
 log = logging.getLogger(__name__)
 EVAL_SPLITS = SPLITS + (UNSEEN_SPLIT, ZERO_SHOT_SPLIT)

@@ -289,7 +289,6 @@ class ObjectRenderer:
             scene.remove_node(node)
         mask = depth > 0
         background, _ = make_background(rng, self.image_size)
-        ys, xs = np.nonzero(mask)
-        box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float64) if len(xs) else np.zeros(4)
+        box = scene_parts.mask_box(mask) if mask.any() else np.zeros(4)
         return {'rgb': np.where(mask[..., None], color[..., :3], background), 'mask': mask,
                 'depth': depth.astype(np.float64), 'box': box, 'visible': 1.0}

@@ -61,14 +61,6 @@ def subsample(points: np.ndarray, count: int, rng: np.random.Generator) -> np.nd
     return points[index]
 
 
-def mask_box(mask: np.ndarray) -> np.ndarray:
-    """(4,) x0, y0, x1, y1 in pixel-edge coordinates around a non-empty mask (what a detector would report)."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        raise ValueError('empty mask: no object pixels to crop around')
-    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
-
-
 def jitter_box(box: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
     """Shift the centre by up to ``amount`` of the box size and scale each side by exp(±amount)."""
     x0, y0, x1, y1 = box

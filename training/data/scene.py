@@ -133,10 +133,22 @@ def visible_mask(target_depth: np.ndarray, scene_depth: np.ndarray) -> np.ndarra
     return (target_depth > 0) & (scene_depth > 0) & (scene_depth >= target_depth - slack)
 
 
+def mask_box(mask: np.ndarray) -> np.ndarray:
+    """
+    Return the (4,) float64 x0, y0, x1, y1 in pixel-edge coordinates around a non-empty mask.
+
+    What a detector would report for exactly that mask: the convention of the training crops, the generator's boxes
+    and the demo's ground-truth detections. Torch-free, so the demo publisher (a camera driver) imports it too.
+    """
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        raise ValueError('empty mask: no object pixels to crop around')
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
+
+
 def detector_box(rng: np.random.Generator, visible: np.ndarray, ranges: SceneRanges) -> np.ndarray:
     """(4,) x0, y0, x1, y1 pixel edges: the visible part's box with detector noise, clipped to the image."""
-    ys, xs = np.nonzero(visible)
-    x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1.0, ys.max() + 1.0
+    x0, y0, x1, y1 = mask_box(visible)
     width, height = x1 - x0, y1 - y0
     cx = (x0 + x1) / 2 + rng.uniform(-1, 1) * ranges.box_jitter * width
     cy = (y0 + y1) / 2 + rng.uniform(-1, 1) * ranges.box_jitter * height

@@ -262,33 +262,55 @@ def _flat_color_if_unrenderable(mesh: trimesh.Trimesh) -> None:
         mesh.visual = trimesh.visual.ColorVisuals(mesh, face_colors=np.tile(color, (len(mesh.faces), 1)))
 
 
-def _read_parts(source: MeshSource) -> tuple[list[trimesh.Trimesh], str]:
+def mesh_digests(sources: Sequence[MeshSource]) -> dict[str, str]:
+    """
+    Map object_id -> sha256 of its mesh file bytes (:attr:`LoadedObject.mesh_sha256`), without parsing any mesh.
+
+    The split groups of ``categories.assign_splits``: identical files are one shape. A multi-part object hashes its
+    files in order, a procedural one (no file) its id. One zip open per catalog, so the splits of a whole category
+    cost seconds, not the minutes loading every mesh would (the demo publisher picks test-split objects this way).
+    """
+    digests, by_archive = {}, {}
+    for source in sources:
+        if source.source == 'procedural':
+            digests[source.object_id] = hashlib.sha256(source.object_id.encode()).hexdigest()
+        elif source.archive:
+            by_archive.setdefault(source.archive, []).append(source)
+        else:
+            hasher = hashlib.sha256()
+            for path in (source.mesh_file, *source.part_files):
+                hasher.update(Path(path).read_bytes())
+            digests[source.object_id] = hasher.hexdigest()
+    for archive, members in by_archive.items():
+        with zipfile.ZipFile(archive) as zf:
+            digests.update({s.object_id: hashlib.sha256(zf.read(s.mesh_file)).hexdigest() for s in members})
+    return digests
+
+
+def _read_parts(source: MeshSource) -> list[trimesh.Trimesh]:
     if source.source == 'procedural':
-        return procedural.build(source.object_id), hashlib.sha256(source.object_id.encode()).hexdigest()
+        return procedural.build(source.object_id)
     if source.archive:
         with zipfile.ZipFile(source.archive) as zf, tempfile.TemporaryDirectory(prefix='sh3d_') as tmp:
             folder = Path(source.mesh_file).parent.as_posix() + '/'
             members = [name for name in zf.namelist() if name.startswith(folder)]
             zf.extractall(tmp, members=members)
-            path = Path(tmp) / source.mesh_file
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            scene = trimesh.load(path, force='scene', process=False)
-        return [part for part in scene.dump() if isinstance(part, trimesh.Trimesh) and len(part.faces)], digest
-    hasher, parts = hashlib.sha256(), []
+            scene = trimesh.load(Path(tmp) / source.mesh_file, force='scene', process=False)
+        return [part for part in scene.dump() if isinstance(part, trimesh.Trimesh) and len(part.faces)]
+    parts = []
     for path in (Path(source.mesh_file), *map(Path, source.part_files)):  # a multi-part object is their union
-        hasher.update(path.read_bytes())
         scene = trimesh.load(path, force='scene', process=False)
         parts += [part for part in scene.dump() if isinstance(part, trimesh.Trimesh) and len(part.faces)]
     for radius, half_length, x, y, z in source.capsules:
         capsule = trimesh.creation.capsule(height=2 * half_length, radius=radius, count=[12, 12])
         parts.append(capsule.apply_translation([x, y, z]))
-    return parts, hasher.hexdigest()
+    return parts
 
 
 def load_object(source: MeshSource) -> LoadedObject:
     """Return the object's meshes in metres, Y up, bounding-box centre at the origin; raises DegenerateMeshError."""
     where = f'{source.archive}:{source.mesh_file}' if source.archive else source.mesh_file
-    parts, digest = _read_parts(source)
+    parts = _read_parts(source)
     if not parts:
         raise DegenerateMeshError(f'{where}: no triangles')
     rotation = np.asarray(source.rotation, dtype=np.float64).reshape(3, 3)
@@ -321,7 +343,7 @@ def load_object(source: MeshSource) -> LoadedObject:
     area = sum(float(part.area) for part in parts)
     if not (np.isfinite(area) and area > 0):
         raise DegenerateMeshError(f'{where}: zero surface area')
-    return LoadedObject(meshes=tuple(parts), mesh_sha256=digest)
+    return LoadedObject(meshes=tuple(parts), mesh_sha256=mesh_digests([source])[source.object_id])
 
 
 def sample_surface(loaded: LoadedObject, count: int, seed: int) -> np.ndarray:

@@ -19,8 +19,8 @@ import numpy as np  # noqa: E402
 import trimesh  # noqa: E402
 
 from mesc3d_ros.preprocess import crop_and_resize, square_window  # noqa: E402
-from mesc3d_training.demo_report import F_THRESHOLDS_M, FrameResult, ObjectResult  # noqa: E402
-from mesc3d_training.demo_scenes import SceneSequence  # noqa: E402
+from mesc3d_training.demo.report import F_THRESHOLDS_M, FrameResult, ObjectResult  # noqa: E402
+from mesc3d_training.demo.scenes import SceneSequence  # noqa: E402
 
 OBJECT_COLOURS = plt.get_cmap('tab10').colors
 CROP_PX = 224

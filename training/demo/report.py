@@ -39,9 +39,9 @@ from sensor_msgs.msg import PointCloud2
 from vision_msgs.msg import Detection3DArray
 
 from mesc3d_ros.conversions import cloud_to_structured, stamp_to_ns
-from mesc3d_training.demo_recorder import Recording
+from mesc3d_training.demo.recorder import Recording
 from mesc3d_training.metrics import chamfer_l1, fscore, nearest_squared_distances
-from mesc3d_training.demo_scenes import ObjectTruth, SceneSequence
+from mesc3d_training.demo.scenes import ObjectTruth, SceneSequence
 
 F_THRESHOLDS_M = (0.01, 0.05)
 """1 cm: tight for a placed cloud (a grasp's tolerance on a mug); 5 cm: the object is where it should be."""

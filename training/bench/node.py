@@ -9,9 +9,9 @@ arrived while it was busy are drops. Each precision (``--precision fp32,int8``: 
 parameter) and object count is run at each camera rate (15 and 30 Hz). The node's CPU overhead is measured
 in-process: its per-frame work (conversions, crops, placement, output messages) against the backend time of the
 same frames, with a 16UC1 depth image (a ball in every box, a floor behind) so that the shape fit
-(``shape_fit.py``) is part of it, as on a camera with depth.
+(``mesc3d_ros.shape_fit``) is part of it, as on a camera with depth.
 
-    python -m mesc3d_ros.node_bench --model engines/model.json [--precision fp32,int8] [--out docs/benchmarks.md]
+    python -m mesc3d_training.bench.node --model engines/model.json [--precision fp32,int8] [--out docs/benchmarks.md]
 
 :func:`benchmark` and :func:`render_section` are what ``mesc3d bench`` can call.
 """
@@ -35,8 +35,8 @@ import numpy as np
 from mesc3d_ros import preprocess
 from mesc3d_ros.contract import load_contract
 from mesc3d_ros.inference import create_backend
-from mesc3d_ros.markdown_blocks import replace_block
 from mesc3d_ros.ros_env import apply_ros_environment
+from mesc3d_training.reports.markdown_blocks import replace_block
 
 LOGGER = logging.getLogger(__name__)
 WIDTH, HEIGHT = 640, 480
@@ -319,7 +319,7 @@ def render_section(results: list[tuple[BackendTiming, list[NodeRun]]], backend_n
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m mesc3d_ros.node_bench',
+    parser = argparse.ArgumentParser(prog='python -m mesc3d_training.bench.node',
                                      description=__doc__.strip().splitlines()[0])
     parser.add_argument('--model', type=Path, required=True, help='model contract JSON')
     parser.add_argument('--model-note', default='', help='what the model is, for the table (e.g. random weights)')
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     load = f'{load_before:.1f} before, {os.getloadavg()[0]:.1f} after the run'
     backend_name = create_backend(args.model, args.backend, threads=args.threads, precision='fp32').name
     note = args.model_note or f'`{args.model.name}`'
-    command = shlex.join(['python', '-m', 'mesc3d_ros.node_bench', *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(['python', '-m', 'mesc3d_training.bench.node', *(sys.argv[1:] if argv is None else argv)])
     body = render_section(results, backend_name.rsplit(' ', 1)[0], note, command, load)
     if args.out is not None:
         LOGGER.info('wrote %s', replace_block(args.out, BLOCK, body, HEADING))

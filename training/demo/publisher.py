@@ -2,7 +2,7 @@
 Scene publisher: test-split objects on a table, played as a live RGB-D camera with ground-truth detections.
 
 The demo's stand-in for a camera driver and a detector. It picks test-split objects (never seen in training) of the
-model's classes, pre-renders the scenes (``demo_scenes.py``, so the stream is not limited by rendering speed) and
+model's classes, pre-renders the scenes (``scenes.py``, so the stream is not limited by rendering speed) and
 streams them at ``rate_hz``, a new scene every ``frames_per_scene`` frames, like a camera watching a table that
 changes every second or so:
 
@@ -14,19 +14,17 @@ changes every second or so:
 
 Every message of a frame carries the same stamp (the wall-clock publish time) and frame id, as a detector that copies
 its image header would. The ground truth is saved with the rendered frames before streaming starts
-(``demo_scenes.save_sequence``), and the stamp of every published frame is written when streaming ends, so a
+(``scenes.save_sequence``), and the stamp of every published frame is written when streaming ends, so a
 recorder can match the node's outputs to frames and score them.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,9 +38,9 @@ from vision_msgs.msg import Detection2DArray
 
 from mesc3d_ros.conversions import CameraIntrinsics, arrays_to_detections, intrinsics_to_camera_info, numpy_to_image
 from mesc3d_training.data.categories import SHAPE_CATEGORY, SplitMember, assign_splits
-from mesc3d_training.data.sources import (DegenerateMeshError, MeshSource, list_sources, load_object,
+from mesc3d_training.data.sources import (DegenerateMeshError, MeshSource, list_sources, load_object, mesh_digests,
                                           sample_surface)
-from mesc3d_training.demo_scenes import (DemoObject, SceneSequence, SceneSettings, load_sequence, render_sequence,
+from mesc3d_training.demo.scenes import (DemoObject, SceneSequence, SceneSettings, load_sequence, render_sequence,
                                          save_sequence)
 
 LOGGER = logging.getLogger(__name__)
@@ -56,26 +54,6 @@ GT_POINTS = 2048
 """Surface samples per object: the ground truth the demo scores the placed clouds against."""
 
 
-def mesh_file_sha256(sources: list[MeshSource]) -> dict[str, str]:
-    """
-    object_id -> sha256 of its mesh file bytes (the split groups of ``categories.assign_splits``).
-
-    The same digest ``sources.load_object`` records, read without parsing meshes (one zip open per catalog), so the
-    splits of a whole category cost seconds, not the minutes loading every mesh would.
-    """
-    digests = {}
-    by_archive: dict[str, list[MeshSource]] = {}
-    for source in sources:
-        by_archive.setdefault(source.archive, []).append(source)
-    for archive, members in by_archive.items():
-        if not archive:
-            digests.update({s.object_id: hashlib.sha256(Path(s.mesh_file).read_bytes()).hexdigest() for s in members})
-            continue
-        with zipfile.ZipFile(archive) as zf:
-            digests.update({s.object_id: hashlib.sha256(zf.read(s.mesh_file)).hexdigest() for s in members})
-    return digests
-
-
 def sources_in_test_split(categories: set[str]) -> list[MeshSource]:
     """
     List the test-split objects of ``categories``: the data module's by-object split.
@@ -85,7 +63,7 @@ def sources_in_test_split(categories: set[str]) -> list[MeshSource]:
     """
     kinds = ('sh3d', 'pybullet', 'random') if SHAPE_CATEGORY in categories else ('sh3d', 'pybullet')
     sources = [source for source in list_sources(kinds)[0] if source.category in categories]
-    digests = mesh_file_sha256(sources)
+    digests = mesh_digests(sources)
     split = assign_splits(SplitMember(s.object_id, s.category, digests[s.object_id]) for s in sources)
     return [source for source in sources if split[source.object_id] == 'test']
 
@@ -210,7 +188,7 @@ def demo_categories(contract_path: Path) -> set[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m mesc3d_training.scene_publisher',
+    parser = argparse.ArgumentParser(prog='python -m mesc3d_training.demo.publisher',
                                      description=__doc__.strip().splitlines()[0])
     parser.add_argument('--model', type=Path, help='model contract JSON: play test objects of its classes')
     parser.add_argument('--categories', default='', help="comma-separated categories instead of the model's")

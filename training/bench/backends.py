@@ -38,12 +38,12 @@ import torch
 from mesc3d_ros.config import load_config
 from mesc3d_ros.contract import ClassEntry, load_contract
 from mesc3d_ros.inference import Backend, OnnxRuntimeBackend, SessionSettings
-from mesc3d_ros.markdown_blocks import replace_block
 from mesc3d_ros.tensorrt_backend import tensorrt_usable
 from mesc3d_training import SHIPPED_MODEL
 from mesc3d_training.checkpoint import LoadedModel, load_model
 from mesc3d_training.export import calibration_for, export_model, parity_inputs
 from mesc3d_training.model import build_model
+from mesc3d_training.reports.markdown_blocks import replace_block
 
 LOGGER = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ import numpy as np
 import trimesh
 
 from mesc3d_training.data import render as _egl  # noqa: F401  (sets PYOPENGL_PLATFORM=egl before pyrender loads)
+from mesc3d_training.data.scene import mask_box
 
 LOGGER = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class ObjectTruth:
     category: str
     object_id: str
     box_xyxy: np.ndarray
-    """(4,) float64 pixels: bounds of the visible mask (:func:`visible_box`, the training crops' convention)."""
+    """(4,) float64 pixels: bounds of the visible mask (``data.scene.mask_box``, the training crops' convention)."""
     T_cam_obj: np.ndarray
     """(4, 4) object frame (metres) -> camera optical frame (metres)."""
     points_cam: np.ndarray
@@ -198,17 +199,6 @@ def _points_world(pose: _Pose) -> np.ndarray:
     return pose.obj.points @ pose.world_from_obj[:3, :3].T + pose.world_from_obj[:3, 3]
 
 
-def visible_box(mask: np.ndarray) -> np.ndarray:
-    """
-    (4,) x0, y0, x1, y1 around a non-empty mask, in the training crops' convention (``data.sample.mask_box``).
-
-    Not imported from there: that module pulls torch and torchvision (seconds of start-up and hundreds of MB) into
-    what is a camera driver; test_demo.py checks that both agree.
-    """
-    rows, cols = np.nonzero(mask)
-    return np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], dtype=np.float64)
-
-
 # ---- rendering ----------------------------------------------------------------------------------------------------
 
 def _table_mesh(rng: np.random.Generator, tile_m: float) -> trimesh.Trimesh:
@@ -305,7 +295,7 @@ def _render_scene(renderer: SceneRenderer, rng: np.random.Generator, objects: li
             mask = labels == k + 1
             if not mask.any() or mask.sum() < settings.min_visible_fraction * solo[k]:
                 break
-            box = visible_box(mask)
+            box = mask_box(mask)
             touches_border = box[0] == 0 or box[1] == 0 or box[2] == camera.width or box[3] == camera.height
             if touches_border or min(box[2] - box[0], box[3] - box[1]) < settings.min_box_px:
                 break

@@ -1,10 +1,11 @@
 """
 Mixed adversarial campaign against the live node (a benchmark, not a test): issue 17's numbers, docs/benchmarks.md.
 
-``python -m mesc3d_training.attack --duration-s 600 --write-docs`` starts ``reconstruct_node`` (CPU backend, depth on,
-``config/reconstruct.yaml``) on the given model and, for ``--duration-s``, sends rounds of one **attack frame** (a
-type-valid but hostile frame from one of the classes below, drawn at random) followed by one **good frame** of the
-demo scene. Then, for ``--log-phase-s``, only the 1 MB-string attacks, to measure the log volume they cause.
+``python -m mesc3d_training.reliability.attack --duration-s 600 --write-docs`` starts ``reconstruct_node`` (CPU
+backend, depth on, ``config/reconstruct.yaml``) on the given model and, for ``--duration-s``, sends rounds of one
+**attack frame** (a type-valid but hostile frame from one of the classes below, drawn at random) followed by one
+**good frame** of the demo scene. Then, for ``--log-phase-s``, only the 1 MB-string attacks, to measure the log
+volume they cause.
 
 Attack classes: extreme intrinsics (fx 1e-12 … 1e300, 5e-324, cx ±1e5/1e300, skew 1e300, NaN), a bad CameraInfo
 with the frame's stamp followed by a good one, depth edge cases (all zero, 1e-45 m, sub-millimetre, NaN, inf,
@@ -31,10 +32,11 @@ from datetime import date
 import numpy as np
 import psutil
 
-from mesc3d_ros.markdown_blocks import replace_block
-from mesc3d_training.demo import NODE_NAME, REMAPS, DemoError, interrupt_on_sigterm, node_command, start_child
-from mesc3d_training.reliability import (BENCHMARKS_DOC, MONITOR_NODE, RunContext, _good_frame, _spin_until,
-                                         add_run_arguments, start_run)
+from mesc3d_training.demo.processes import (NODE_NAME, REMAPS, DemoError, interrupt_on_sigterm, node_command,
+                                            start_child)
+from mesc3d_training.reliability.run import (BENCHMARKS_DOC, MONITOR_NODE, RunContext, add_run_arguments, good_frame,
+                                             spin_until, start_run)
+from mesc3d_training.reports.markdown_blocks import replace_block
 
 LOGGER = logging.getLogger(__name__)
 
@@ -163,7 +165,7 @@ def attack(ctx: RunContext, duration_s: float, log_phase_s: float, warmup_s: flo
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
     from vision_msgs.msg import Detection2DArray, Detection3DArray
 
-    good = _good_frame(ctx, seed)
+    good = good_frame(ctx, seed)
     good_depth = good.depth
     attacker = Attacker(good, np.random.default_rng(seed))
 
@@ -204,7 +206,7 @@ def attack(ctx: RunContext, duration_s: float, log_phase_s: float, warmup_s: flo
                 message.header.stamp = stamp
         pubs['camera_info'].publish(info)
         # A camera publishes CameraInfo with the image, well before a detector answers: let it arrive first.
-        _spin_until(executor, lambda: False, 0.01)
+        spin_until(executor, lambda: False, 0.01)
         pubs['image'].publish(image)
         pubs['depth'].publish(depth)
         pubs['detections'].publish(detections)
@@ -216,7 +218,7 @@ def attack(ctx: RunContext, duration_s: float, log_phase_s: float, warmup_s: flo
         """Seconds from publishing a good frame to its cloud, or None."""
         sent = time.monotonic()
         key = send(_copy(good.camera_info), good.image, good_depth, _copy(good.detections))
-        if _spin_until(executor, lambda: key in received, timeout_s, node):
+        if spin_until(executor, lambda: key in received, timeout_s, node):
             return received[key] - sent
         return None
 
@@ -256,7 +258,7 @@ def attack(ctx: RunContext, duration_s: float, log_phase_s: float, warmup_s: flo
                     key = send(info, image, depth, detections, stamp=stamp)
                 else:
                     key = send(info, image, depth, detections, followup)
-                _spin_until(executor, lambda: False, 0.05, node)
+                spin_until(executor, lambda: False, 0.05, node)
                 seconds = good_round(5.0)
                 if seconds is None:
                     unanswered += 1
@@ -360,7 +362,7 @@ def attack_markdown(result: dict, command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m mesc3d_training.attack',
+    parser = argparse.ArgumentParser(prog='python -m mesc3d_training.reliability.attack',
                                      description=__doc__.strip().splitlines()[0])
     add_run_arguments(parser)
     parser.add_argument('--duration-s', type=float, default=600.0, help='mixed attack length')
@@ -380,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         LOGGER.error('attack interrupted; child processes stopped')
         return 130
     (out / 'attack.json').write_text(json.dumps(result, indent=1))
-    markdown = attack_markdown(result, 'python -m mesc3d_training.attack ' + ' '.join(argv or []))
+    markdown = attack_markdown(result, 'python -m mesc3d_training.reliability.attack ' + ' '.join(argv or []))
     print(markdown)
     if args.write_docs:
         suffix = '' if args.max_objects is None else f':max_objects_{args.max_objects}'

@@ -10,34 +10,15 @@ import numpy as np
 import pytest
 
 from mesc3d_training.data.categories import SplitMember, assign_splits
-from mesc3d_training.data.sample import mask_box
-from mesc3d_training.data.sources import list_sources, load_object
-from mesc3d_training.demo_scenes import (SceneSettings, load_sequence, render_sequence, save_sequence,
-                                         visible_box)
-from mesc3d_training.scene_publisher import load_demo_objects, mesh_file_sha256, sources_in_test_split
-
-
-def test_visible_box_uses_the_training_crop_convention():
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        mask = np.zeros((40, 50), bool)
-        r0, c0 = rng.integers(0, 30, size=2)
-        mask[r0:r0 + rng.integers(1, 10), c0:c0 + rng.integers(1, 20)] = True
-        np.testing.assert_array_equal(visible_box(mask), mask_box(mask))
-
-
-def test_mesh_digests_are_the_ones_the_dataset_splits_by():
-    sources = {s.object_id: s for s in list_sources(('sh3d', 'pybullet'))[0]}
-    chosen = [sources['pybullet_mug'], sources['sh3d_katorlegaz_coffee_mug']]
-    digests = mesh_file_sha256(chosen)
-    for source in chosen:
-        assert digests[source.object_id] == load_object(source).mesh_sha256
+from mesc3d_training.data.sources import list_sources, mesh_digests
+from mesc3d_training.demo.publisher import load_demo_objects, sources_in_test_split
+from mesc3d_training.demo.scenes import SceneSettings, load_sequence, render_sequence, save_sequence
 
 
 def test_played_objects_are_test_split_only():
     categories = {'mug', 'bottle'}
     sources = [s for s in list_sources(('sh3d', 'pybullet'))[0] if s.category in categories]
-    digests = mesh_file_sha256(sources)
+    digests = mesh_digests(sources)
     split = assign_splits(SplitMember(s.object_id, s.category, digests[s.object_id]) for s in sources)
     played = sources_in_test_split(categories)
     assert played and all(split[s.object_id] == 'test' for s in played)
@@ -74,7 +55,7 @@ def test_a_frame_plays_its_scene_with_the_ground_truth_detections(sequence):
     from std_msgs.msg import Header
 
     from mesc3d_ros.conversions import camera_info_to_intrinsics, detections_to_arrays, image_to_numpy
-    from mesc3d_training.scene_publisher import frame_messages
+    from mesc3d_training.demo.publisher import frame_messages
 
     image, depth, info, detections = frame_messages(sequence, 5, Header(frame_id='cam'))
     scene = sequence.scenes[sequence.scene_index(5)]

@@ -1,8 +1,8 @@
 """
 Per-module parameters, multiply-adds and tensor shapes of MESC-3D presets: the tables in docs/model.md.
 
-    .venv/bin/python -m mesc3d_training.model_summary                      # print, paper + small presets
-    .venv/bin/python -m mesc3d_training.model_summary --timing --write docs/model.md
+    .venv/bin/python -m mesc3d_training.reports.model_summary                      # print, paper + small presets
+    .venv/bin/python -m mesc3d_training.reports.model_summary --timing --write docs/model.md
 
 MACs are counted by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions; flops / 2) for one
 object in eval mode; elementwise work (BatchNorm, activations, the W ⊙ F1 gate, γx + β) is not counted. With
@@ -23,8 +23,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mesc3d_ros.config import ModelConfig, load_config
-from mesc3d_ros.markdown_blocks import replace_block
 from mesc3d_training.model import MESC3D, build_model
+from mesc3d_training.reports.markdown_blocks import replace_block
 
 LOGGER = logging.getLogger(__name__)
 PRESETS = (Path('config/mesc3d_paper.yaml'), Path('config/mesc3d_small.yaml'))
@@ -166,7 +166,7 @@ def markdown(configs: list[ModelConfig], timing: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m mesc3d_training.model_summary',
+    parser = argparse.ArgumentParser(prog='python -m mesc3d_training.reports.model_summary',
                                      description=__doc__.strip().splitlines()[0])
     parser.add_argument('configs', nargs='*', type=Path, default=list(PRESETS),
                         help='config YAMLs; the first is the reference for relative MACs (default: paper, small)')
