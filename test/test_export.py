@@ -191,7 +191,7 @@ def test_contract_json_is_plain_and_complete(exported):
 def test_int8_export_is_qdq_calibrated_on_recorded_crops(tmp_path):
     """A real generated dataset's crops calibrate the INT8 model; the contract records them and the graph is QDQ."""
     from mesc3d_training.data.generate import TINY_OBJECT_IDS, make_dataset
-    from mesc3d_training.quantize import FLOAT_BLOCKS, QUANTIZED_OPS, load_calibration_set
+    from mesc3d_training.quantize import QUANTIZED_BLOCKS, QUANTIZED_OPS, load_calibration_set
 
     make_dataset(tmp_path / 'data', object_ids=TINY_OBJECT_IDS, views=2, workers=1, progress=False)
     cfg = tiny_config(text_dim=16, frame='viewer')
@@ -213,7 +213,7 @@ def test_int8_export_is_qdq_calibrated_on_recorded_crops(tmp_path):
     record = contract.quantization
     assert record['calibration']['items'] == list(calibration.items) and record['calibration']['split'] == 'train'
     assert record['calibration']['data_manifest_hash'] == calibration.data_manifest_hash
-    assert record['float_blocks'] == list(FLOAT_BLOCKS) and record['quantized_nodes'] > 0
+    assert record['quantized_blocks'] == list(QUANTIZED_BLOCKS) and record['quantized_nodes'] > 0
     assert set(record['calibration_cd_l1']) == {'fp32', 'int8'}
     graph = onnx.load(str(path)).graph
     ops = {node.op_type for node in graph.node}

@@ -2,18 +2,38 @@
 Static INT8 quantisation of an exported model: ONNX Runtime, QDQ format, calibrated on validation crops.
 
 ``mesc3d export`` calls :func:`quantize_int8` after the float models are written when the checkpoint's dataset (or
-``--calibration-data``) is there: the float32 ONNX gets QuantizeLinear/DequantizeLinear pairs around the weights
-(int8, symmetric, per output channel) and activations (uint8, asymmetric, per tensor) of :data:`QUANTIZED_OPS`, with
-ranges from min/max calibration over the validation split's evaluation crops. ONNX Runtime's CPU provider fuses
-each pair chain into integer kernels (VNNI on recent x86, dot-product instructions on ARMv8.2+). LayerNorm,
-Softmax, Erf (GELU), Tanh, Div, Split, Expand and the attention's reshapes stay float32. The model keeps float32 I/O,
-so the contract's tensors do not change.
+``--calibration-data``) is there. The image encoder and the decoder's point-wise convolutions
+(:data:`QUANTIZED_BLOCKS`, named by the torch module from the exporter's ``pkg.torch.onnx.name_scopes`` node
+metadata) are quantised: their :data:`QUANTIZED_OPS` get QuantizeLinear/DequantizeLinear pairs around the weights
+(int8, symmetric, per output channel) and activations (uint8, asymmetric, per tensor), with ranges from min/max
+calibration over the validation split's evaluation crops. ONNX Runtime's CPU provider fuses each chain into integer
+kernels (QLinearConv, QLinearAdd; VNNI on recent x86, dot-product instructions on ARMv8.2+), so the encoder runs in
+uint8 from its first convolution to its token head. The model keeps float32 I/O, so the contract's tensors do not
+change.
 
-Blocks of the model (named by their torch module, from the exporter's ``pkg.torch.onnx.name_scopes`` node
-metadata) listed in :data:`FLOAT_BLOCKS` stay float too. Both choices were measured on the validation split
-(``python -m mesc3d_training.bench.quantization CHECKPOINT``; the table and the reasons are in models/README.md).
-Which crops calibrated the model is recorded in the contract's ``quantization`` field (split, manifest hash and every
-``category/object/view``).
+What stays float32, and why (ONNX Runtime, mobile config, 2-core AMD EPYC with VNNI; CPU time per call measured
+round-robin against float32, and ``SessionOptions.enable_profiling`` per-op totals):
+
+- **MIT** (attention over 24 + 24 tokens of width 32): its MatMuls are too small for integer kernels to pay for the
+  QuantizeLinear/DequantizeLinear and layout Transposes around them (quantised, the MIT took 2.9× the float MIT's
+  time, and the whole model gained nothing over the encoder-only one).
+- **ESM modulations** (γ ⊙ x + β, γ and β from the selection-map MatMuls) and the decoder's **LeakyReLU**: their
+  integer forms are separate passes over (B, C, 1024) maps (QLinearLeakyRelu is a table lookup that the float
+  convolution would have fused for free), so each quantised decoder convolution reads a uint8 copy of its float
+  input and writes a float output. The convolutions themselves are worth it even so: quantising them as well as
+  the encoder saved a further 3-8 % of the CPU time per call, with validation CD-L1 unchanged (mobile stand-in;
+  -0.4 % on the trained small model).
+- **Decoder input convolution and head** (one column per object before the broadcast; 3 output channels): nothing
+  to gain, and the head writes the points.
+- **Class projection** (one Gemm row per object): nothing to gain.
+
+The encoder's ReLU6 (``Clip``) and ReLU are in :data:`QUANTIZED_OPS` so the quantiser removes them and lets the
+convolution's uint8 output range do the clipping (``QDQRemovableActivation``): left float, every MobileNetV2
+convolution's output is dequantised, clipped and requantised at run time (~70 QuantizeLinear/DequantizeLinear
+kernels per call, nearly a fifth of the INT8 model's time), which is what made the first INT8 mobile model slower than
+float32 at 5 objects. ``python -m mesc3d_training.bench.quantization CHECKPOINT`` scores these choices and each
+quantised block on the validation split. Which crops calibrated the model is recorded in the contract's
+``quantization`` field (split, manifest hash and every ``category/object/view``).
 """
 
 from __future__ import annotations
@@ -32,6 +52,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 
 from mesc3d_ros.config import Config
 from mesc3d_ros.contract import INPUT_CLASS_EMBEDDING, INPUT_IMAGE, OUTPUT_POINTS, ClassEntry
+from mesc3d_ros.inference import SessionSettings
 from mesc3d_training.data.dataset import ReconstructionDataset
 from mesc3d_training.data.layout import read_manifest
 from mesc3d_training.metrics import reconstruction_metrics
@@ -40,14 +61,12 @@ LOGGER = logging.getLogger(__name__)
 
 CALIBRATION_SPLIT = 'val'
 """Calibration (and the choice of float blocks) uses validation crops only; test stays held out for the card."""
-QUANTIZED_OPS = ('Conv', 'MatMul', 'Gemm', 'Add', 'Mul', 'LeakyRelu', 'Relu', 'MaxPool')
-"""The ops holding the multiply-accumulates, plus the element-wise ops between them: quantising those too keeps the
-decoder's (B, C, 1024) feature maps in uint8 between kernels instead of dequantising them for every Add/Mul (18 % of
-the Conv/MatMul/Gemm-only model's time in ONNX Runtime's profile), at equal validation CD-L1 (models/README.md)."""
-FLOAT_BLOCKS: tuple[str, ...] = ('decoder.modulations',)
-"""Module blocks (or their parents) kept float32: the ESM modulations multiply by the factorised selection maps,
-constant (rank, N) matrices that ONNX Runtime does not fuse into an integer MatMul, so their int8 form is dequantised
-on every call (8 % of that profile); accuracy does not need it either way (models/README.md)."""
+QUANTIZED_OPS = ('Conv', 'Clip', 'Relu', 'Add', 'MatMul', 'Gemm', 'MaxPool')
+"""The encoder's op types: convolutions and its token head's MatMul/Gemm, the activations the quantiser folds into
+them (Clip = MobileNetV2's ReLU6, Relu), residual Adds and the ResNet stem's MaxPool, so its feature maps stay uint8
+between kernels."""
+QUANTIZED_BLOCKS: tuple[str, ...] = ('image_encoder', 'decoder.convs', 'decoder.tail')
+"""Module blocks (or their parents) quantised; everything else stays float32 (why: the module docstring)."""
 CALIBRATION_BATCH = 16
 BLOCK_DEPTH = 3
 """Module path components that name a block: ``mit.blocks.0``, ``decoder.convs.2``,
@@ -123,53 +142,54 @@ def block_of(node: onnx.NodeProto) -> str:
     return '.'.join(modules[-1].split('.')[:BLOCK_DEPTH]) if modules else ''
 
 
-def _inside(block: str, parents: tuple[str, ...]) -> bool:
+def inside(block: str, parents: tuple[str, ...]) -> bool:
     """
     Tell whether ``block`` is one of ``parents`` or lies inside one.
 
-    For example ``decoder.modulations.2`` lies inside ``decoder.modulations``.
+    For example ``decoder.modulations.2`` lies inside ``decoder.modulations``; every block lies inside ``''``.
     """
-    return any(block == parent or block.startswith(parent + '.') for parent in parents)
+    return any(parent in ('', block) or block.startswith(parent + '.') for parent in parents)
 
 
-def quantizable_blocks(model: onnx.ModelProto) -> list[str]:
-    """Blocks holding a quantised op type, in graph order."""
-    blocks = [block_of(node) for node in model.graph.node if node.op_type in QUANTIZED_OPS]
+def quantizable_blocks(model: onnx.ModelProto, op_types: tuple[str, ...] = QUANTIZED_OPS) -> list[str]:
+    """Blocks holding one of ``op_types``, in graph order."""
+    blocks = [block_of(node) for node in model.graph.node if node.op_type in op_types]
     return list(dict.fromkeys(blocks))
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: CalibrationSet,
-                  float_blocks: tuple[str, ...] = FLOAT_BLOCKS, cache_path: Path | None = None,
-                  op_types: tuple[str, ...] = QUANTIZED_OPS) -> dict:
+                  blocks: tuple[str, ...] = QUANTIZED_BLOCKS, float_blocks: tuple[str, ...] = (),
+                  cache_path: Path | None = None, op_types: tuple[str, ...] = QUANTIZED_OPS) -> dict:
     """
     Write the INT8 QDQ model of ``fp32_path`` to ``out_path``; returns the record the contract keeps.
 
+    The nodes of ``op_types`` inside ``blocks`` but not inside ``float_blocks`` are quantised, the rest stays float.
     ``cache_path``: a calibration-range cache (ONNX Runtime's JSON), reused when it exists, so that several
     variants of one model are calibrated once.
     """
     model = onnx.load(str(fp32_path))
-    excluded = [node.name for node in model.graph.node
-                if node.op_type in op_types and _inside(block_of(node), float_blocks)]
-    unknown = [block for block in float_blocks if not any(_inside(b, (block,)) for b in quantizable_blocks(model))]
-    if unknown:     # another config may lack a block (no selection maps): nothing to keep in float then
-        LOGGER.warning('float blocks %s are not in %s; its blocks: %s', unknown, fp32_path.name,
-                       quantizable_blocks(model))
+    chosen = [node.name for node in model.graph.node if node.op_type in op_types
+              and inside(block_of(node), blocks) and not inside(block_of(node), float_blocks)]
+    if not chosen:
+        raise ValueError(f'{fp32_path.name}: no {"/".join(op_types)} node inside blocks {list(blocks)} (less '
+                         f'{list(float_blocks)}); its blocks: {quantizable_blocks(model, op_types)}')
     quantize_static(str(fp32_path), str(out_path), _Reader(calibration), quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=list(op_types), per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                    weight_type=QuantType.QInt8, nodes_to_quantize=chosen,
                     calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=cache_path,
+                    # Asymmetric activations let the quantiser drop Clip/Relu into the convolution's uint8 range.
                     extra_options={'ActivationSymmetric': False, 'WeightSymmetric': True})
-    quantized = sum(node.op_type in op_types for node in model.graph.node) - len(excluded)
     return {'method': 'onnxruntime.quantization.quantize_static, QDQ, MinMax calibration',
             'onnxruntime': ort.__version__, 'weights': 'int8 symmetric, per output channel',
             'activations': 'uint8 asymmetric, per tensor', 'quantized_op_types': list(op_types),
-            'quantized_nodes': quantized, 'float_blocks': list(float_blocks), 'float_nodes': len(excluded),
+            'quantized_blocks': list(blocks), 'float_blocks': list(float_blocks), 'quantized_nodes': len(chosen),
+            'float_nodes': sum(node.op_type in op_types for node in model.graph.node) - len(chosen),
             'calibration': calibration.record()}
 
 
 def run_model(path: Path, image: np.ndarray, embedding: np.ndarray) -> np.ndarray:
     """(B, N, 3) float32 points of an ONNX model on the CPU, in calibration-sized batches."""
-    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    session = ort.InferenceSession(str(path), SessionSettings().options(), providers=['CPUExecutionProvider'])
     return np.concatenate([session.run([OUTPUT_POINTS], {INPUT_IMAGE: image[start:start + CALIBRATION_BATCH],
                                                          INPUT_CLASS_EMBEDDING: embedding[start:start +
                                                                                           CALIBRATION_BATCH]})[0]

@@ -2,10 +2,10 @@
 INT8 sensitivity of a checkpoint's model: CD-L1 and speed of each quantisation variant on the validation split.
 
 ``python -m mesc3d_training.bench.quantization CHECKPOINT [--data-root DIR] [--no-blocks]`` exports the checkpoint,
-then scores float32, the shipped INT8 settings (``quantize.QUANTIZED_OPS`` with ``quantize.FLOAT_BLOCKS`` kept
-float), other op sets and, block by block, multiply-accumulates quantised in all blocks but one. It prints a markdown
-table (the one in models/README.md that the shipped settings were chosen from). Timings are ONNX Runtime CPU, batch
-5, comparable within one run only.
+then scores float32, the shipped INT8 settings (``quantize.QUANTIZED_OPS`` inside ``quantize.QUANTIZED_BLOCKS``),
+other block and op-set choices and, block by block, the shipped settings with one block kept float. It prints a
+markdown table (the one the shipped settings were chosen from). Timings are ONNX Runtime CPU time per call at batch
+5 on one thread, comparable within one run only.
 """
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ import onnx
 import onnxruntime as ort
 
 from mesc3d_ros.contract import INPUT_CLASS_EMBEDDING, INPUT_IMAGE, OUTPUT_POINTS
+from mesc3d_ros.inference import SessionSettings
 from mesc3d_training.checkpoint import load_model
 from mesc3d_training.export import export_model
-from mesc3d_training.quantize import (FLOAT_BLOCKS, QUANTIZED_OPS, CalibrationSet, cd_l1, load_calibration_set,
-                                      quantizable_blocks, quantize_int8, run_model)
+from mesc3d_training.quantize import (QUANTIZED_BLOCKS, QUANTIZED_OPS, CalibrationSet, cd_l1, inside,
+                                      load_calibration_set, quantizable_blocks, quantize_int8, run_model)
 
-MAC_OPS = ('Conv', 'MatMul', 'Gemm')
-"""The alternative op set the sensitivity table compares: multiply-accumulates only."""
+FULL_OPS = (*QUANTIZED_OPS, 'LeakyRelu', 'Mul')
+"""The op set of the sensitivity table's whole-model variants: adds the decoder's activation and modulation."""
 
 
 def block_sensitivity(fp32_path: Path, calibration: CalibrationSet, work_dir: Path,
@@ -38,8 +39,9 @@ def block_sensitivity(fp32_path: Path, calibration: CalibrationSet, work_dir: Pa
     """
     Yield the CD-L1 on the calibration split of each variant of the model.
 
-    The variants: float32; the shipped INT8 settings; other op sets; and (``blocks``) multiply-accumulates
-    quantised in all blocks but one, block by block. Also the mean seconds per call at batch 5.
+    The variants: float32; the shipped INT8 settings (:data:`QUANTIZED_BLOCKS`); the encoder alone; the shipped
+    settings plus the MIT; the whole model; and (``blocks``) the shipped settings with one of their blocks kept
+    float, block by block. Also the CPU time per call at batch 5 (:func:`time_model`).
     """
     image, embedding = calibration.image, calibration.embedding
 
@@ -49,18 +51,19 @@ def block_sensitivity(fp32_path: Path, calibration: CalibrationSet, work_dir: Pa
 
     fp32 = score(fp32_path)
     yield {'variant': 'float32', **fp32}
-    variants = [('int8, shipped settings', QUANTIZED_OPS, FLOAT_BLOCKS),
-                ('int8, shipped op set, no block float', QUANTIZED_OPS, ()),
-                ('int8, Conv/MatMul/Gemm only', MAC_OPS, ()),
-                ('int8, every op type', tuple(sorted({node.op_type for node in onnx.load(str(fp32_path)).graph.node})),
-                 FLOAT_BLOCKS)]
+    variants = [('int8, shipped settings (image encoder, decoder convolutions)', QUANTIZED_OPS, QUANTIZED_BLOCKS,
+                 ()),
+                ('int8, image encoder only', QUANTIZED_OPS, ('image_encoder',), ()),
+                ('int8, shipped settings + MIT', QUANTIZED_OPS, (*QUANTIZED_BLOCKS, 'mit'), ()),
+                ('int8, every block (ESM modulations and LeakyReLU too)', FULL_OPS, ('',), ())]
     if blocks:
-        variants += [(f'int8, Conv/MatMul/Gemm, {block} float', MAC_OPS, (block,))
-                     for block in quantizable_blocks(onnx.load(str(fp32_path)))]
-    for label, op_types, float_blocks in variants:
+        variants += [(f'int8, shipped settings, {block} float', QUANTIZED_OPS, QUANTIZED_BLOCKS, (block,))
+                     for block in quantizable_blocks(onnx.load(str(fp32_path)))
+                     if inside(block, QUANTIZED_BLOCKS)]
+    for label, op_types, quantized, float_blocks in variants:
         path = work_dir / 'variant.onnx'
         # One range cache per op set: the calibrator records the tensors of the ops it is asked to quantise.
-        quantize_int8(fp32_path, path, calibration, float_blocks, op_types=op_types,
+        quantize_int8(fp32_path, path, calibration, quantized, float_blocks, op_types=op_types,
                       cache_path=work_dir / f'ranges_{len(op_types)}.json')
         row = score(path)
         yield {'variant': label, **row, 'vs_fp32_pct': 100.0 * (row['cd_l1'] / fp32['cd_l1'] - 1.0),
@@ -68,15 +71,23 @@ def block_sensitivity(fp32_path: Path, calibration: CalibrationSet, work_dir: Pa
 
 
 def time_model(path: Path, image: np.ndarray, embedding: np.ndarray, calls: int = 10) -> float:
-    """Mean seconds per call of one batch after two warm-up calls (ONNX Runtime CPU, default session options)."""
-    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    """
+    Median CPU seconds per call of one batch after two warm-up calls (ONNX Runtime CPU, one intra-op thread).
+
+    CPU time of the calling thread, which does all the work with one intra-op thread: unlike wall time it barely
+    moves when other processes share the cores, and variants are timed one after another, not round-robin.
+    """
+    session = ort.InferenceSession(str(path), SessionSettings(threads=1).options(),
+                                   providers=['CPUExecutionProvider'])
     feed = {INPUT_IMAGE: image, INPUT_CLASS_EMBEDDING: embedding}
     for _ in range(2):
         session.run([OUTPUT_POINTS], feed)
-    start = time.perf_counter()
+    seconds = []
     for _ in range(calls):
+        start = time.thread_time()
         session.run([OUTPUT_POINTS], feed)
-    return (time.perf_counter() - start) / calls
+        seconds.append(time.thread_time() - start)
+    return float(np.median(seconds))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         work_dir = Path(work)
         contract_path = export_model(loaded, work_dir / 'model')
         print(f'| variant ({calibration.split}, {len(calibration.items)} crops) | CD-L1 ×10² | vs float32 | '
-              f'ms per call of 5 | speed-up |')
+              f'CPU ms per call of 5 (1 thread) | speed-up |')
         print('|---|---:|---:|---:|---:|')
         for row in block_sensitivity(contract_path.with_suffix('.onnx'), calibration, work_dir,
                                      blocks=not args.no_blocks):

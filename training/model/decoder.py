@@ -83,7 +83,13 @@ class AdaptivePointNorm(nn.Module):
         else:
             scaled_u = feature[:, :, None] * s.u[None]                               # (B, C1, r) = diag(F1)·U
             mixed = self.style.weight[:, :, 0] @ scaled_u                            # (B, 2C, r)
-            style = mixed @ s.v + self.style.bias[:, None]                           # (B, 2C, N)
+            bias = self.style.bias[:, None]                                          # (2C, 1)
+            # Split the (B, 2C, r) product, not the (B, 2C, N) style: the same values without a copy of the style
+            # maps (that Split was 4-8 % of ONNX Runtime's CPU time per call of 5 objects, mobile config).
+            c = self.channels
+            gamma = mixed[:, :c] @ s.v + bias[:c]                                    # (B, C, N)
+            beta = mixed[:, c:] @ s.v + bias[c:]                                     # (B, C, N)
+            return torch.addcmul(beta, gamma, x)
         gamma, beta = style.split(self.channels, dim=1)
         return torch.addcmul(beta, gamma, x)                                         # γ ⊙ x + β, one pass
 
