@@ -20,7 +20,7 @@ from pathlib import Path
 from mesc3d_ros.contract import ContractError, file_sha256
 
 PACKAGE = 'mesc3d_ros'
-DEFAULT_MODEL = 'mesc3d_small'
+DEFAULT_MODEL = 'mesc3d_mobile'
 """The shipped model the node loads when ``model_path`` is not given (``models/<DEFAULT_MODEL>.json``)."""
 CHECKPOINT_SUFFIXES = ('.safetensors', '.yaml', '.yml', '.pt', '.pth', '.ckpt')
 EXTERNAL_WEIGHTS_KEY = 'external_weights'

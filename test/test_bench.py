@@ -18,7 +18,7 @@ from model_fixtures import tiny_config
 
 def test_bench_times_every_backend_and_rewrites_only_its_section(tmp_path):
     cfg_path = save_config(tiny_config(), tmp_path / 'tiny.yaml')
-    results, sessions = backends.benchmark(backends.random_small_model(cfg_path), tmp_path / 'work', batches=(1, 3),
+    results, sessions = backends.benchmark(backends.random_weight_model(cfg_path), tmp_path / 'work', batches=(1, 3),
                                            iterations=2, warmup=1, calibration_data=str(tmp_path / 'no_data'),
                                            sessions=True)
     assert [(r.backend, r.batch) for r in results] == [

@@ -131,3 +131,22 @@ def test_checkpoint_is_exported_once_and_again_when_it_changes(contract, tmp_pat
     assert not _export_is_current(exported, engines / 'tiny.source.json', changed)
     (engines / 'tiny.onnx').write_bytes(b'truncated')  # a damaged export is stale too
     assert not _export_is_current(exported, engines / 'tiny.source.json', recorded)
+
+
+def test_a_shipped_checkpoint_runs_from_its_deployable_form_until_it_changes(contract, tmp_path):
+    from mesc3d_training.demo.model import ensure_exported
+    from mesc3d_training.ship import ship
+
+    source = contract.parent.parent / 'checkpoint'
+    models = tmp_path / 'models'
+    models.mkdir()
+    for path in source.glob('tiny.*'):
+        (models / path.name).write_bytes(path.read_bytes())
+    shipped = ship(models / 'tiny.safetensors', int8=False)
+    assert not (models / 'tiny.int8.onnx').exists()
+    engines = tmp_path / 'engines'
+    assert ensure_exported(models / 'tiny.yaml', engines) == shipped == models / 'tiny.json'
+    assert not engines.exists()  # nothing exported: the node runs what ships
+    meta = models / 'tiny.yaml'
+    meta.write_text(meta.read_text() + '# edited\n')  # the shipped form no longer matches these bytes
+    assert ensure_exported(models / 'tiny.yaml', engines) == engines / 'tiny.json'

@@ -7,5 +7,5 @@ happens.
 
 from pathlib import Path
 
-SHIPPED_MODEL = Path(__file__).resolve().parent.parent / 'models' / 'mesc3d_small.yaml'
+SHIPPED_MODEL = Path(__file__).resolve().parent.parent / 'models' / 'mesc3d_mobile.yaml'
 """The model the package ships with (``mesc3d demo`` and ``mesc3d bench`` use it by default)."""

@@ -11,7 +11,11 @@ the weights**:
                                  float32 in the graph; ONNX Runtime folds the casts when it loads the model). Only
                                  tensors the checkpoint does not hold (normalisation constants, a few hundred KB) are
                                  stored in the graph file;
-- ``models/<name>.json``         its model contract (``model_file`` = the file above; no separate float16 model);
+- ``models/<name>.int8.onnx``    the INT8 model for ONNX Runtime on CPUs (``quantize.py``), calibrated on the validation
+                                 crops of the checkpoint's dataset; only when that dataset is on this machine. It holds
+                                 its own weights (int8, and float32 where the model stays float);
+- ``models/<name>.json``         its model contract (``model_file`` = the float32 graph above, ``int8_model_file``;
+                                 no separate float16 model);
 - ``models/<name>.source.json``  the sha256 of the checkpoint files it was made from, and which file holds the
                                  weights: ``mesc3d_ros.package_share.resolve_model`` refuses the model when that file
                                  changed (the offsets would point at other bytes), and a test fails until it is shipped
@@ -42,7 +46,8 @@ from mesc3d_ros.contract import (INPUT_CLASS_EMBEDDING, INPUT_IMAGE, OUTPUT_POIN
                                  load_contract, write_atomic)
 from mesc3d_ros.package_share import EXTERNAL_WEIGHTS_KEY, safetensors_header
 from mesc3d_training.checkpoint import checkpoint_stem, load_model
-from mesc3d_training.export import FP32_TOLERANCE, PARITY_BATCH, export_model, parity_inputs, trace_to_onnx
+from mesc3d_training.export import (FP32_TOLERANCE, PARITY_BATCH, calibration_for, export_model, parity_inputs,
+                                    trace_to_onnx)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -100,13 +105,26 @@ def reference_checkpoint_weights(graph: onnx.ModelProto, weights: Path) -> int:
     return len(casts)
 
 
-def ship(checkpoint: Path) -> Path:
-    """Write the deployable form of ``checkpoint`` as ``<stem>.{onnx,json,source.json}`` beside it."""
+def ship(checkpoint: Path, calibration_data: str | None = None, int8: bool = True) -> Path:
+    """
+    Write the deployable form of ``checkpoint`` as ``<stem>.{onnx,json,source.json}`` (+ ``.int8.onnx``) beside it.
+
+    The INT8 model is calibrated on the validation crops of ``calibration_data`` (None: the checkpoint's dataset);
+    without that dataset, or with ``int8`` False, the model ships float only and a stale INT8 file is removed.
+    """
     stem = checkpoint_stem(checkpoint)
     weights = stem.with_suffix('.safetensors')
+    int8_path = stem.with_name(f'{stem.name}.int8.onnx')
     loaded = load_model(stem)
+    calibration = calibration_for(loaded, calibration_data) if int8 else None
     with tempfile.TemporaryDirectory() as tmp:  # the export gives the contract (class table, hashes, parity)
-        exported = load_contract(export_model(loaded, Path(tmp)))
+        contract_path = export_model(loaded, Path(tmp), calibration=calibration)
+        exported = load_contract(contract_path)
+        if exported.int8_model_file:
+            # INT8 weights are their own bytes (int8 and float32 tensors), so this file carries its weights.
+            int8_path.write_bytes(contract_path.with_name(exported.int8_model_file).read_bytes())
+        else:
+            int8_path.unlink(missing_ok=True)
     graph = unfolded_graph(loaded.model.eval(), exported)
     replaced = reference_checkpoint_weights(graph, weights)
     onnx_path = write_atomic(stem.with_suffix('.onnx'), graph.SerializeToString())
@@ -121,24 +139,30 @@ def ship(checkpoint: Path) -> Path:
         onnx_path.unlink()
         raise RuntimeError(f'{stem}: the shipped ONNX differs from torch by {error:.3g} (max abs), tolerance '
                            f'{FP32_TOLERANCE:g}; removed it')
+    int8_fields = {'int8_model_file': int8_path.name, 'int8_model_sha256': file_sha256(int8_path)} \
+        if exported.int8_model_file else {}
     contract = dataclasses.replace(
         exported, model_file=onnx_path.name, model_sha256=file_sha256(onnx_path), fp16_model_file='',
-        fp16_model_sha256='',
+        fp16_model_sha256='', **int8_fields,
         parity={**exported.parity, 'shipped_max_abs': error,
                 'shipped_method': f'onnxruntime CPU on {onnx_path.name} (weights read from {weights.name}) vs '
                                   f'torch float32 eager'})
     contract_path = contract.save(stem.with_suffix('.json'))
     write_atomic(stem.with_name(f'{stem.name}.source.json'), json.dumps(source_record(stem), indent=1).encode())
-    LOGGER.info('shipped %s: %s (graph %.2f MB, %d weight tensors read from %s), max abs error vs torch %.2e',
-                stem, contract_path, onnx_path.stat().st_size / 1e6, replaced, weights.name, error)
+    LOGGER.info('shipped %s: %s (graph %.2f MB, %d weight tensors read from %s), max abs error vs torch %.2e; %s',
+                stem, contract_path, onnx_path.stat().st_size / 1e6, replaced, weights.name, error,
+                f'INT8 {int8_path.name} {int8_path.stat().st_size / 1e6:.1f} MB' if int8_fields else 'no INT8')
     return contract_path
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='mesc3d ship', description=__doc__.strip().splitlines()[0])
     parser.add_argument('checkpoint', type=Path, help='shipped checkpoint (stem, .yaml or .safetensors)')
+    parser.add_argument('--calibration-data', metavar='DIR',
+                        help="dataset whose validation crops calibrate the INT8 model (default: the checkpoint's)")
+    parser.add_argument('--no-int8', action='store_true', help='ship the float model only')
     args = parser.parse_args(argv)
     for chatty in ('onnxscript', 'onnx_ir'):    # one INFO line per folded constant otherwise
         logging.getLogger(chatty).setLevel(logging.WARNING)
-    ship(args.checkpoint)
+    ship(args.checkpoint, args.calibration_data, int8=not args.no_int8)
     return 0

@@ -12,8 +12,9 @@ session-option variants (threads, optimisation level, arena, spinning, executor)
 objects. Both tables, with the machine description and the exact command, replace the ``bench:backends`` and
 ``bench:session`` sections of ``docs/benchmarks.md`` (created if absent); other sections are left alone.
 
-The model is the shipped checkpoint when it exists (``models/mesc3d_small.yaml``), else a random-weight model of the
-``small`` config (``config/mesc3d_small.yaml``): speed does not depend on the weights, and the table says which.
+The model is the shipped checkpoint when it exists (``models/mesc3d_mobile.yaml``), else a random-weight model of the
+``mobile`` config (``config/mesc3d_mobile.yaml``, or ``--config``): speed does not depend on the weights, and the
+table says which.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from mesc3d_training.reports.markdown_blocks import replace_block
 
 LOGGER = logging.getLogger(__name__)
 
-SMALL_CONFIG = Path('config/mesc3d_small.yaml')
+FALLBACK_CONFIG = Path('config/mesc3d_mobile.yaml')
 BENCHMARKS_DOC = Path('docs/benchmarks.md')
 BLOCK, HEADING = 'bench:backends', 'Inference backends (`mesc3d bench`)'
 SESSION_BLOCK, SESSION_HEADING = 'bench:session', 'ONNX Runtime session options (`mesc3d bench`)'
@@ -79,7 +80,7 @@ class Result:
         return min(1.0, 1e3 / (self.mean_ms * rate_hz))
 
 
-def random_small_model(config_path: Path, seed: int = 0) -> LoadedModel:
+def random_weight_model(config_path: Path, seed: int = 0) -> LoadedModel:
     """Build a random-weight model of a config with a random unit-norm class table: same graph, same cost."""
     cfg = load_config(config_path)
     torch.manual_seed(seed)
@@ -244,8 +245,8 @@ def render_sessions(results: list[Result], command: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='mesc3d bench', description=__doc__.strip().splitlines()[0])
     parser.add_argument('--checkpoint', type=Path, help=f'model to time (default: {SHIPPED_MODEL} if present, '
-                        f'else random weights of {SMALL_CONFIG})')
-    parser.add_argument('--config', type=Path, default=SMALL_CONFIG, help='config of the random-weight model')
+                        f'else random weights of {FALLBACK_CONFIG})')
+    parser.add_argument('--config', type=Path, default=FALLBACK_CONFIG, help='config of the random-weight model')
     parser.add_argument('--batches', default='1,5,10', help='comma-separated objects per call')
     parser.add_argument('--calibration-data', help='dataset whose validation crops calibrate the INT8 model '
                         "(default: the checkpoint's data.root; without it INT8 is not benchmarked)")
@@ -261,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         loaded = load_model(checkpoint)
         note = f'`{checkpoint}` ({loaded.cfg.model.name} config, trained weights)'
     else:
-        loaded = random_small_model(args.config)
+        loaded = random_weight_model(args.config)
         note = (f'**random weights** of `{args.config}` ({loaded.cfg.model.name} config; no shipped checkpoint yet — '
                 f'speed does not depend on the weights)')
     batches = tuple(int(b) for b in args.batches.split(','))

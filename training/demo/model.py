@@ -1,9 +1,10 @@
 """
 The model a live-node run loads: an exported contract, exported from the checkpoint only when its bytes changed.
 
-``engines/<name>.source.json`` records which checkpoint bytes an export came from, so ``mesc3d demo`` exports the
-shipped checkpoint once and reuses that export until the weights or their metadata change. Torch is imported only
-when an export is needed.
+A checkpoint shipped in ``models/`` runs from its deployable form beside it (``mesc3d ship``: float32 and INT8, what
+the node loads by default) while that form was made from these bytes. Any other checkpoint is exported to
+``engines/``; ``engines/<name>.source.json`` records which checkpoint bytes an export came from, so it is exported
+once and reused until the weights or their metadata change. Torch is imported only when an export is needed.
 """
 
 from __future__ import annotations
@@ -33,11 +34,15 @@ def ensure_exported(model: Path, engines_dir: Path) -> Path:
     missing = [str(path) for path in (weights, meta) if not path.is_file()]
     if missing:
         raise DemoError(f'model checkpoint missing: {", ".join(missing)}. The shipped model is trained with '
-                        f'`mesc3d train config/mesc3d_small.yaml` (models/README.md); or pass --model with a '
+                        f'`mesc3d train config/mesc3d_mobile.yaml` (models/README.md); or pass --model with a '
                         f'contract JSON written by `mesc3d export`.')
+    source = {'checkpoint': str(stem), 'weights_sha256': file_sha256(weights), 'meta_sha256': file_sha256(meta)}
+    # A shipped model's deployable form (mesc3d ship: float32 + INT8) is what the node loads by default: run that.
+    if _export_is_current(stem.with_suffix('.json'), stem.with_name(f'{stem.name}.source.json'), source):
+        LOGGER.info('using %s (the deployable form shipped beside these checkpoint bytes)', stem.with_suffix('.json'))
+        return stem.with_suffix('.json')
     name = yaml.safe_load(meta.read_text())['config']['model']['name']
     contract_path = engines_dir / f'{name}.json'
-    source = {'checkpoint': str(stem), 'weights_sha256': file_sha256(weights), 'meta_sha256': file_sha256(meta)}
     source_path = engines_dir / f'{name}.source.json'
     if _export_is_current(contract_path, source_path, source):
         LOGGER.info('using %s (exported from these checkpoint bytes)', contract_path)
