@@ -108,15 +108,19 @@ def test_node_failing_to_start_stops_the_demo_and_its_children(contract, tmp_pat
     assert not leftover_processes(str(out))
 
 
+def copy_checkpoint(contract: Path, folder: Path) -> Path:
+    """Copy the fixture's checkpoint files (``tiny.*``) into ``folder``, which is returned."""
+    # The fixture saved its checkpoint beside its engines folder (model_fixtures.make_random_model).
+    folder.mkdir()
+    for path in (contract.parent.parent / 'checkpoint').glob('tiny.*'):
+        (folder / path.name).write_bytes(path.read_bytes())
+    return folder
+
+
 def test_checkpoint_is_exported_once_and_again_when_it_changes(contract, tmp_path):
     from mesc3d_training.demo.model import _export_is_current, ensure_exported
 
-    # The fixture saved its checkpoint beside its engines folder (model_fixtures.make_random_model).
-    source = contract.parent.parent / 'checkpoint'
-    checkpoint = tmp_path / 'models'
-    checkpoint.mkdir()
-    for path in source.glob('tiny.*'):
-        (checkpoint / path.name).write_bytes(path.read_bytes())
+    checkpoint = copy_checkpoint(contract, tmp_path / 'models')
     engines = tmp_path / 'engines'
     exported = ensure_exported(checkpoint / 'tiny.safetensors', engines)
     assert exported == engines / 'tiny.json' and (engines / 'tiny.onnx').is_file()
@@ -137,11 +141,7 @@ def test_a_shipped_checkpoint_runs_from_its_deployable_form_until_it_changes(con
     from mesc3d_training.demo.model import ensure_exported
     from mesc3d_training.ship import ship
 
-    source = contract.parent.parent / 'checkpoint'
-    models = tmp_path / 'models'
-    models.mkdir()
-    for path in source.glob('tiny.*'):
-        (models / path.name).write_bytes(path.read_bytes())
+    models = copy_checkpoint(contract, tmp_path / 'models')
     shipped = ship(models / 'tiny.safetensors', int8=False)
     assert not (models / 'tiny.int8.onnx').exists()
     engines = tmp_path / 'engines'
