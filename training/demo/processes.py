@@ -16,6 +16,8 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,6 +143,36 @@ def _raise_interrupt(signum: int, frame) -> None:
     raise KeyboardInterrupt(f'signal {signum}')
 
 
-def interrupt_on_sigterm() -> None:
-    """SIGTERM raises KeyboardInterrupt as Ctrl-C does, so the ``finally`` clean-up (children, bag) runs for both."""
+def run_command(name: str, body: Callable[[], int]) -> int:
+    """
+    Run a command's ``body`` and return its exit status: its own, 1 on a DemoError, 130 on Ctrl-C or SIGTERM.
+
+    SIGTERM raises KeyboardInterrupt as Ctrl-C does, so the body's clean-up (:func:`stopped_on_exit`) runs for both.
+    """
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return body()
+    except DemoError as exc:
+        LOGGER.error('%s failed: %s', name, exc)
+        return 1
+    except KeyboardInterrupt:
+        LOGGER.error('%s interrupted; child processes stopped', name)
+        return 130
+
+
+@contextmanager
+def stopped_on_exit(children: list[Child], ros_node) -> Iterator[None]:
+    """
+    On leaving, however: stop ``children`` (last started first), destroy ``ros_node``, shut rclpy down.
+
+    ``children`` is read on leaving, so children started inside the block join it by ``children.append``.
+    """
+    import rclpy
+
+    try:
+        yield
+    finally:
+        for child in reversed(children):
+            child.stop()
+        ros_node.destroy_node()
+        rclpy.try_shutdown()

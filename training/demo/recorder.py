@@ -93,6 +93,13 @@ class Recorder:
         if keep:
             self.recording.outputs[topic].append(Received(receive_ns, bytes(data)))
 
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        """Leaving a ``with`` block however (an error, Ctrl-C) still finishes the bag: nothing recorded is lost."""
+        self.close()
+
     def close(self) -> Recording:
         """Finish the bag (its metadata.yaml is written now) and return what was kept."""
         if not self.closed:

@@ -39,7 +39,8 @@ from mesc3d_ros.ros_env import REPO_ROOT, apply_ros_environment
 from mesc3d_training import SHIPPED_MODEL
 from mesc3d_training.demo.model import ensure_exported
 from mesc3d_training.demo.processes import (NODE_NAME, NODE_UNDER_TEST, PARAMS_FILE, REMAPS, DemoError, NodeVariant,
-                                            cpu_model, interrupt_on_sigterm, node_command, start_child)
+                                            cpu_model, node_command, run_command, start_child,
+                                            stopped_on_exit)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -99,20 +100,20 @@ def record_run(settings: DemoSettings, contract_path: Path):
     # Our own SIGINT/SIGTERM handling (KeyboardInterrupt) so that clean-up below always runs.
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     recorder_node = rclpy.create_node(RECORDER_NODE)
-    recorder = None
-    try:
+    outputs = {}
+    for variant in VARIANTS:
+        outputs.update({variant.topic('points'): PointCloud2, variant.topic('objects'): Detection3DArray,
+                        variant.topic('diagnostics'): DiagnosticArray})
+    recorder = Recorder(recorder_node, out / 'bag', inputs={
+        REMAPS['image']: Image, REMAPS['depth']: Image, REMAPS['camera_info']: CameraInfo,
+        REMAPS['detections']: Detection2DArray}, outputs=outputs)
+    # Leaving: the bag is finished first, then the children stopped and the recorder's node destroyed.
+    with stopped_on_exit(children, recorder_node), recorder:
         nodes = []
         for variant in VARIANTS:
             command = node_command(contract_path, settings.params_file, settings.backend, variant=variant)
             nodes.append(start_child(variant.node_name, command, out / 'logs'))
         children += nodes
-        outputs = {}
-        for variant in VARIANTS:
-            outputs.update({variant.topic('points'): PointCloud2, variant.topic('objects'): Detection3DArray,
-                            variant.topic('diagnostics'): DiagnosticArray})
-        recorder = Recorder(recorder_node, out / 'bag', inputs={
-            REMAPS['image']: Image, REMAPS['depth']: Image, REMAPS['camera_info']: CameraInfo,
-            REMAPS['detections']: Detection2DArray}, outputs=outputs)
         executor = SingleThreadedExecutor()
         executor.add_node(recorder_node)
         deadline = time.monotonic() + settings.startup_timeout_s + settings.duration_s + 30.0
@@ -137,13 +138,6 @@ def record_run(settings: DemoSettings, contract_path: Path):
             if sum(map(len, clouds)) != seen:
                 last_change, seen = time.monotonic(), sum(map(len, clouds))
         return recorder.close()
-    finally:
-        for child in reversed(children):
-            child.stop()
-        if recorder is not None and not recorder.closed:
-            recorder.close()
-        recorder_node.destroy_node()
-        rclpy.try_shutdown()
 
 
 def run_demo(settings: DemoSettings) -> int:
@@ -213,12 +207,4 @@ def main(argv: list[str] | None = None) -> int:
                             duration_s=args.duration_s, rate_hz=args.rate_hz, objects=args.objects, seed=args.seed,
                             backend=args.backend, params_file=args.params_file,
                             startup_timeout_s=args.startup_timeout_s)
-    interrupt_on_sigterm()
-    try:
-        return run_demo(settings)
-    except DemoError as exc:
-        LOGGER.error('demo failed: %s', exc)
-        return 1
-    except KeyboardInterrupt:
-        LOGGER.error('demo interrupted; child processes stopped')
-        return 130
+    return run_command('demo', lambda: run_demo(settings))

@@ -14,7 +14,7 @@ import json
 import logging
 import sys
 
-from mesc3d_training.demo.processes import DemoError, interrupt_on_sigterm
+from mesc3d_training.demo.processes import run_command
 from mesc3d_training.reliability.fuzz import fuzz, fuzz_markdown
 from mesc3d_training.reliability.run import BENCHMARKS_DOC, add_run_arguments, start_run
 from mesc3d_training.reliability.soak import soak, soak_markdown
@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--objects-per-frame', type=int, default=5)
     parser.add_argument('--examples', type=int, default=300, help='fuzz cases')
     args = parser.parse_args(argv)
-    interrupt_on_sigterm()
     out = args.out.resolve()
-    try:
+
+    def run() -> int:
         ctx = start_run(args.model, args.engines_dir, args.params_file, out)
         if args.kind == 'soak':
             result = soak(ctx, args.duration_s, args.rate_hz, args.objects_per_frame, args.seed)
@@ -43,19 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result = fuzz(ctx, args.examples, args.seed)
             markdown = fuzz_markdown(result, 'python -m mesc3d_training.reliability ' + ' '.join(argv or []))
-    except DemoError as exc:
-        LOGGER.error('%s failed: %s', args.kind, exc)
-        return 1
-    except KeyboardInterrupt:
-        LOGGER.error('%s interrupted; child processes stopped', args.kind)
-        return 130
-    (out / f'{args.kind}.json').write_text(json.dumps(result, indent=1))
-    print(markdown)
-    if args.write_docs:
-        replace_block(BENCHMARKS_DOC, f'reliability:{args.kind}', markdown, heading='Reliability')
-    healthy = not result.get('node_crashed') and result.get('node_alive_after', True) and \
-        result.get('good_frame_points_after', 1)
-    return 0 if healthy else 1
+        (out / f'{args.kind}.json').write_text(json.dumps(result, indent=1))
+        print(markdown)
+        if args.write_docs:
+            replace_block(BENCHMARKS_DOC, f'reliability:{args.kind}', markdown, heading='Reliability')
+        healthy = not result.get('node_crashed') and result.get('node_alive_after', True) and \
+            result.get('good_frame_points_after', 1)
+        return 0 if healthy else 1
+
+    return run_command(args.kind, run)
 
 
 if __name__ == '__main__':

@@ -32,8 +32,8 @@ from datetime import date
 import numpy as np
 import psutil
 
-from mesc3d_training.demo.processes import (NODE_NAME, REMAPS, DemoError, interrupt_on_sigterm, node_command,
-                                            start_child)
+from mesc3d_training.demo.processes import (NODE_NAME, REMAPS, Child, DemoError, node_command, run_command,
+                                            start_child, stopped_on_exit)
 from mesc3d_training.reliability.run import (BENCHMARKS_DOC, MONITOR_NODE, RunContext, add_run_arguments, good_frame,
                                              spin_until, start_run)
 from mesc3d_training.reports.markdown_blocks import replace_block
@@ -222,7 +222,7 @@ def attack(ctx: RunContext, duration_s: float, log_phase_s: float, warmup_s: flo
             return received[key] - sent
         return None
 
-    node = None
+    children: list[Child] = []
     sent_by_kind: dict[str, int] = {}
     answer_s: list[float] = []
     answer_by_kind: dict[str, list[float]] = {}  # the attack just before each good frame -> its answer times
@@ -232,11 +232,12 @@ def attack(ctx: RunContext, duration_s: float, log_phase_s: float, warmup_s: flo
     rss: list[tuple[float, float]] = []
     log_bytes: list[tuple[float, int]] = []
     crash = ''
-    try:
+    with stopped_on_exit(children, monitor):
         command = node_command(ctx.contract_path, ctx.params_file, 'onnxruntime', use_depth=True)
         if max_objects is not None:
             command += ['-p', f'max_objects:={max_objects}']
         node = start_child(NODE_NAME, command, ctx.out_dir / 'logs')
+        children.append(node)
         process = psutil.Process(node.popen.pid)
         first = None
         deadline = time.monotonic() + 180.0
@@ -276,11 +277,6 @@ def attack(ctx: RunContext, duration_s: float, log_phase_s: float, warmup_s: flo
         except DemoError as exc:
             crash = str(exc)
         alive = node.popen.poll() is None
-    finally:
-        if node is not None:
-            node.stop()
-        monitor.destroy_node()
-        rclpy.try_shutdown()
     log = node.log_path.read_text(errors='replace')
     seconds = np.array([t for t, _ in rss])
     memory = np.array([m for _, m in rss])
@@ -344,9 +340,11 @@ def attack_markdown(result: dict, command: str) -> str:
         f'{answer["max"]:.2f} s; {answer["over_1s"]} of {result["good_frames"]} over 1 s, '
         f'{result["good_frames_unanswered_5s"]} unanswered within 5 s (after: '
         f'{result["unanswered_after_kind"] or "none"}) | all within 1 s |',
-        f'| node RSS after {result["warmup_s"]:g} s warm-up (min … max) | {rss["after_warmup_min"]:.1f} … '
-        f'{rss["after_warmup_max"]:.1f} MiB, spread {rss["after_warmup_spread_pct"]:.1f} % (first sample '
-        f'{rss["first"]:.1f} MiB) | within 10 % |',
+        f'| node RSS after {result["warmup_s"]:g} s warm-up (min … max) | '
+        + (f'{rss["after_warmup_min"]:.1f} … {rss["after_warmup_max"]:.1f} MiB, spread '
+           f'{rss["after_warmup_spread_pct"]:.1f} %' if rss['after_warmup_min'] is not None
+           else 'not measured (the run ended before the warm-up did)')
+        + f' (first sample {rss["first"]:.1f} MiB) | within 10 % |',
         '| node log volume in the log phase | '
         + (f'{log_rate / 1000:.2f} kB/min' if log_rate is not None else 'not measured (phase too short)')
         + f' ({result["log_bytes_total"] / 1000:.1f} kB in the whole run) | < 10 kB/min |',
@@ -370,24 +368,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--warmup-s', type=float, default=60.0, help='RSS before this is warm-up')
     parser.add_argument('--max-objects', type=int, help="the node's max_objects (default: the params file's)")
     args = parser.parse_args(argv)
-    interrupt_on_sigterm()
     out = args.out.resolve()
-    try:
+
+    def run() -> int:
         ctx = start_run(args.model, args.engines_dir, args.params_file, out)
         result = attack(ctx, args.duration_s, args.log_phase_s, args.warmup_s, args.seed, args.max_objects)
-    except DemoError as exc:
-        LOGGER.error('attack failed: %s', exc)
-        return 1
-    except KeyboardInterrupt:
-        LOGGER.error('attack interrupted; child processes stopped')
-        return 130
-    (out / 'attack.json').write_text(json.dumps(result, indent=1))
-    markdown = attack_markdown(result, 'python -m mesc3d_training.reliability.attack ' + ' '.join(argv or []))
-    print(markdown)
-    if args.write_docs:
-        suffix = '' if args.max_objects is None else f':max_objects_{args.max_objects}'
-        replace_block(BENCHMARKS_DOC, f'reliability:attack{suffix}', markdown, heading='Reliability')
-    return 0 if result['node_alive_after'] and not sum(result['bad_clouds'].values()) else 1
+        (out / 'attack.json').write_text(json.dumps(result, indent=1))
+        markdown = attack_markdown(result, 'python -m mesc3d_training.reliability.attack ' + ' '.join(argv or []))
+        print(markdown)
+        if args.write_docs:
+            suffix = '' if args.max_objects is None else f':max_objects_{args.max_objects}'
+            replace_block(BENCHMARKS_DOC, f'reliability:attack{suffix}', markdown, heading='Reliability')
+        return 0 if result['node_alive_after'] and not sum(result['bad_clouds'].values()) else 1
+
+    return run_command('attack', run)
 
 
 if __name__ == '__main__':

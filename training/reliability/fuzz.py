@@ -13,7 +13,8 @@ from __future__ import annotations
 import time
 from datetime import date
 
-from mesc3d_training.demo.processes import NODE_NAME, REMAPS, DemoError, node_command, start_child
+from mesc3d_training.demo.processes import (NODE_NAME, REMAPS, Child, DemoError, node_command, start_child,
+                                            stopped_on_exit)
 from mesc3d_training.reliability.run import MONITOR_NODE, GoodFrame, RunContext, good_frame, spin_until
 
 
@@ -92,7 +93,7 @@ def fuzz(ctx: RunContext, examples: int, seed: int) -> dict:
     executor = SingleThreadedExecutor()
     executor.add_node(monitor)
     sent: dict[str, int] = {}
-    node = None
+    children: list[Child] = []
 
     def send(image, detections, camera_info) -> int:
         stamp = monitor.get_clock().now()
@@ -131,9 +132,10 @@ def fuzz(ctx: RunContext, examples: int, seed: int) -> dict:
         # Back to a good camera_info so that the next case tests its own fault, not this one's.
         publish['camera_info'](good.camera_info)
 
-    try:
+    with stopped_on_exit(children, monitor):
         node = start_child(NODE_NAME, node_command(ctx.contract_path, ctx.params_file, 'onnxruntime',
                                                    use_depth=False), ctx.out_dir / 'logs')
+        children.append(node)
         before = good_answer(120.0)
         if before is None:
             raise DemoError(f'the node did not answer a good frame before fuzzing; see {node.log_path}')
@@ -146,11 +148,6 @@ def fuzz(ctx: RunContext, examples: int, seed: int) -> dict:
         fuzz_s = time.monotonic() - started
         after = None if crash else good_answer(30.0)
         alive = node.popen.poll() is None
-    finally:
-        if node is not None:
-            node.stop()
-        monitor.destroy_node()
-        rclpy.try_shutdown()
     log = node.log_path.read_text(errors='replace').splitlines()
     return {
         'kind': 'fuzz', 'date': date.today().isoformat(), 'machine': ctx.machine(), 'model': ctx.model(),

@@ -17,7 +17,7 @@ from datetime import date
 import numpy as np
 import psutil
 
-from mesc3d_training.demo.processes import NODE_NAME, Child, DemoError, node_command, start_child
+from mesc3d_training.demo.processes import NODE_NAME, Child, DemoError, node_command, start_child, stopped_on_exit
 from mesc3d_training.reliability.run import MONITOR_NODE, RunContext, spin_until
 
 LOGGER = logging.getLogger(__name__)
@@ -58,14 +58,15 @@ def soak(ctx: RunContext, duration_s: float, rate_hz: float, objects_per_frame: 
     executor.add_node(monitor)
     rss: list[tuple[float, int]] = []  # (seconds since the stream started, bytes)
     exit_status, crashed = None, False
-    try:
+    with stopped_on_exit(children, monitor):
         node = start_child(NODE_NAME, node_command(ctx.contract_path, ctx.params_file, 'onnxruntime'),
                            ctx.out_dir / 'logs')
+        children.append(node)
         publisher = start_child('scene_publisher', [
             sys.executable, '-m', 'mesc3d_training.demo.publisher', '--replay', '--scenes', str(scenes_path),
             '--stamps-out', str(stamps_path), '--wait-for', NODE_NAME],
             ctx.out_dir / 'logs')
-        children = [node, publisher]
+        children.append(publisher)
         node_process = psutil.Process(node.popen.pid)
         spin_until(executor, lambda: clouds or publisher.popen.poll() is not None, 180.0, node)
         if not clouds:
@@ -85,11 +86,6 @@ def soak(ctx: RunContext, duration_s: float, rate_hz: float, objects_per_frame: 
             crashed = True
         node.stop()
         exit_status = node.popen.returncode
-    finally:
-        for child in reversed(children):
-            child.stop()
-        monitor.destroy_node()
-        rclpy.try_shutdown()
     sent = json.loads(stamps_path.read_text())['frames']
     stamps = {entry['stamp_ns'] for entry in sent}
     matched = [(stamp, receive, width) for stamp, receive, width in clouds if stamp in stamps]
