@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import functools
 import logging
 import os
 import platform
@@ -93,17 +94,20 @@ def random_weight_model(config_path: Path, seed: int = 0) -> LoadedModel:
                        data_manifest_hash='random-weights', metrics={}, prompts={})
 
 
-def time_backends(runners: dict[str, Callable[[np.ndarray, np.ndarray], object]], image: np.ndarray,
-                  embedding: np.ndarray, warmup: int, iterations: int) -> dict[str, list[float]]:
-    """Seconds per call of each runner, measured round-robin (one call of each in turn) after ``warmup`` calls."""
-    for run in runners.values():
+def time_backends(calls: dict[str, Callable[[], object]], warmup: int, iterations: int) -> dict[str, list[float]]:
+    """
+    Seconds per call of each of ``calls`` (name -> a call with its inputs bound), after ``warmup`` calls each.
+
+    Round-robin, one call of each in turn, so that load from other processes hits every entry alike.
+    """
+    for call in calls.values():
         for _ in range(warmup):
-            run(image, embedding)
-    seconds: dict[str, list[float]] = {name: [] for name in runners}
+            call()
+    seconds: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(iterations):
-        for name, run in runners.items():
+        for name, call in calls.items():
             start = time.perf_counter()
-            run(image, embedding)
+            call()
             seconds[name].append(time.perf_counter() - start)
     return seconds
 
@@ -170,7 +174,8 @@ def time_all(runners: dict[str, Callable[[np.ndarray, np.ndarray], object]], con
              iterations: int) -> list[Result]:
     """One :class:`Result` per runner for ``batch`` objects per call, timed round-robin."""
     image, embedding = parity_inputs(contract, batch, seed=batch)
-    seconds = time_backends(runners, image, embedding, warmup=warmup, iterations=iterations)
+    calls = {name: functools.partial(run, image, embedding) for name, run in runners.items()}
+    seconds = time_backends(calls, warmup=warmup, iterations=iterations)
     results = []
     for name, values in seconds.items():
         ms = np.asarray(values) * 1e3
