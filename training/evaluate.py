@@ -74,7 +74,7 @@ def score_split(model: nn.Module, table: ClassTable, cfg: Config, split: str, de
     """
     dataset = ReconstructionDataset(cfg.data, split, cfg.model.image_size, train=False)
     unknown = sorted(set(dataset.categories) - {entry.name for entry in table.classes})
-    if unknown:
+    if unknown and table.classes:  # an empty table is --generic-class: every category unknown by design
         log.warning("%s: categories %s are not in the model's class table; they get the generic embedding",
                     split, unknown)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=cfg.train.num_workers)
@@ -280,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     classes = () if args.generic_class else loaded.classes
     if args.generic_class:
         name = f'{name} (generic class)'
+        log.info('--generic-class: every sample gets the generic class embedding')
     report = evaluate_model(model, ClassTable(classes, loaded.generic_class, {}), cfg, args.split, out,
                             name=name, batch_size=args.batch_size,
                             gallery_per_category=args.gallery_per_category)
