@@ -12,6 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from mesc3d_ros.config import Config, config_from_dict
 from mesc3d_training.data import layout
 from mesc3d_training.data.asset_collections import myosuite_objects
@@ -54,3 +57,17 @@ def tiny_config(data_root: Path, **train: object) -> Config:
         'train': {'epochs': 2, 'batch_size': 2, 'warmup_epochs': 1, 'prompt_epochs': 2, 'prompt_batch_size': 4,
                   'num_workers': 0, 'log_every_steps': 1, **train},
     })
+
+
+def assert_sample(item: dict, size: int, num_points: int, categories: tuple[str, ...]) -> None:
+    """Check a loader item as the training loop takes it: crop in [0, 1], unit-ball cloud, category, rotation."""
+    assert item['image'].shape == (3, size, size) and item['image'].dtype == torch.float32
+    assert 0.0 <= float(item['image'].min()) and float(item['image'].max()) <= 1.0
+    assert float(item['image'].std()) > 0.01  # a real crop, not a blank
+    assert item['points'].shape == (num_points, 3) and item['points'].dtype == torch.float32
+    assert torch.isfinite(item['points']).all() and float(item['points'].norm(dim=1).max()) <= 1.0 + 1e-5
+    assert item['category'] in categories
+    assert categories[item['category_index']] == item['category']
+    assert isinstance(item['object_id'], str) and isinstance(item['view'], int)
+    rotation = item['rotation']
+    assert rotation.shape == (3, 3) and abs(abs(np.linalg.det(rotation)) - 1) < 1e-5
