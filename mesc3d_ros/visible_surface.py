@@ -19,7 +19,9 @@ minus the surface it stands on:
 5. readings within [z_f − r, z_f + 2 r] are kept, r being the radius the box allows at z_f (half the larger box side
    in metres, ÷ κ of the placement prior): nothing of the object lies farther than its diameter behind its front;
 6. of those, only the 8-connected pixel regions that reach into the central region stay (a neighbour at the box
-   edge is cut off at its depth step).
+   edge is cut off at its depth step). When the central region holds too few readings of anything but the support
+   (a frame-like object: the centre of a shower's frame or a folding chair sees the wall behind), the whole box
+   takes its place in 4 and 6.
 
 What remains can still hold a patch of a non-planar background; the shape fit (``shape_fit.py``) trims
 points its predicted shape does not explain, which is the refinement by the predicted silhouette.
@@ -231,7 +233,13 @@ def visible_surface(depth_m: np.ndarray, K: np.ndarray, box_xyxy: np.ndarray, wi
     central = _central(crop.shape, window.roi_fraction)
     seeds = crop[usable & central]
     if seeds.size < max(window.min_valid_fraction * central.sum(), 1):
-        return None
+        # A frame-like object (a shower's frame, a folding chair) leaves its box centre to the background, which
+        # the support plane removed: the object is what remains anywhere in the box. Measured on validation scenes
+        # (scripts/shape_fit_tuning.py): without this, such objects were placed from the background's depth.
+        central = np.ones(crop.shape, dtype=bool)
+        seeds = crop[usable]
+        if seeds.size < settings.min_points:
+            return None
     z_front = front_depth(seeds, settings.mode_bin_fraction, settings.mode_share)
     x0, y0, x1, y1 = (float(v) for v in box_xyxy)
     focal = float(min(K[0, 0], K[1, 1]))

@@ -11,7 +11,7 @@ import pytest
 
 from mesc3d_training.data.categories import SplitMember, assign_splits
 from mesc3d_training.data.sources import list_sources, mesh_digests
-from mesc3d_training.demo.publisher import load_demo_objects, sources_in_test_split
+from mesc3d_training.demo.publisher import load_demo_objects, sources_in_split
 from mesc3d_training.demo.scenes import SceneSettings, load_sequence, render_sequence, save_sequence
 
 
@@ -20,7 +20,7 @@ def test_played_objects_are_test_split_only():
     sources = [s for s in list_sources(('sh3d', 'pybullet'))[0] if s.category in categories]
     digests = mesh_digests(sources)
     split = assign_splits(SplitMember(s.object_id, s.category, digests[s.object_id]) for s in sources)
-    played = sources_in_test_split(categories)
+    played = sources_in_split(categories)
     assert played and all(split[s.object_id] == 'test' for s in played)
     assert {s.object_id for s in played} == {i for i, name in split.items() if name == 'test'}
 

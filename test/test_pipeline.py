@@ -16,7 +16,9 @@ from mesc3d_ros import geometry
 from mesc3d_ros.contract import load_contract
 from mesc3d_ros.inference import create_backend
 from mesc3d_ros.pipeline import PipelineSettings, ReconstructionPipeline
+from mesc3d_ros.shape_fit import FitSettings
 from sphere_model import class_entry, make_sphere_model
+from test_shape_fit import frame_in_front_of_a_wall
 
 WIDTH, HEIGHT = 640, 480
 K = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])
@@ -236,3 +238,15 @@ def test_inconsistent_inputs_raise_naming_the_sizes(contract_path, scene):
         pipeline.process(rgb, boxes, ['ball'] * 2, np.ones(3), K)
     with pytest.raises(ValueError, match='teapot'):
         make_pipeline(contract_path, class_map={'7': 'teapot'})
+
+
+def test_a_rejected_fit_places_the_object_at_its_visible_front_not_at_the_background(contract_path):
+    """A frame before a wall, the fit forced to fail: the box placement starts at the frame, not the wall behind."""
+    depth, box = frame_in_front_of_a_wall(1.2, 2.0)
+    rgb = np.full((HEIGHT, WIDTH, 3), 40, dtype=np.uint8)
+    rgb[depth < 1.5] = (200, 60, 30)
+    pipeline = make_pipeline(contract_path, fit=FitSettings(max_rms_fraction=0.0))  # every fit is poor
+    objects, issues = pipeline.process(rgb, box[None], ['ball'], np.ones(1), K, depth)
+    assert [i.cause for i in issues] == ['fit_rejected'] and objects[0].placement.mode == 'depth'
+    # The sphere prior puts the centre one box radius (0.16 m at 1.2 m) behind the front: 1.36 m, not 2.2 m.
+    assert objects[0].placement.centre[2] == pytest.approx(1.2 + 70 * 1.2 / 525, abs=0.03)

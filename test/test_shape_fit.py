@@ -189,3 +189,22 @@ def test_a_poor_fit_is_rejected() -> None:
     ray = geometry.pixel_ray(K, (x0 + x1) / 2, (y0 + y1) / 2)
     fit = fit_shape(rod @ pose_for(centre).T, surface.points, 0.15, ray, K, box, FitSettings())
     assert not fit.accepted and fit.reason
+
+
+def frame_in_front_of_a_wall(frame_z: float, wall_z: float) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) z-depth of a square picture frame (border 12 % of its side) before a wall, and the frame's box."""
+    depth = np.full((HEIGHT, WIDTH), wall_z, dtype=np.float32)
+    x0, y0, side = 250, 170, 140
+    border = int(0.12 * side)
+    depth[y0:y0 + side, x0:x0 + side] = frame_z
+    depth[y0 + border:y0 + side - border, x0 + border:x0 + side - border] = wall_z
+    return depth, np.array([x0 - 0.5, y0 - 0.5, x0 + side - 0.5, y0 + side - 0.5])
+
+
+def test_a_frame_like_object_is_found_away_from_the_box_centre() -> None:
+    """The box centre sees the wall (the support plane): the object is the frame at the box edges, not nothing."""
+    depth, box = frame_in_front_of_a_wall(1.2, 2.0)
+    surface = visible_surface(depth, K, box, geometry.DepthWindow(), 0.81, SurfaceSettings())
+    assert surface is not None
+    assert surface.front_depth_m == pytest.approx(1.2, abs=0.01)
+    np.testing.assert_allclose(surface.points[:, 2], 1.2, atol=1e-6)

@@ -54,9 +54,9 @@ GT_POINTS = 2048
 """Surface samples per object: the ground truth the demo scores the placed clouds against."""
 
 
-def sources_in_test_split(categories: set[str]) -> list[MeshSource]:
+def sources_in_split(categories: set[str], split: str = 'test') -> list[MeshSource]:
     """
-    List the test-split objects of ``categories``: the data module's by-object split.
+    List the ``split`` objects of ``categories`` (``test``, or ``val`` to tune on): the data module's by-object split.
 
     The split is computed from the packaged catalogs (a fresh clone has no dataset folder). It equals the dataset
     manifest's split whenever every mesh of the category rendered there.
@@ -64,18 +64,18 @@ def sources_in_test_split(categories: set[str]) -> list[MeshSource]:
     kinds = ('sh3d', 'pybullet', 'random') if SHAPE_CATEGORY in categories else ('sh3d', 'pybullet')
     sources = [source for source in list_sources(kinds)[0] if source.category in categories]
     digests = mesh_digests(sources)
-    split = assign_splits(SplitMember(s.object_id, s.category, digests[s.object_id]) for s in sources)
-    return [source for source in sources if split[source.object_id] == 'test']
+    assigned = assign_splits(SplitMember(s.object_id, s.category, digests[s.object_id]) for s in sources)
+    return [source for source in sources if assigned[source.object_id] == split]
 
 
-def load_demo_objects(categories: set[str], count: int, seed: int) -> list[DemoObject]:
-    """Up to ``count`` test-split objects, taken round-robin over ``categories`` in a seeded order."""
+def load_demo_objects(categories: set[str], count: int, seed: int, split: str = 'test') -> list[DemoObject]:
+    """Up to ``count`` objects of ``split``, taken round-robin over ``categories`` in a seeded order."""
     rng = np.random.default_rng(seed)
     by_category: dict[str, list[MeshSource]] = {}
-    for source in sources_in_test_split(categories):
+    for source in sources_in_split(categories, split):
         by_category.setdefault(source.category, []).append(source)
     if not by_category:
-        raise ValueError(f'no test-split objects in categories {sorted(categories)}')
+        raise ValueError(f'no {split}-split objects in categories {sorted(categories)}')
     queues = [list(rng.permutation(np.array(members, dtype=object))) for _, members in sorted(by_category.items())]
     objects = []
     while len(objects) < count and any(queues):
@@ -90,7 +90,7 @@ def load_demo_objects(categories: set[str], count: int, seed: int) -> list[DemoO
                 continue
             points = sample_surface(loaded, GT_POINTS, seed=seed).astype(np.float32)  # (M, 3) metres, object frame
             objects.append(DemoObject(source.category, source.object_id, loaded.meshes, points))
-    LOGGER.info('playing %d test-split objects: %s', len(objects),
+    LOGGER.info('playing %d %s-split objects: %s', len(objects), split,
                 ', '.join(f'{obj.object_id} ({obj.category})' for obj in objects))
     return objects
 
