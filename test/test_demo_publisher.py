@@ -6,23 +6,30 @@ Which objects play, and that the ground truth matches the renders and the messag
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
+from mesc3d_ros.package_share import DEFAULT_MODEL, resolve_model
+from mesc3d_ros.ros_env import REPO_ROOT
 from mesc3d_training.data.categories import SplitMember, assign_splits
 from mesc3d_training.data.sources import list_sources, mesh_digests
-from mesc3d_training.demo.publisher import load_demo_objects, sources_in_split
+from mesc3d_training.demo.publisher import demo_categories, load_demo_objects, sources_in_split
 from mesc3d_training.demo.scenes import SceneSettings, load_sequence, render_sequence, save_sequence
 
 
-def test_played_objects_are_test_split_only():
-    categories = {'mug', 'bottle'}
+@pytest.mark.parametrize('split', ['test', 'val'])
+def test_played_objects_are_of_one_split_only(split: str):
+    """``make demo`` plays test objects; scripts/shape_fit_tuning.py chooses the fit's settings on val objects."""
+    categories = {'mug', 'bottle', 'chair'}
     sources = [s for s in list_sources(('sh3d', 'pybullet'))[0] if s.category in categories]
     digests = mesh_digests(sources)
-    split = assign_splits(SplitMember(s.object_id, s.category, digests[s.object_id]) for s in sources)
-    played = sources_in_split(categories)
-    assert played and all(split[s.object_id] == 'test' for s in played)
-    assert {s.object_id for s in played} == {i for i, name in split.items() if name == 'test'}
+    assigned = assign_splits(SplitMember(s.object_id, s.category, digests[s.object_id]) for s in sources)
+    played = sources_in_split(categories, split)
+    assert played and all(assigned[s.object_id] == split for s in played)
+    assert {s.object_id for s in played} == {i for i, name in assigned.items() if name == split}
 
 
 @pytest.fixture(scope='module')
@@ -67,3 +74,18 @@ def test_a_frame_plays_its_scene_with_the_ground_truth_detections(sequence):
     np.testing.assert_allclose(arrays.boxes, [truth.box_xyxy for truth in scene.objects])
     assert arrays.class_ids == [truth.category for truth in scene.objects]
     assert arrays.ids == [truth.object_id for truth in scene.objects]
+
+
+def test_fit_tuning_runs_the_pipeline_on_validation_scenes(tmp_path):
+    """scripts/shape_fit_tuning.py: renders val scenes once, then scores the default fit and each variant on them."""
+    scenes = tmp_path / 'val_scenes.npz'
+    command = [sys.executable, str(REPO_ROOT / 'scripts' / 'shape_fit_tuning.py'), '--objects', '3', '--scenes', '2',
+               '--scenes-file', str(scenes), '--fit', '{"trim_fraction": 0.7}']
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summaries = [line for line in result.stderr.splitlines() if line.startswith('fit ')]
+    assert [line.split('}:')[0] for line in summaries] == ['fit {', 'fit {"trim_fraction": 0.7']
+    assert all('all centroid' in line for line in summaries)
+    played = {truth.object_id for scene in load_sequence(scenes).scenes for truth in scene.objects}
+    validation = {source.object_id for source in sources_in_split(demo_categories(resolve_model(DEFAULT_MODEL)), 'val')}
+    assert played and played <= validation
