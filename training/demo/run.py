@@ -104,11 +104,10 @@ def record_run(settings: DemoSettings, contract_path: Path):
     for variant in VARIANTS:
         outputs.update({variant.topic('points'): PointCloud2, variant.topic('objects'): Detection3DArray,
                         variant.topic('diagnostics'): DiagnosticArray})
-    recorder = Recorder(recorder_node, out / 'bag', inputs={
-        REMAPS['image']: Image, REMAPS['depth']: Image, REMAPS['camera_info']: CameraInfo,
-        REMAPS['detections']: Detection2DArray}, outputs=outputs)
-    # Leaving: the bag is finished first, then the children stopped and the recorder's node destroyed.
-    with stopped_on_exit(children, recorder_node), recorder:
+    inputs = {REMAPS['image']: Image, REMAPS['depth']: Image, REMAPS['camera_info']: CameraInfo,
+              REMAPS['detections']: Detection2DArray}
+    # Leaving, however: the bag is finished first, then the children stopped and the recorder's node destroyed.
+    with stopped_on_exit(children, recorder_node), Recorder(recorder_node, out / 'bag', inputs, outputs) as recorder:
         nodes = []
         for variant in VARIANTS:
             command = node_command(contract_path, settings.params_file, settings.backend, variant=variant)

@@ -20,8 +20,6 @@ from mesc3d_training.reliability.run import BENCHMARKS_DOC, add_run_arguments, s
 from mesc3d_training.reliability.soak import soak, soak_markdown
 from mesc3d_training.reports.markdown_blocks import replace_block
 
-LOGGER = logging.getLogger(__name__)
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m mesc3d_training.reliability',

@@ -38,8 +38,6 @@ from mesc3d_training.reliability.run import (BENCHMARKS_DOC, MONITOR_NODE, RunCo
                                              spin_until, start_run)
 from mesc3d_training.reports.markdown_blocks import replace_block
 
-LOGGER = logging.getLogger(__name__)
-
 MB_STRING = 'x' * 2**20
 EXTREME_K = [  # (fx, fy, cx, cy, skew) of the attack campaign that issue 17 reports
     (1e-12, 1e-12, None, None, 0.0), (1e300, 1e300, None, None, 0.0), (5e-324, 5e-324, None, None, 0.0),
