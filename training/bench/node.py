@@ -159,24 +159,26 @@ def node_work(contract_path: Path, backend: TimedBackend, image: np.ndarray, box
     """
     from std_msgs.msg import Header
 
-    from mesc3d_ros.conversions import (arrays_to_detections, depth_to_metres, detections_to_arrays, image_to_rgb,
-                                        numpy_to_image)
+    from mesc3d_ros.conversions import CameraIntrinsics, arrays_to_detections, numpy_to_image
+    from mesc3d_ros.frame_inputs import frame_inputs
+    from mesc3d_ros.frame_slot import Frame
     from mesc3d_ros.object_messages import objects_to_messages
     from mesc3d_ros.pipeline import PipelineSettings, ReconstructionPipeline
 
     pipeline = ReconstructionPipeline(backend, load_contract(contract_path), PipelineSettings(depth_fit=depth_fit))
     header = Header(frame_id='bench_optical_frame')
-    image_msg = numpy_to_image(image, 'rgb8', header)
-    depth_msg = numpy_to_image(synthetic_depth(boxes), '16UC1', header)
-    detections_msg = arrays_to_detections(boxes, ['object'] * len(boxes), np.ones(len(boxes)), header)
+    frame = Frame(image=numpy_to_image(image, 'rgb8', header),
+                  detections=arrays_to_detections(boxes, ['object'] * len(boxes), np.ones(len(boxes)), header),
+                  depth=numpy_to_image(synthetic_depth(boxes), '16UC1', header),
+                  camera_info=CameraIntrinsics(k=K, width=WIDTH, height=HEIGHT), matched_s=0.0)
     work, inference = [], []
     for _ in range(iterations):
         backend.seconds = 0.0
         start = time.perf_counter()
-        detections = detections_to_arrays(detections_msg)
-        objects, _ = pipeline.process(image_to_rgb(image_msg), detections.boxes, detections.class_ids,
-                                      detections.scores, K, depth_to_metres(depth_msg, 0.001))
-        objects_to_messages(objects, detections.ids, header)
+        inputs, _ = frame_inputs(frame, 0.001)  # the node's worker, ReconstructNode._process, step by step
+        objects, _ = pipeline.process(inputs.rgb, inputs.detections.boxes, inputs.detections.class_ids,
+                                      inputs.detections.scores, inputs.intrinsics.k, inputs.depth)
+        objects_to_messages(objects, inputs.detections.ids, header)
         work.append(time.perf_counter() - start - backend.seconds)
         inference.append(backend.seconds)
     backend.close()
