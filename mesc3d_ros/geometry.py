@@ -59,15 +59,18 @@ def box_half_angle(K: np.ndarray, rotation: np.ndarray, box_xyxy: np.ndarray) ->
     image. Edge midpoints, not corners: a silhouette touches its box on the edges; the corners of the box around a
     diagonally stretched silhouette lie well outside it (11 % too large for a sphere 26° off-axis, test_geometry.py).
     """
+    return float(np.arctan(max(box_half_extents(K, rotation, box_xyxy))))
+
+
+def box_half_extents(K: np.ndarray, rotation: np.ndarray, box_xyxy: np.ndarray) -> tuple[float, float]:
+    """Return the box's half-width and half-height in the virtual camera's normalised image plane (box_half_angle)."""
     x0, y0, x1, y1 = (float(v) for v in box_xyxy)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     midpoints_px = np.array([[x0, cy, 1.0], [x1, cy, 1.0], [cx, y0, 1.0], [cx, y1, 1.0]])  # (4, 3) homogeneous px
     rays = np.linalg.solve(np.asarray(K, dtype=np.float64), midpoints_px.T)  # (3, 4) optical frame
     virtual = rotation.T @ rays  # (3, 4) virtual camera frame
     plane = virtual[:2] / virtual[2]  # (2, 4) normalised virtual image coordinates
-    half_width = (plane[0, 1] - plane[0, 0]) / 2
-    half_height = (plane[1, 3] - plane[1, 2]) / 2
-    return float(np.arctan(max(half_width, half_height)))
+    return float(plane[0, 1] - plane[0, 0]) / 2, float(plane[1, 3] - plane[1, 2]) / 2
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,30 @@ def normalise_shape(points: np.ndarray) -> np.ndarray:
     if radius <= 1e-9 * max(1.0, float(np.abs(points).max())):
         return np.zeros_like(centred)
     return centred / radius
+
+
+MAX_ASPECT_STRETCH = 1.5
+"""Most :func:`match_box_aspect` stretches either lateral axis: a box cut by an occluder or the image edge is no
+measurement of the object's proportions."""
+
+
+def match_box_aspect(unit: np.ndarray, half_extents: tuple[float, float], weight: float) -> np.ndarray:
+    """
+    Move a viewer-frame unit-ball shape's silhouette width ÷ height towards its box's, keeping its size: (N, 3).
+
+    The box bounds the object's real silhouette, while a learned shape's proportions regress towards its class's
+    mean (a tall chair comes out squat). x and y are scaled by a and 1 / a, a = (box aspect ÷ shape aspect) ^
+    (weight / 2) within 1 / MAX_ASPECT_STRETCH … MAX_ASPECT_STRETCH, and the result is normalised again: depth, the
+    size across the view and hence the placement's scale (box, depth or fit) are untouched. ``half_extents`` is
+    :func:`box_half_extents`; the shape's silhouette is taken as orthographic (its x and y extents).
+    """
+    extent = unit.max(axis=0) - unit.min(axis=0)  # (3,)
+    half_width, half_height = half_extents
+    if weight <= 0 or not (extent[0] > 0 and extent[1] > 0 and half_width > 0 and half_height > 0):
+        return unit
+    ratio = (half_width / half_height) / (extent[0] / extent[1])
+    stretch = float(np.clip(ratio ** (weight / 2), 1 / MAX_ASPECT_STRETCH, MAX_ASPECT_STRETCH))
+    return normalise_shape(unit * np.array([stretch, 1 / stretch, 1.0]))
 
 
 @dataclass(frozen=True)

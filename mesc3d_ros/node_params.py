@@ -94,6 +94,10 @@ class NodeParams:
     output_cloud: str = _param('predicted', 'Points published per object: predicted = the placed predicted shape; '
                                'fused = the measured visible points of a fitted object plus its predicted hidden '
                                'side', choices=('predicted', 'fused'))
+    box_aspect_weight: float = _param(0.5, "How far each predicted shape's width / height across the view moves "
+                                      "towards its detection box's: 0 = the model's proportions, 1 = the box's "
+                                      '(at most 1.5x either way); lower it for loose or occluded boxes',
+                                      value_range=(0.0, 1.0))
     depth_scale_m: float = _param(0.001, 'Metres per count of a 16UC1 depth image', value_range=(1e-6, 1.0))
     depth_roi_fraction: float = _param(0.5, 'Side of the central box region whose median depth is the front '
                                        'surface, as a fraction of the box side', value_range=(0.05, 1.0))
@@ -142,6 +146,7 @@ class NodeParams:
             min_score=self.min_score, max_objects=self.max_objects, class_map=parse_class_map(self.class_map),
             unknown_class=self.unknown_class, crop_padding=None if self.crop_padding < 0 else self.crop_padding,
             placement=self.placement, depth_fit=self.depth_fit, output_cloud=self.output_cloud,
+            box_aspect_weight=self.box_aspect_weight,
             depth=geometry.DepthWindow(roi_fraction=self.depth_roi_fraction, min_depth_m=self.min_depth_m,
                                        max_depth_m=self.max_depth_m, min_valid_fraction=self.min_valid_depth_fraction),
             prior=geometry.PlacementPrior(box_fill=self.placement_box_fill,

@@ -30,7 +30,7 @@ from mesc3d_ros.contract import ClassEntry, ModelContract
 from mesc3d_ros.inference import Backend
 from mesc3d_ros.safe_text import printable
 from mesc3d_ros.shape_fit import FitSettings, ShapeFit, fit_shape
-from mesc3d_ros.visible_surface import SurfaceSettings, visible_surface
+from mesc3d_ros.visible_surface import SurfaceSettings, VisibleSurface, occluding_boxes, visible_surface
 
 UnknownClassPolicy = Literal['zero_shot', 'skip']
 PlacementPolicy = Literal['auto', 'depth', 'size_prior']
@@ -72,6 +72,9 @@ class PipelineSettings:
     output_cloud: OutputCloud = 'predicted'
     """``predicted``: the placed predicted shape; ``fused``: the measured visible points of a fitted object plus
     its predicted hidden side (objects without a fit: the predicted shape)."""
+    box_aspect_weight: float = 0.5
+    """How far each shape's width ÷ height across the view moves towards its box's (``geometry.match_box_aspect``;
+    0 = the model's proportions). Chosen on validation scenes (scripts/shape_fit_tuning.py)."""
     surface: SurfaceSettings = field(default_factory=SurfaceSettings)
     fit: FitSettings = field(default_factory=FitSettings)
 
@@ -229,14 +232,21 @@ class ReconstructionPipeline:
             issues.append(Issue('depth_missing', 'placement is "depth" but the frame has no depth image; '
                                 'using the size prior', -1))
         orientation_known = self.contract.output_frame == 'viewer'
+        fitting = use_depth and self.settings.depth_fit
+        surfaces = self._surfaces(depth, K, np.array([item[1] for item in selected])) if fitting else []
         objects = []
-        for (index, box, detector_class, entry, zero_shot), shape in zip(selected, shapes):
+        for position, ((index, box, detector_class, entry, zero_shot), shape) in enumerate(zip(selected, shapes)):
             unit = geometry.normalise_shape(shape)  # (N, 3) unit ball, shape frame
             fit = None
             try:
-                if use_depth and self.settings.depth_fit:
-                    placement, fit = self._fitted(unit, depth, K, box, entry.size_m, orientation_known, index,
-                                                  issues)
+                if orientation_known:  # a canonical-frame shape's x and y are not the image's
+                    x0, y0, x1, y1 = (float(v) for v in box)
+                    rotation = geometry.virtual_camera_rotation(K, (x0 + x1) / 2, (y0 + y1) / 2)
+                    unit = geometry.match_box_aspect(unit, geometry.box_half_extents(K, rotation, box),
+                                                     self.settings.box_aspect_weight)
+                if fitting:
+                    placement, fit = self._fitted(unit, surfaces[position], depth, K, box, entry.size_m,
+                                                  orientation_known, index, issues)
                 else:
                     placement = self._box_placement(depth if use_depth else None, K, box, entry.size_m,
                                                     orientation_known, index, issues)
@@ -272,12 +282,33 @@ class ReconstructionPipeline:
                                 f'{np.round(box, 1).tolist()}; using the size prior', index))
         return geometry.place(K, box, size_m, surface, orientation_known, self.settings.prior)
 
-    def _fitted(self, unit: np.ndarray, depth: np.ndarray, K: np.ndarray, box: np.ndarray, size_m: float,
-                orientation_known: bool, index: int,
+    def _surfaces(self, depth: np.ndarray, K: np.ndarray, boxes: np.ndarray) -> list[VisibleSurface | None]:
+        """
+        Every (clipped) box's visible surface, without the pixels of the other detections in front of it.
+
+        Each box's surface is cut out alone first; a box that other detections' boxes overlap at its surface's depth
+        or nearer (``visible_surface.occluding_boxes``) is cut again without their pixels, and keeps that surface
+        when one remains.
+        """
+        def cut(box: np.ndarray, exclude: np.ndarray | None = None) -> VisibleSurface | None:
+            try:
+                return visible_surface(depth, K, box, self._depth_window, self.settings.prior.box_fill,
+                                       self.settings.surface, exclude)
+            except (ValueError, np.linalg.LinAlgError):  # intrinsics the node refuses: the box placement reports it
+                return None
+
+        alone = [cut(box) for box in boxes]
+        surfaces = []
+        for position, (box, surface) in enumerate(zip(boxes, alone)):
+            exclude = occluding_boxes(boxes, alone, position, self.settings.surface)
+            unoccluded = cut(box, exclude) if surface is not None and len(exclude) else None
+            surfaces.append(surface if unoccluded is None else unoccluded)
+        return surfaces
+
+    def _fitted(self, unit: np.ndarray, surface: VisibleSurface | None, depth: np.ndarray, K: np.ndarray,
+                box: np.ndarray, size_m: float, orientation_known: bool, index: int,
                 issues: list[Issue]) -> tuple[geometry.Placement, ShapeFit | None]:
         """Fit the shape to its visible surface; fall back to the box placement (and an issue) when that fails."""
-        surface = visible_surface(depth, K, box, self._depth_window, self.settings.prior.box_fill,
-                                  self.settings.surface)
         if surface is None:
             issues.append(Issue('fit_no_surface', f'too few usable depth readings of the object in box '
                                 f'{np.round(box, 1).tolist()} to fit its shape; placing it from the box', index))

@@ -68,6 +68,9 @@ class SurfaceSettings:
     """The ring's best plane must hold this share of its readings, else there is no support plane."""
     plane_hypotheses: int = 32
     """RANSAC hypotheses (fixed seed: the same frame gives the same surface)."""
+    min_own_share: float = 0.3
+    """Another detection's box is excluded from this one's only when this share of its area stays its own
+    (:func:`occluding_boxes`)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,6 +81,9 @@ class VisibleSurface:
     """(P, 3) float64 metres, camera optical frame: back-projected depth readings of the object."""
     front_depth_m: float
     """z_f: z-depth of the nearest dominant mode in the box centre."""
+    front_uv: np.ndarray
+    """(S, 2) pixel coordinates (u, v) of the central readings at z_f: where the box sees its front (which other
+    detections' boxes may claim, :func:`occluding_boxes`)."""
 
 
 def _box_pixels(depth_m: np.ndarray, box_xyxy: np.ndarray,
@@ -210,17 +216,21 @@ def front_depth(depths: np.ndarray, bin_fraction: float, mode_share: float) -> f
 
 
 def visible_surface(depth_m: np.ndarray, K: np.ndarray, box_xyxy: np.ndarray, window: DepthWindow,
-                    box_fill: float, settings: SurfaceSettings) -> VisibleSurface | None:
+                    box_fill: float, settings: SurfaceSettings,
+                    exclude: np.ndarray | None = None) -> VisibleSurface | None:
     """
     Cut the object's front surface out of the (clipped) box; None when fewer than ``settings.min_points`` remain.
 
     ``depth_m`` (H, W) z-depth metres registered to the image (NaN or 0 = no reading); ``K`` (3, 3) intrinsics;
-    ``box_fill`` the placement prior's κ, which bounds the object's radius from its box.
+    ``box_fill`` the placement prior's κ, which bounds the object's radius from its box; ``exclude`` (M, 4) boxes
+    whose pixels belong to other objects (:func:`occluding_boxes`).
     """
     crop, cols, rows = _box_pixels(depth_m, box_xyxy, settings.max_pixels)
     if crop.size == 0:
         return None
     usable = _valid_readings(crop, window, settings.edge_jump_fraction)
+    for x0, y0, x1, y1 in () if exclude is None else exclude:
+        usable &= ~(((rows >= y0) & (rows <= y1))[:, None] & ((cols >= x0) & (cols <= x1))[None, :])
     rays = _ray_grid(K, cols, rows)  # (h, w) x and y of the z = 1 rays
     plane = support_plane(depth_m, K, box_xyxy, window, settings)
     if plane is not None:
@@ -241,6 +251,9 @@ def visible_surface(depth_m: np.ndarray, K: np.ndarray, box_xyxy: np.ndarray, wi
         if seeds.size < settings.min_points:
             return None
     z_front = front_depth(seeds, settings.mode_bin_fraction, settings.mode_share)
+    with np.errstate(invalid='ignore'):
+        front_rows, front_cols = np.nonzero(usable & central
+                                            & (np.abs(crop - z_front) <= 2 * settings.mode_bin_fraction * z_front))
     x0, y0, x1, y1 = (float(v) for v in box_xyxy)
     focal = float(min(K[0, 0], K[1, 1]))
     radius = max(x1 - x0, y1 - y0) / 2 * z_front / focal / box_fill  # metres the box allows at z_f
@@ -258,4 +271,45 @@ def visible_surface(depth_m: np.ndarray, K: np.ndarray, box_xyxy: np.ndarray, wi
         pick = np.linspace(0, r_index.size - 1, settings.max_points).round().astype(np.int64)
         r_index, c_index = r_index[pick], c_index[pick]
     points = _points(rays, crop, (r_index, c_index))  # (P, 3)
-    return VisibleSurface(points=points, front_depth_m=z_front)
+    return VisibleSurface(points=points, front_depth_m=z_front,
+                          front_uv=np.stack([cols[front_cols], rows[front_rows]], axis=1))
+
+
+def occluding_boxes(boxes: np.ndarray, surfaces: list[VisibleSurface | None], index: int,
+                    settings: SurfaceSettings) -> np.ndarray:
+    """
+    (M, 4) the other detections' boxes whose pixels box ``index`` should not take for its own object.
+
+    ``boxes`` (K, 4) the frame's detection boxes; ``surfaces`` their visible surfaces cut out alone. Box B is
+    excluded from box A when most of A's front readings (``VisibleSurface.front_uv``) lie inside B, B's own front
+    is not behind them (within two histogram bins, ``mode_bin_fraction``), and at least ``min_own_share`` of A's
+    area lies outside B: then A's centre sees B, an object in front of A (a plant before a chair) or standing on it
+    (a mug in the middle of a table). When B's front readings lie in A as much (both centres see one surface), it
+    is the smaller box's object: a nearer object that hides the centre of a larger box's. Measured on validation
+    scenes (scripts/shape_fit_tuning.py).
+    """
+    own = surfaces[index]
+    if own is None:
+        return boxes[:0]
+    chosen = [box for other, (box, surface) in enumerate(zip(boxes, surfaces))
+              if other != index and surface is not None and _claimed(own, box) > 0.5
+              and _overlap(boxes[index], box) <= (1 - settings.min_own_share) * _area(boxes[index])
+              and surface.front_depth_m <= own.front_depth_m * (1 + 2 * settings.mode_bin_fraction)
+              and (_claimed(surface, boxes[index]) <= 0.5 or _area(box) < _area(boxes[index]))]
+    return np.array(chosen, dtype=np.float64).reshape(-1, 4)
+
+
+def _claimed(surface: VisibleSurface, box: np.ndarray) -> float:
+    """Share of the surface's front readings inside ``box`` (0 without any)."""
+    u, v = surface.front_uv[:, 0], surface.front_uv[:, 1]
+    inside = (u >= box[0]) & (u <= box[2]) & (v >= box[1]) & (v <= box[3])
+    return float(inside.mean()) if inside.size else 0.0
+
+
+def _area(box: np.ndarray) -> float:
+    return float((box[2] - box[0]) * (box[3] - box[1]))
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Area (px²) of the intersection of two xyxy boxes."""
+    return max(min(a[2], b[2]) - max(a[0], b[0]), 0.0) * max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)

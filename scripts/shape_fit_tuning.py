@@ -1,13 +1,15 @@
 """
-Choose the shape fit's settings on validation objects: the node's pipeline on demo-like scenes, per category.
+Choose the node's placement settings on validation objects: the node's pipeline on demo-like scenes, per category.
 
 ``make demo`` plays test-split objects, so its numbers are for reporting only. This renders the same kind of scenes
 (``demo.scenes``, the demo's camera and scene settings) from *validation*-split objects of the model's demo
 categories, runs the node's pipeline on them in process (``config/reconstruct.yaml`` with depth and the fit on) and
-prints, per category and for all, the centroid error in % of the camera distance, placed / centred CD-L1 and how
-many objects the fit placed, for the default :class:`FitSettings` and for each ``--fit`` variant (JSON of fields).
+prints, per category and for all, the centroid error in % of the camera distance, placed and centred CD-L1 and how
+many objects the fit placed, for the default settings and for each ``--variant``: JSON of
+:class:`PipelineSettings` fields, with ``fit`` holding :class:`FitSettings` fields.
 
-    .venv/bin/python scripts/shape_fit_tuning.py --fit '{"scale_range": [0.33, 3.0]}'
+    .venv/bin/python scripts/shape_fit_tuning.py --variant '{"box_aspect_weight": 1.0}' \
+        --variant '{"fit": {"scale_range": [0.33, 3.0]}}'
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ import yaml
 
 from mesc3d_ros.node_params import NodeParams
 from mesc3d_ros.package_share import resolve_model
+from mesc3d_ros.pipeline import PipelineSettings
 from mesc3d_ros.ros_env import REPO_ROOT
-from mesc3d_ros.shape_fit import FitSettings
 from mesc3d_training.demo.publisher import demo_categories, load_demo_objects
 from mesc3d_training.demo.report import score_object
 from mesc3d_training.demo.scenes import SceneSequence, SceneSettings, load_sequence, render_sequence, save_sequence
@@ -45,10 +47,19 @@ def validation_scenes(path: Path, contract_path: Path, objects: int, scenes: int
     return sequence
 
 
-def evaluate(sequence: SceneSequence, params: NodeParams, fit: FitSettings) -> dict[str, dict[str, float]]:
-    """Per category (and ``all``): mean centroid error %, placed / centred CD-L1, share of objects fitted."""
+def variant_settings(base: PipelineSettings, variant: str) -> PipelineSettings:
+    """Return ``base`` with the fields of one ``--variant`` (JSON lists become tuples, ``fit`` a FitSettings)."""
+    fields = {key: tuple(value) if isinstance(value, list) else value for key, value in json.loads(variant).items()}
+    if 'fit' in fields:
+        fit = {key: tuple(value) if isinstance(value, list) else value for key, value in fields['fit'].items()}
+        fields['fit'] = dataclasses.replace(base.fit, **fit)
+    return dataclasses.replace(base, **fields)
+
+
+def evaluate(sequence: SceneSequence, params: NodeParams, variant: str) -> dict[str, dict[str, float]]:
+    """Per category (and ``all``): mean centroid error %, placed and centred CD-L1 (cm), share of objects fitted."""
     pipeline, _ = params.open_pipeline()
-    pipeline.settings = dataclasses.replace(pipeline.settings, fit=fit)
+    pipeline.settings = variant_settings(pipeline.settings, variant)
     rows: dict[str, list[tuple[float, float, float, bool]]] = defaultdict(list)
     for scene in sequence.scenes:
         depth = np.where(scene.depth_mm > 0, scene.depth_mm * 0.001, np.nan).astype(np.float32)  # (H, W) metres
@@ -64,14 +75,16 @@ def evaluate(sequence: SceneSequence, params: NodeParams, fit: FitSettings) -> d
             rows['all'].append(row)
     pipeline.backend.close()
     return {category: {'objects': len(values), 'centroid_pct': float(np.mean([v[0] for v in values])),
-                       'placed_over_centred': float(np.mean([v[1] for v in values]) / np.mean([v[2] for v in values])),
+                       'placed_cm': 100 * float(np.mean([v[1] for v in values])),
+                       'centred_cm': 100 * float(np.mean([v[2] for v in values])),
                        'fitted': float(np.mean([v[3] for v in values]))}
             for category, values in sorted(rows.items())}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument('--fit', action='append', default=[], help='FitSettings fields as JSON (repeatable)')
+    parser.add_argument('--variant', action='append', default=[],
+                        help='PipelineSettings fields as JSON, "fit" holding FitSettings fields (repeatable)')
     parser.add_argument('--scenes-file', type=Path, default=REPO_ROOT / 'build' / 'val_scenes.npz')
     parser.add_argument('--objects', type=int, default=24, help='distinct validation objects')
     parser.add_argument('--scenes', type=int, default=40)
@@ -83,17 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     args.scenes_file.parent.mkdir(parents=True, exist_ok=True)
     sequence = validation_scenes(args.scenes_file, resolve_model(params.model_path), args.objects, args.scenes,
                                  args.seed)
-    for variant in ['{}', *args.fit]:
-        fields = {key: tuple(value) if isinstance(value, list) else value for key, value in json.loads(variant).items()}
-        results = evaluate(sequence, params, FitSettings(**fields))
+    for variant in ['{}', *args.variant]:
+        results = evaluate(sequence, params, variant)
         worst = max((r['centroid_pct'], c) for c, r in results.items() if c != 'all')
-        LOGGER.info('fit %s: all centroid %.2f %%, placed/centred %.2f, fitted %.0f %%; worst category %s %.1f %%',
-                    variant, results['all']['centroid_pct'], results['all']['placed_over_centred'],
-                    100 * results['all']['fitted'], worst[1], worst[0])
+        every = results['all']
+        LOGGER.info('%s: all centroid %.2f %%, placed %.2f cm, centred %.2f cm (%.2f x), fitted %.0f %%; worst '
+                    'category %s %.1f %%', variant, every['centroid_pct'], every['placed_cm'], every['centred_cm'],
+                    every['placed_cm'] / every['centred_cm'], 100 * every['fitted'], worst[1], worst[0])
         for category, result in results.items():
-            LOGGER.info('  %-18s %3d objects  centroid %5.1f %%  placed/centred %4.2f  fitted %3.0f %%', category,
-                        result['objects'], result['centroid_pct'], result['placed_over_centred'],
-                        100 * result['fitted'])
+            LOGGER.info('  %-18s %3d objects  centroid %5.1f %%  placed %5.2f cm  centred %5.2f cm  fitted %3.0f %%',
+                        category, result['objects'], result['centroid_pct'], result['placed_cm'],
+                        result['centred_cm'], 100 * result['fitted'])
     return 0
 
 

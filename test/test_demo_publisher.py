@@ -77,14 +77,16 @@ def test_a_frame_plays_its_scene_with_the_ground_truth_detections(sequence):
 
 
 def test_fit_tuning_runs_the_pipeline_on_validation_scenes(tmp_path):
-    """scripts/shape_fit_tuning.py: renders val scenes once, then scores the default fit and each variant on them."""
+    """scripts/shape_fit_tuning.py: renders val scenes once, then scores the defaults and each variant on them."""
     scenes = tmp_path / 'val_scenes.npz'
     command = [sys.executable, str(REPO_ROOT / 'scripts' / 'shape_fit_tuning.py'), '--objects', '3', '--scenes', '2',
-               '--scenes-file', str(scenes), '--fit', '{"trim_fraction": 0.7}']
+               '--scenes-file', str(scenes), '--variant', '{"fit": {"trim_fraction": 0.7}}',
+               '--variant', '{"box_aspect_weight": 0.0}']
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    summaries = [line for line in result.stderr.splitlines() if line.startswith('fit ')]
-    assert [line.split('}:')[0] for line in summaries] == ['fit {', 'fit {"trim_fraction": 0.7']
+    summaries = [line for line in result.stderr.splitlines() if line.startswith('{')]
+    assert [line.split(': all')[0] for line in summaries] == [
+        '{}', '{"fit": {"trim_fraction": 0.7}}', '{"box_aspect_weight": 0.0}']
     assert all('all centroid' in line for line in summaries)
     played = {truth.object_id for scene in load_sequence(scenes).scenes for truth in scene.objects}
     validation = {source.object_id for source in sources_in_split(demo_categories(resolve_model(DEFAULT_MODEL)), 'val')}

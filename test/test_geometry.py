@@ -218,3 +218,19 @@ def test_rotation_to_quaternion_of_axis_rotations(angle):
         q = np.concatenate([axis * np.sin(angle / 2), [np.cos(angle / 2)]])
         result = geometry.rotation_to_quaternion(quaternion_to_rotation(q))
         assert min(np.abs(result - q).max(), np.abs(result + q).max()) < 1e-12
+
+
+def test_match_box_aspect_moves_the_silhouette_proportions_towards_the_box() -> None:
+    """A shape twice as wide as tall in a square box: halfway (weight 0.5) in log ratio, all the way at 1, bounded."""
+    rng = np.random.default_rng(0)
+    shape = geometry.normalise_shape(rng.uniform(-1, 1, (500, 3)) * [2.0, 1.0, 1.5])
+    aspect = lambda points: np.ptp(points[:, 0]) / np.ptp(points[:, 1])  # noqa: E731
+    before = aspect(shape)
+    assert geometry.match_box_aspect(shape, (0.1, 0.1), 0.0) is shape
+    assert aspect(geometry.match_box_aspect(shape, (0.1, 0.1), 1.0)) == pytest.approx(1.0)
+    assert aspect(geometry.match_box_aspect(shape, (0.1, 0.1), 0.5)) == pytest.approx(before ** 0.5)
+    bounded = geometry.match_box_aspect(shape, (0.1, 1.0), 1.0)  # a box 10 x taller than wide: 1.5² at most
+    assert aspect(bounded) == pytest.approx(before / geometry.MAX_ASPECT_STRETCH ** 2)
+    stretched = geometry.match_box_aspect(shape, (0.1, 0.1), 1.0)
+    assert np.linalg.norm(stretched, axis=1).max() == pytest.approx(1.0)
+    np.testing.assert_allclose(stretched.mean(axis=0), 0.0, atol=1e-12)

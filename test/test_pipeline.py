@@ -143,11 +143,32 @@ def test_placement_policy_size_prior_ignores_depth_and_depth_policy_reports_its_
     assert [(i.cause, i.detection_index) for i in issues] == [('depth_missing', -1)]
 
 
+@pytest.mark.parametrize('weight, ratio', [(0.0, 0.5), (0.5, 0.5 ** 0.5), (1.0, 1.0)])
+def test_shapes_take_their_box_proportions_by_box_aspect_weight(contract_path, scene, weight: float,
+                                                                ratio: float) -> None:
+    """The egg class predicts a shape half as tall as wide; the rendered balls' boxes are square."""
+    rgb, depth, boxes = scene
+    objects, _ = make_pipeline(contract_path, box_aspect_weight=weight).process(rgb, boxes, ['egg'] * 2, np.ones(2),
+                                                                                K, depth)
+    np.testing.assert_allclose([o.box_size_m[1] / o.box_size_m[0] for o in objects], ratio, rtol=0.05)
+
+
+def test_a_ball_behind_a_nearer_one_is_fitted_to_its_own_surface(contract_path) -> None:
+    """A small near ball hides the centre of a large far one: each is placed on its own surface (occluding_boxes)."""
+    spheres = [(np.array([0.0, 0.0, 2.0]), 0.3), (np.array([0.0, 0.03, 1.0]), 0.06)]
+    rgb, depth, boxes = render(spheres)
+    objects, issues = make_pipeline(contract_path).process(rgb, boxes, ['ball'] * 2, np.ones(2), K, depth)
+    assert [o.placement.mode for o in objects] == ['fit', 'fit'], issues
+    for obj, (centre, radius) in zip(objects, spheres):
+        assert np.linalg.norm(obj.placement.centre - centre) < 0.02 * centre[2], (obj.placement.centre, centre)
+
+
 def test_class_map_zero_shot_and_skip(contract_path, scene):
     rgb, depth, boxes = scene
     four = np.concatenate([boxes, boxes])
     names = ['41', 'egg', 'teapot', 'ball']
-    pipeline = make_pipeline(contract_path, class_map={'41': 'egg'})
+    # The oracle's proportions are the test's signal: not moved towards the boxes'.
+    pipeline = make_pipeline(contract_path, class_map={'41': 'egg'}, box_aspect_weight=0.0)
     objects, issues = pipeline.process(rgb, four, names, np.ones(4), K, depth)
     assert [(o.detector_class, o.model_class, o.zero_shot) for o in objects] == [
         ('41', 'egg', False), ('egg', 'egg', False), ('teapot', 'object', True), ('ball', 'ball', False)]
@@ -163,7 +184,8 @@ def test_batches_larger_than_max_batch_keep_their_order(contract_path, scene):
     rgb, depth, boxes = scene
     names = ['ball', 'egg', 'ball', 'egg', 'egg']
     five = np.concatenate([boxes, boxes, boxes[:1]])
-    objects, _ = make_pipeline(contract_path, max_batch=2).process(rgb, five, names, np.ones(5), K, depth)
+    pipeline = make_pipeline(contract_path, max_batch=2, box_aspect_weight=0.0)  # the oracle's proportions
+    objects, _ = pipeline.process(rgb, five, names, np.ones(5), K, depth)
     ratios = [o.box_size_m[1] / o.box_size_m[0] for o in objects]
     np.testing.assert_allclose(ratios, [1.0, 0.5, 1.0, 0.5, 0.5], rtol=0.05)
 

@@ -12,7 +12,8 @@ import pytest
 
 from mesc3d_ros import geometry
 from mesc3d_ros.shape_fit import FitSettings, fit_shape, visible_mask
-from mesc3d_ros.visible_surface import SurfaceSettings, front_depth, support_plane, visible_surface
+from mesc3d_ros.visible_surface import (SurfaceSettings, front_depth, occluding_boxes, support_plane,
+                                        visible_surface)
 
 WIDTH, HEIGHT = 640, 480
 K = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])
@@ -208,3 +209,32 @@ def test_a_frame_like_object_is_found_away_from_the_box_centre() -> None:
     assert surface is not None
     assert surface.front_depth_m == pytest.approx(1.2, abs=0.01)
     np.testing.assert_allclose(surface.points[:, 2], 1.2, atol=1e-6)
+
+
+def test_an_object_behind_another_detection_takes_its_own_surface_not_the_nearer_one() -> None:
+    """
+    A nearer detected object covers the box centre of one behind it (a plant before a chair).
+
+    Alone, the far box's front is the near object's; without the near box's pixels (occluding_boxes) it is the far
+    object's own, and the shape fit places it within 2 cm (a third of its front is hidden: the unoccluded cases
+    above hold 1 cm). The near box, smaller, keeps its pixels.
+    """
+    centre, radius = np.array([0.0, 0.05, 1.6]), 0.15
+    depth, box = render(centre, radius)
+    x0, y0, x1, y1 = box
+    near_box = np.array([x0 + 0.3 * (x1 - x0), y0 + 0.3 * (y1 - y0), x0 + 0.75 * (x1 - x0), y1 + 20.0])
+    depth[int(near_box[1]):int(near_box[3]) + 1, int(near_box[0]):int(near_box[2]) + 1] = 1.0  # a slab at 1 m
+    boxes = np.array([box, near_box])
+    window, settings = geometry.DepthWindow(), SurfaceSettings()
+    alone = [visible_surface(depth, K, b, window, 0.81, settings) for b in boxes]
+    assert alone[0].front_depth_m == pytest.approx(1.0, abs=0.01)  # the far box's centre sees the slab
+    np.testing.assert_array_equal(occluding_boxes(boxes, alone, 0, settings), boxes[1:])
+    assert occluding_boxes(boxes, alone, 1, settings).shape == (0, 4)
+    surface = visible_surface(depth, K, box, window, 0.81, settings, exclude=boxes[1:])
+    assert surface.front_depth_m > 1.4
+    unit = geometry.normalise_shape(PREDICTED)
+    ray = geometry.pixel_ray(K, (x0 + x1) / 2, (y0 + y1) / 2)
+    start = geometry.place(K, box, 1.0, surface.front_depth_m / ray[2], True, geometry.PlacementPrior())
+    fit = fit_shape(unit @ pose_for(centre).T, surface.points, start.radius_m, ray, K, box, FitSettings())
+    assert fit.accepted, fit.reason
+    assert np.linalg.norm(fit.centre - centre) < 0.02, (fit.centre, centre)
