@@ -6,7 +6,7 @@ Choose the node's placement settings on validation objects: the node's pipeline 
 categories, runs the node's pipeline on them in process (``config/reconstruct.yaml`` with depth and the fit on) and
 prints, per category and for all, the centroid error in % of the camera distance, placed and centred CD-L1 and how
 many objects the fit placed, for the default settings and for each ``--variant``: JSON of
-:class:`PipelineSettings` fields, with ``fit`` holding :class:`FitSettings` fields.
+:class:`PipelineSettings` fields, a nested object for a nested dataclass (``fit``, ``surface``, ``depth``).
 
     .venv/bin/python scripts/shape_fit_tuning.py --variant '{"box_aspect_weight": 1.0}' \
         --variant '{"fit": {"scale_range": [0.33, 3.0]}}'
@@ -48,12 +48,16 @@ def validation_scenes(path: Path, contract_path: Path, objects: int, scenes: int
 
 
 def variant_settings(base: PipelineSettings, variant: str) -> PipelineSettings:
-    """Return ``base`` with the fields of one ``--variant`` (JSON lists become tuples, ``fit`` a FitSettings)."""
-    fields = {key: tuple(value) if isinstance(value, list) else value for key, value in json.loads(variant).items()}
-    if 'fit' in fields:
-        fit = {key: tuple(value) if isinstance(value, list) else value for key, value in fields['fit'].items()}
-        fields['fit'] = dataclasses.replace(base.fit, **fit)
-    return dataclasses.replace(base, **fields)
+    """Return ``base`` with the fields of one ``--variant`` (JSON lists become tuples; an object sets a nested one)."""
+    def replaced(settings, fields: dict):
+        values = {}
+        for key, value in fields.items():
+            if isinstance(value, dict):
+                value = replaced(getattr(settings, key), value)
+            values[key] = tuple(value) if isinstance(value, list) else value
+        return dataclasses.replace(settings, **values)
+
+    return replaced(base, json.loads(variant))
 
 
 def evaluate(sequence: SceneSequence, params: NodeParams, variant: str) -> dict[str, dict[str, float]]:
@@ -84,7 +88,7 @@ def evaluate(sequence: SceneSequence, params: NodeParams, variant: str) -> dict[
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument('--variant', action='append', default=[],
-                        help='PipelineSettings fields as JSON, "fit" holding FitSettings fields (repeatable)')
+                        help='PipelineSettings fields as JSON, e.g. {"fit": {"trim_fraction": 0.7}} (repeatable)')
     parser.add_argument('--scenes-file', type=Path, default=REPO_ROOT / 'build' / 'val_scenes.npz')
     parser.add_argument('--objects', type=int, default=24, help='distinct validation objects')
     parser.add_argument('--scenes', type=int, default=40)
