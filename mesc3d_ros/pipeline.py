@@ -133,7 +133,10 @@ class ReconstructionPipeline:
         self.padding = padding
         if settings.max_objects < 1:
             raise ValueError(f'max_objects must be >= 1, got {settings.max_objects}')
-        self.max_objects = output_guard.objects_that_fit(contract.num_points, settings.max_objects)
+        # A fused object holds up to max_pixels measured points beside its (fewer) predicted hidden ones.
+        self._points_per_object = contract.num_points + (settings.surface.max_pixels
+                                                         if settings.output_cloud == 'fused' else 0)
+        self.max_objects = output_guard.objects_that_fit(self._points_per_object, settings.max_objects)
         """``settings.max_objects``, or fewer when that many clouds would not fit the transport."""
         self._depth_window = dataclasses.replace(
             settings.depth, min_depth_m=max(settings.depth.min_depth_m, MIN_DEPTH_READING_M))
@@ -150,7 +153,7 @@ class ReconstructionPipeline:
                          f'optical axes)')
         if self.max_objects < self.settings.max_objects:
             notes.append(f'max_objects {self.settings.max_objects} lowered to {self.max_objects}: more clouds of '
-                         f'{self.contract.num_points} points would exceed the '
+                         f'up to {self._points_per_object} points would exceed the '
                          f'{output_guard.MAX_CLOUD_BYTES // 2**20} MiB a published cloud may hold')
         return notes
 
@@ -321,7 +324,9 @@ class ReconstructionPipeline:
         front_m = surface.front_depth_m / float(ray[2])
         start = geometry.place(K, box, size_m, front_m, orientation_known, self.settings.prior)
         q = unit @ start.rotation.T  # (N, 3) unit scale, optical-frame axes
-        fit = fit_shape(q, surface.points, start.radius_m, ray, K, box, self.settings.fit)
+        # fused publishes the measured side: all of the box's readings of the object, not the fit's sample of them.
+        dense = surface.all_points if self.settings.output_cloud == 'fused' else None
+        fit = fit_shape(q, surface.points, start.radius_m, ray, K, box, self.settings.fit, dense)
         if not fit.accepted:
             # The box placement at the visible surface's front, not at the box centre's median depth: that sees
             # the background through a frame-like object (measured on validation scenes: 1-2 m too far).

@@ -50,7 +50,8 @@ class SurfaceSettings:
     """Readings kept from one box (strided, ~64 × 64): bounded time for any box size. Measured: 2,048 cost the
     synthetic cuboid's fitted scale 1 % on average, 3 % at worst (coarser rims), and saved no time worth it."""
     max_points: int = 400
-    """Visible points returned (evenly subsampled): the fit's cost grows with them, its accuracy barely."""
+    """Visible points the fit matches (evenly subsampled): its cost grows with them, its accuracy barely (all
+    readings instead: the same placement on the validation scenes)."""
     edge_jump_fraction: float = 0.03
     """A reading differing from both row (or both column) neighbours by more than this share of its depth is a
     flying pixel."""
@@ -78,12 +79,16 @@ class VisibleSurface:
     """The object's measured front surface."""
 
     points: np.ndarray
-    """(P, 3) float64 metres, camera optical frame: back-projected depth readings of the object."""
+    """(P, 3) float64 metres, camera optical frame: back-projected depth readings of the object, at most
+    ``max_points`` of them evenly spread over ``all_points`` (what the shape fit matches)."""
     front_depth_m: float
     """z_f: z-depth of the nearest dominant mode in the box centre."""
     front_uv: np.ndarray
     """(S, 2) pixel coordinates (u, v) of the central readings at z_f: where the box sees its front (which other
     detections' boxes may claim, :func:`occluding_boxes`)."""
+    all_points: np.ndarray
+    """(R, 3) every reading of the object that the strided box holds (≤ ``max_pixels``): the measured side of the
+    ``fused`` output, as dense as the box's stride allows."""
 
 
 def _box_pixels(depth_m: np.ndarray, box_xyxy: np.ndarray,
@@ -266,13 +271,10 @@ def visible_surface(depth_m: np.ndarray, K: np.ndarray, box_xyxy: np.ndarray, wi
     keep = touching[labels]
     if keep.sum() < settings.min_points:
         return None
-    r_index, c_index = np.nonzero(keep)
-    if r_index.size > settings.max_points:  # evenly spread over the surface, deterministic
-        pick = np.linspace(0, r_index.size - 1, settings.max_points).round().astype(np.int64)
-        r_index, c_index = r_index[pick], c_index[pick]
-    points = _points(rays, crop, (r_index, c_index))  # (P, 3)
-    return VisibleSurface(points=points, front_depth_m=z_front,
-                          front_uv=np.stack([cols[front_cols], rows[front_rows]], axis=1))
+    every = _points(rays, crop, keep)  # (R, 3), row by row
+    pick = np.linspace(0, len(every) - 1, min(settings.max_points, len(every))).round().astype(np.int64)
+    return VisibleSurface(points=every[pick], front_depth_m=z_front,  # evenly spread over the surface, deterministic
+                          front_uv=np.stack([cols[front_cols], rows[front_rows]], axis=1), all_points=every)
 
 
 def occluding_boxes(boxes: np.ndarray, surfaces: list[VisibleSurface | None], index: int,

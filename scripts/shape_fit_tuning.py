@@ -61,10 +61,10 @@ def variant_settings(base: PipelineSettings, variant: str) -> PipelineSettings:
 
 
 def evaluate(sequence: SceneSequence, params: NodeParams, variant: str) -> dict[str, dict[str, float]]:
-    """Per category (and ``all``): mean centroid error %, placed and centred CD-L1 (cm), share of objects fitted."""
+    """Per category (and ``all``): mean centroid error %, placed and centred CD-L1 (cm), F@1cm, share fitted."""
     pipeline, _ = params.open_pipeline()
     pipeline.settings = variant_settings(pipeline.settings, variant)
-    rows: dict[str, list[tuple[float, float, float, bool]]] = defaultdict(list)
+    rows: dict[str, list[tuple[float, float, float, bool, float]]] = defaultdict(list)
     for scene in sequence.scenes:
         depth = np.where(scene.depth_mm > 0, scene.depth_mm * 0.001, np.nan).astype(np.float32)  # (H, W) metres
         boxes = np.array([truth.box_xyxy for truth in scene.objects])
@@ -74,14 +74,15 @@ def evaluate(sequence: SceneSequence, params: NodeParams, variant: str) -> dict[
             truth = scene.objects[obj.detection_index]
             metrics = score_object(obj.points, truth)
             row = (100 * metrics['centroid_error_m'] / metrics['distance_m'], metrics['cd_l1_m'],
-                   metrics['cd_l1_centred_m'], obj.placement.mode == 'fit')
+                   metrics['cd_l1_centred_m'], obj.placement.mode == 'fit', metrics['fscores'][0])
             rows[truth.category].append(row)
             rows['all'].append(row)
     pipeline.backend.close()
     return {category: {'objects': len(values), 'centroid_pct': float(np.mean([v[0] for v in values])),
                        'placed_cm': 100 * float(np.mean([v[1] for v in values])),
                        'centred_cm': 100 * float(np.mean([v[2] for v in values])),
-                       'fitted': float(np.mean([v[3] for v in values]))}
+                       'fitted': float(np.mean([v[3] for v in values])),
+                       'f1cm': float(np.mean([v[4] for v in values]))}
             for category, values in sorted(rows.items())}
 
 
@@ -104,13 +105,14 @@ def main(argv: list[str] | None = None) -> int:
         results = evaluate(sequence, params, variant)
         worst = max((r['centroid_pct'], c) for c, r in results.items() if c != 'all')
         every = results['all']
-        LOGGER.info('%s: all centroid %.2f %%, placed %.2f cm, centred %.2f cm (%.2f x), fitted %.0f %%; worst '
-                    'category %s %.1f %%', variant, every['centroid_pct'], every['placed_cm'], every['centred_cm'],
-                    every['placed_cm'] / every['centred_cm'], 100 * every['fitted'], worst[1], worst[0])
+        LOGGER.info('%s: all centroid %.2f %%, placed %.2f cm, centred %.2f cm (%.2f x), F@1cm %.3f, fitted %.0f %%; '
+                    'worst category %s %.1f %%', variant, every['centroid_pct'], every['placed_cm'],
+                    every['centred_cm'], every['placed_cm'] / every['centred_cm'], every['f1cm'],
+                    100 * every['fitted'], worst[1], worst[0])
         for category, result in results.items():
-            LOGGER.info('  %-18s %3d objects  centroid %5.1f %%  placed %5.2f cm  centred %5.2f cm  fitted %3.0f %%',
-                        category, result['objects'], result['centroid_pct'], result['placed_cm'],
-                        result['centred_cm'], 100 * result['fitted'])
+            LOGGER.info('  %-18s %3d objects  centroid %5.1f %%  placed %5.2f cm  centred %5.2f cm  F@1cm %.2f  fitted '
+                        '%3.0f %%', category, result['objects'], result['centroid_pct'], result['placed_cm'],
+                        result['centred_cm'], result['f1cm'], 100 * result['fitted'])
     return 0
 
 

@@ -17,6 +17,7 @@ from mesc3d_ros.contract import load_contract
 from mesc3d_ros.inference import create_backend
 from mesc3d_ros.pipeline import PipelineSettings, ReconstructionPipeline
 from mesc3d_ros.shape_fit import FitSettings
+from mesc3d_ros.visible_surface import SurfaceSettings
 from sphere_model import class_entry, make_sphere_model
 from test_shape_fit import frame_in_front_of_a_wall
 
@@ -132,6 +133,8 @@ def test_fused_output_is_the_measured_front_plus_the_predicted_back(contract_pat
         # Both sides are there: points nearer and farther than the centre.
         towards = (obj.points - centre) @ (centre / np.linalg.norm(centre)) / radius
         assert towards.min() < -0.9 and towards.max() > 0.9
+        # The measured side is every reading of the box's stride, not the fit's sample of them.
+        assert np.sum(towards < -0.5) > SurfaceSettings().max_points
 
 
 def test_placement_policy_size_prior_ignores_depth_and_depth_policy_reports_its_absence(contract_path, scene):
@@ -231,6 +234,8 @@ def test_limitations_name_a_canonical_frame_and_a_lowered_object_limit(tmp_path,
     assert pipeline.max_objects < too_many
     assert [note.split(':')[0] for note in pipeline.limitations()] == [
         f'max_objects {too_many} lowered to {pipeline.max_objects}']
+    # A fused object can hold every reading of its box as well: fewer of them fit.
+    assert make_pipeline(contract_path, max_objects=too_many, output_cloud='fused').max_objects < pipeline.max_objects
     canonical = make_sphere_model(tmp_path, classes=(BALL, EGG), generic=GENERIC, output_frame='canonical')
     assert 'canonical object frame' in make_pipeline(canonical).limitations()[0]
 
