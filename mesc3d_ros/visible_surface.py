@@ -318,3 +318,23 @@ def _area(box: np.ndarray) -> float:
 def _overlap(a: np.ndarray, b: np.ndarray) -> float:
     """Area (px²) of the intersection of two xyxy boxes."""
     return max(min(a[2], b[2]) - max(a[0], b[0]), 0.0) * max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
+
+
+def seen_through(points: np.ndarray, depth_m: np.ndarray, K: np.ndarray, margin: float) -> np.ndarray:
+    """
+    (N,) bool: the (N, 3) optical-frame points that the depth image sees past, i.e. free space.
+
+    True where the reading at a point's pixel lies more than ``margin`` × its depth beyond it; points outside the
+    image, behind the camera or on a hole (NaN, 0) are not seen past.
+    """
+    z = points[:, 2]
+    uv = points @ np.asarray(K, dtype=np.float64).T
+    with np.errstate(invalid='ignore', divide='ignore'):
+        u = np.round(uv[:, 0] / z)
+        v = np.round(uv[:, 1] / z)
+    height, width = depth_m.shape
+    inside = (z > 0) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    reading = np.full(len(points), np.nan)
+    reading[inside] = depth_m[v[inside].astype(np.int64), u[inside].astype(np.int64)]
+    with np.errstate(invalid='ignore'):
+        return reading > z * (1 + margin)

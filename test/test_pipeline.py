@@ -17,7 +17,7 @@ from mesc3d_ros.contract import load_contract
 from mesc3d_ros.inference import create_backend
 from mesc3d_ros.pipeline import PipelineSettings, ReconstructionPipeline
 from mesc3d_ros.shape_fit import FitSettings
-from mesc3d_ros.visible_surface import SurfaceSettings
+from mesc3d_ros.visible_surface import SurfaceSettings, seen_through
 from sphere_model import class_entry, make_sphere_model
 from test_shape_fit import frame_in_front_of_a_wall
 
@@ -135,6 +135,17 @@ def test_fused_output_is_the_measured_front_plus_the_predicted_back(contract_pat
         assert towards.min() < -0.9 and towards.max() > 0.9
         # The measured side is every reading of the box's stride, not the fit's sample of them.
         assert np.sum(towards < -0.5) > SurfaceSettings().max_points
+
+
+def test_fused_output_drops_predicted_points_the_camera_sees_past(contract_path, scene):
+    """An egg-shaped prediction of a ball before a wall overhangs the ball's silhouette, where the wall is seen."""
+    rgb, depth, boxes = scene
+    depth = np.where(depth > 0, depth, 3.0).astype(np.float32)  # a wall 3 m away behind the balls
+    for margin, overhang in ((1e9, True), (PipelineSettings().free_space_margin, False)):
+        pipeline = make_pipeline(contract_path, output_cloud='fused', box_aspect_weight=0.0, free_space_margin=margin)
+        objects, _ = pipeline.process(rgb, boxes, ['egg', 'egg'], np.ones(2), K, depth)
+        assert [o.placement.mode for o in objects] == ['fit', 'fit']
+        assert all(seen_through(o.points, depth, K, 0.05).any() == overhang for o in objects)
 
 
 def test_placement_policy_size_prior_ignores_depth_and_depth_policy_reports_its_absence(contract_path, scene):

@@ -12,7 +12,7 @@ import pytest
 
 from mesc3d_ros import geometry
 from mesc3d_ros.shape_fit import FitSettings, fit_shape, visible_mask
-from mesc3d_ros.visible_surface import (SurfaceSettings, front_depth, occluding_boxes, support_plane,
+from mesc3d_ros.visible_surface import (SurfaceSettings, front_depth, occluding_boxes, seen_through, support_plane,
                                         visible_surface)
 
 WIDTH, HEIGHT = 640, 480
@@ -238,3 +238,12 @@ def test_an_object_behind_another_detection_takes_its_own_surface_not_the_nearer
     fit = fit_shape(unit @ pose_for(centre).T, surface.points, start.radius_m, ray, K, box, FitSettings())
     assert fit.accepted, fit.reason
     assert np.linalg.norm(fit.centre - centre) < 0.02, (fit.centre, centre)
+
+
+def test_seen_through_is_free_space_in_front_of_a_reading_not_behind_it_or_on_a_hole() -> None:
+    depth = np.full((HEIGHT, WIDTH), 2.0, dtype=np.float32)
+    depth[:, :10] = np.nan  # a hole at the left edge
+    ray = np.linalg.inv(K) @ np.array([320.0, 240.0, 1.0])  # (3,) z = 1
+    edge = np.linalg.inv(K) @ np.array([5.0, 240.0, 1.0])
+    points = np.array([1.0 * ray, 1.98 * ray, 2.5 * ray, 1.0 * edge, -1.0 * ray])  # (5, 3) metres
+    np.testing.assert_array_equal(seen_through(points, depth, K, 0.05), [True, False, False, False, False])
