@@ -20,6 +20,7 @@ the guard). No rclpy, no message types.
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -145,6 +146,7 @@ class ReconstructionPipeline:
         """``settings.max_objects``, or fewer when that many clouds would not fit the transport."""
         self._depth_window = dataclasses.replace(
             settings.depth, min_depth_m=max(settings.depth.min_depth_m, MIN_DEPTH_READING_M))
+        self._overlap = ThreadPoolExecutor(max_workers=1, thread_name_prefix='visible_surface')
         self._classes = {entry.name: entry for entry in contract.classes}
         self._embeddings = {entry.name: np.asarray(entry.embedding, dtype=np.float32)
                             for entry in (*contract.classes, contract.generic_class)}
@@ -229,19 +231,24 @@ class ReconstructionPipeline:
         if not selected:
             return []
 
+        use_depth = depth is not None and self.settings.placement != 'size_prior'
+        fitting = use_depth and self.settings.depth_fit
+        # The visible surfaces need only the depth and the boxes: they are cut out on the second core while the
+        # crops are made and the backend runs (OpenCV and ONNX Runtime release the GIL; docs/benchmarks.md §Shape
+        # fit).
+        surfaces = self._overlap.submit(self._surfaces, depth, K, np.array([item[1] for item in selected])) \
+            if fitting else None
         size = self.contract.image_size
         crops = np.stack([preprocess.crop_and_resize(image_rgb, preprocess.square_window(box, self.padding), size)
                           for _, box, _, _, _ in selected])  # (B, S, S, 3) uint8 RGB
         embeddings = np.stack([self._embeddings[entry.name] for _, _, _, entry, _ in selected])  # (B, D) float32
         shapes = self.backend.run(preprocess.to_model_input(crops), embeddings)  # (B, N, 3) unit ball, shape frame
+        surfaces = surfaces.result() if surfaces is not None else []
 
-        use_depth = depth is not None and self.settings.placement != 'size_prior'
         if depth is None and self.settings.placement == 'depth':
             issues.append(Issue('depth_missing', 'placement is "depth" but the frame has no depth image; '
                                 'using the size prior', -1))
         orientation_known = self.contract.output_frame == 'viewer'
-        fitting = use_depth and self.settings.depth_fit
-        surfaces = self._surfaces(depth, K, np.array([item[1] for item in selected])) if fitting else []
         objects = []
         for position, ((index, box, detector_class, entry, zero_shot), shape) in enumerate(zip(selected, shapes)):
             unit = geometry.normalise_shape(shape)  # (N, 3) unit ball, shape frame
@@ -307,12 +314,13 @@ class ReconstructionPipeline:
             except (ValueError, np.linalg.LinAlgError):  # intrinsics the node refuses: the box placement reports it
                 return None
 
-        alone = [cut(box) for box in boxes]
-        surfaces = []
-        for position, (box, surface) in enumerate(zip(boxes, alone)):
-            exclude = occluding_boxes(boxes, alone, position, self.settings.surface)
-            unoccluded = cut(box, exclude) if surface is not None and len(exclude) else None
-            surfaces.append(surface if unoccluded is None else unoccluded)
+        with np.errstate(all='ignore'):  # as in process(): numpy's error state is per thread, and this runs in another
+            alone = [cut(box) for box in boxes]
+            surfaces = []
+            for position, (box, surface) in enumerate(zip(boxes, alone)):
+                exclude = occluding_boxes(boxes, alone, position, self.settings.surface)
+                unoccluded = cut(box, exclude) if surface is not None and len(exclude) else None
+                surfaces.append(surface if unoccluded is None else unoccluded)
         return surfaces
 
     def _fitted(self, unit: np.ndarray, surface: VisibleSurface | None, depth: np.ndarray, K: np.ndarray,
