@@ -5,10 +5,12 @@ Per frame: drop detections whose score is not a probability (NaN, inf, outside [
 scoring at least ``min_score``; clip each box to the image (``preprocess.clip_box``);
 map the detector's class id to a model class (or the contract's generic class, zero-shot); crop the padded square
 window and resize it to the model input (``preprocess.square_window``, ``crop_and_resize``); run every crop of the
-frame through the backend in one batch (the backend splits it at its ``max_batch``); then place each unit-ball shape
-in the camera optical frame (``geometry``), in metres: with depth, the shape is fitted to the object's measured
-visible surface (``visible_surface``, ``shape_fit``); when that fails, from the box and the median depth of its
-centre; without depth, from the box and the class size prior. At most ``max_objects`` detections are
+frame through the backend in one batch (the backend splits it at its ``max_batch``); move each shape's width ÷
+height across the view towards its box's (``geometry.match_box_aspect``); then place each unit-ball shape in the
+camera optical frame (``geometry``), in metres: with depth, the shape is fitted to the object's measured visible
+surface (``visible_surface``, ``shape_fit``; the surfaces are cut out on a second thread while the backend runs, a
+box without the pixels of another detection its centre sees, ``visible_surface.occluding_boxes``); when that fails,
+from the box and the median depth of its centre; without depth, from the box and the class size prior. At most ``max_objects`` detections are
 reconstructed (the highest scores; fewer when the frame's cloud would not fit the transport,
 ``output_guard.objects_that_fit``), and every placed object passes ``output_guard.object_problem`` or is dropped.
 Problems with single detections never stop the frame: they skip or degrade that detection and are returned with
@@ -150,6 +152,10 @@ class ReconstructionPipeline:
         self._classes = {entry.name: entry for entry in contract.classes}
         self._embeddings = {entry.name: np.asarray(entry.embedding, dtype=np.float32)
                             for entry in (*contract.classes, contract.generic_class)}
+
+    def close(self) -> None:
+        """Stop the thread that cuts out the visible surfaces (the backend is its creator's to close)."""
+        self._overlap.shutdown(wait=True)
 
     def limitations(self) -> list[str]:
         """Say what this model and these settings cannot do as asked (the node logs each line at configure)."""

@@ -134,7 +134,10 @@ def reconstruct(photo: Path, boxes: np.ndarray, classes: list[str], out_dir: Pat
     backend = create_backend(model_path, backend_kind)
     try:
         pipeline = ReconstructionPipeline(backend, load_contract(model_path), PipelineSettings())
-        objects, issues = pipeline.process(rgb, boxes, classes, np.ones(len(classes)), K, depth)
+        try:
+            objects, issues = pipeline.process(rgb, boxes, classes, np.ones(len(classes)), K, depth)
+        finally:
+            pipeline.close()
     finally:
         backend.close()
     out_dir.mkdir(parents=True, exist_ok=True)

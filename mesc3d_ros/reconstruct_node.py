@@ -198,6 +198,7 @@ class ReconstructNode(LifecycleNode):
         if self._worker is not None:
             self._worker.join()
         if self._pipeline is not None:
+            self._pipeline.close()
             self._pipeline.backend.close()
         if self._diagnostics_timer is not None:
             self.destroy_timer(self._diagnostics_timer)

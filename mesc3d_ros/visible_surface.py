@@ -24,7 +24,9 @@ minus the surface it stands on:
    takes its place in 4 and 6.
 
 What remains can still hold a patch of a non-planar background; the shape fit (``shape_fit.py``) trims
-points its predicted shape does not explain, which is the refinement by the predicted silhouette.
+points its predicted shape does not explain, which is the refinement by the predicted silhouette. Other detections'
+boxes that a box's centre sees are cut out of it (:func:`occluding_boxes`), and :func:`seen_through` tells which
+points the depth image shows to be free space.
 All lengths in metres, points in the camera optical frame (x right, y down, z forward). Pure numpy/scipy.
 """
 

@@ -77,6 +77,7 @@ def evaluate(sequence: SceneSequence, params: NodeParams, variant: str) -> dict[
                    metrics['cd_l1_centred_m'], obj.placement.mode == 'fit', metrics['fscores'][0])
             rows[truth.category].append(row)
             rows['all'].append(row)
+    pipeline.close()
     pipeline.backend.close()
     return {category: {'objects': len(values), 'centroid_pct': float(np.mean([v[0] for v in values])),
                        'placed_cm': 100 * float(np.mean([v[1] for v in values])),

@@ -181,6 +181,7 @@ def node_work(contract_path: Path, backend: TimedBackend, image: np.ndarray, box
         objects_to_messages(objects, inputs.detections.ids, header)
         work.append(time.perf_counter() - start - backend.seconds)
         inference.append(backend.seconds)
+    pipeline.close()
     backend.close()
     return 1e3 * float(np.median(work)), 1e3 * float(np.median(inference))
 
