@@ -10,10 +10,10 @@ height across the view towards its box's (``geometry.match_box_aspect``); then p
 camera optical frame (``geometry``), in metres: with depth, the shape is fitted to the object's measured visible
 surface (``visible_surface``, ``shape_fit``; the surfaces are cut out on a second thread while the backend runs, a
 box without the pixels of another detection its centre sees, ``visible_surface.occluding_boxes``); when that fails,
-from the box and the median depth of its centre; without depth, from the box and the class size prior. At most ``max_objects`` detections are
-reconstructed (the highest scores; fewer when the frame's cloud would not fit the transport,
-``output_guard.objects_that_fit``), and every placed object passes ``output_guard.object_problem`` or is dropped.
-Problems with single detections never stop the frame: they skip or degrade that detection and are returned with
+from the box and the median depth of its centre; without depth, from the box and the class size prior. At most
+``max_objects`` detections are reconstructed (the highest scores; fewer when the frame's cloud would not fit the
+transport, ``output_guard.objects_that_fit``), and every placed object passes ``output_guard.object_problem`` or is
+dropped. Problems with single detections never stop the frame: they skip or degrade that detection and are returned with
 the objects as :class:`Issue` records (so is a depth image of another size than the image, which is ignored);
 nothing derived from the input raises, and numpy floating-point warnings are silenced (their results are caught by
 the guard). No rclpy, no message types.
