@@ -2,10 +2,11 @@
 Static INT8 quantisation of an exported model: ONNX Runtime, QDQ format, calibrated on validation crops.
 
 ``mesc3d export`` calls :func:`quantize_int8` after the float models are written when the checkpoint's dataset (or
-``--calibration-data``) is there. The image encoder (:data:`QUANTIZED_BLOCKS`, named by the torch module from the exporter's ``pkg.torch.onnx.name_scopes`` node
-metadata) are quantised: their :data:`QUANTIZED_OPS` get QuantizeLinear/DequantizeLinear pairs around the weights
-(int8 in a 7-bit range, symmetric, per output channel) and activations (uint8, asymmetric, per tensor), with ranges
-from min/max calibration over the validation split's evaluation crops.
+``--calibration-data``) is there. The image encoder (:data:`QUANTIZED_BLOCKS`, named by the torch module from the
+exporter's ``pkg.torch.onnx.name_scopes`` node metadata) is quantised: its :data:`QUANTIZED_OPS` get
+QuantizeLinear/DequantizeLinear pairs around the weights (int8 in a 7-bit range, symmetric, per output channel) and
+activations (uint8, asymmetric, per tensor), with ranges from min/max calibration over the validation split's
+evaluation crops.
 
 **7-bit weights** (``reduce_range``): on x86 CPUs without VNNI (AVX2 only: many robot PCs, AMD Zen 2/3, Intel before
 Ice Lake) ONNX Runtime multiplies uint8 activations by int8 weights with ``vpmaddubsw``, whose 16-bit sums of two
