@@ -48,8 +48,10 @@ def finished_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 def read_steps(run: Path) -> list[tuple[int, float]]:
+    """Return the (global_step, loss) rows written so far (a header or row still being written is not one yet)."""
     with open(run / 'steps.csv', newline='') as handle:
-        return [(int(row['global_step']), float(row['loss'])) for row in csv.DictReader(handle)]
+        rows = list(csv.DictReader(handle))
+    return [(int(row['global_step']), float(row['loss'])) for row in rows if row.get('global_step') and row.get('loss')]
 
 
 def subprocess_env() -> dict:
