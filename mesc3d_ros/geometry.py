@@ -6,12 +6,12 @@ largest point norm 1), expressed in the crop's *virtual camera*: a camera at the
 axis passes through the crop centre (``contract.py``, ``output_frame: viewer``). Placing it needs, derived in
 docs/node.md §Placement:
 
-1. the rotation R from the virtual camera to the real optical frame (:func:`virtual_camera_rotation`);
+1. the rotation R from the virtual camera to the real optical frame (``BoxView.rotation``, :func:`box_views`);
 2. the distance D from the camera centre to the object's centroid along the box-centre ray, and
 3. the object's radius r in metres (largest surface distance from the centroid).
 
 The box shows the object's *silhouette radius* r_s = D · sin α, α being the box's half-angle in the virtual camera
-(:func:`box_half_angle`). Two shape statistics relate it to the bounding sphere (:class:`PlacementPrior`): the box
+(``BoxView.half_angle``). Two shape statistics relate it to the bounding sphere (:class:`PlacementPrior`): the box
 fills κ of the bounding sphere's silhouette (r_s = κ · r), and the centroid lies γ · r_s behind the visible front
 surface. A sphere has κ = γ = 1; real objects less (measured: scripts/placement_calibration.py). With the class size
 prior (``size_m`` = 2 r): D = κ · r / sin α, for small angles the pinhole D = f · κ · size / box_px. With depth the
@@ -28,49 +28,70 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def pixel_ray(K: np.ndarray, u: float, v: float) -> np.ndarray:
-    """(3,) unit ray through pixel (u, v) in the optical frame: K⁻¹ [u, v, 1] normalised."""
-    ray = np.linalg.solve(np.asarray(K, dtype=np.float64), np.array([u, v, 1.0]))
-    return ray / np.linalg.norm(ray)
+@dataclass(frozen=True, eq=False)
+class BoxView:
+    """How the camera sees one detection box: the crop's virtual camera and the box's extent in it."""
 
+    ray: np.ndarray
+    """(3,) unit ray through the box centre, optical frame: K⁻¹ [u, v, 1] normalised."""
+    rotation: np.ndarray
+    """(3, 3) rotation whose columns are the virtual camera's x, y, z axes in the real optical frame.
 
-def virtual_camera_rotation(K: np.ndarray, u: float, v: float) -> np.ndarray:
-    """
-    (3, 3) rotation whose columns are the virtual camera's x, y, z axes in the real optical frame.
-
-    z is the ray through (u, v). The roll is fixed by keeping x in the plane spanned by the real x axis and the ray:
-    that plane holds the image-row direction at the crop centre (∂ray/∂u ∝ real x), so the crop's horizontal pixel
-    axis is the virtual x axis. For a pixel on the principal point R is the identity.
-    """
-    z_axis = pixel_ray(K, u, v)
-    # Real x minus its component along the ray; never zero, since every pixel ray has z > 0.
-    x_axis = np.array([1.0, 0.0, 0.0]) - z_axis[0] * z_axis
-    x_axis /= np.linalg.norm(x_axis)
-    y_axis = np.cross(z_axis, x_axis)  # right-handed: x × y = z
-    return np.stack([x_axis, y_axis, z_axis], axis=1)
-
-
-def box_half_angle(K: np.ndarray, rotation: np.ndarray, box_xyxy: np.ndarray) -> float:
-    """
-    α (radians): the half-angle of the larger box side, measured in the virtual camera's normalised image plane.
+    z is the box-centre ray. The roll is fixed by keeping x in the plane spanned by the real x axis and the ray: that
+    plane holds the image-row direction at the crop centre (∂ray/∂u ∝ real x), so the crop's horizontal pixel axis is
+    the virtual x axis. For a box centred on the principal point it is the identity."""
+    half_extents: tuple[float, float]
+    """The box's half-width and half-height in the virtual camera's normalised image plane.
 
     The midpoints of the four box edges are back-projected, rotated into the virtual camera and divided by their
     depth there, so an off-axis box is measured as the virtual camera sees it, without the radial stretch of the real
     image. Edge midpoints, not corners: a silhouette touches its box on the edges; the corners of the box around a
-    diagonally stretched silhouette lie well outside it (11 % too large for a sphere 26° off-axis, test_geometry.py).
+    diagonally stretched silhouette lie well outside it (11 % too large for a sphere 26° off-axis, test_geometry.py)."""
+
+    @property
+    def half_angle(self) -> float:
+        """α (radians): the half-angle of the larger box side in the virtual camera."""
+        return float(np.arctan(max(self.half_extents)))
+
+
+def box_views(K: np.ndarray, boxes_xyxy: np.ndarray) -> list[BoxView]:
     """
-    return float(np.arctan(max(box_half_extents(K, rotation, box_xyxy))))
+    Return the view of each of the (B, 4) boxes (x0, y0, x1, y1 pixels), computed for all boxes at once.
+
+    Raises numpy.linalg.LinAlgError for a singular K.
+    """
+    inverse = np.linalg.inv(np.asarray(K, dtype=np.float64))
+    x0, y0, x1, y1 = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4).T  # (B,) each
+    cx, cy, ones = (x0 + x1) / 2, (y0 + y1) / 2, np.ones(len(x0))
+    z_axis = np.stack([cx, cy, ones], axis=1) @ inverse.T  # (B, 3) optical frame
+    z_axis /= np.linalg.norm(z_axis, axis=1, keepdims=True)
+    # Real x minus its component along the ray; never zero, since every pixel ray has z > 0.
+    x_axis = np.array([1.0, 0.0, 0.0]) - z_axis[:, :1] * z_axis  # (B, 3)
+    x_axis /= np.linalg.norm(x_axis, axis=1, keepdims=True)
+    y_axis = np.cross(z_axis, x_axis)  # right-handed: x × y = z
+    rotations = np.stack([x_axis, y_axis, z_axis], axis=2)  # (B, 3, 3), columns x, y, z
+    edges = ((x0, cy), (x1, cy), (cx, y0), (cx, y1))  # left, right, top, bottom edge midpoints
+    midpoints_px = np.stack([np.stack([u, v, ones], axis=1) for u, v in edges], axis=1)  # (B, 4, 3) homogeneous
+    virtual = midpoints_px @ inverse.T @ rotations  # (B, 4, 3): each midpoint's ray in its virtual camera frame
+    plane = virtual[..., :2] / virtual[..., 2:]  # (B, 4, 2) normalised virtual image coordinates
+    half_width, half_height = (plane[:, 1, 0] - plane[:, 0, 0]) / 2, (plane[:, 3, 1] - plane[:, 2, 1]) / 2
+    return [BoxView(ray=z_axis[i], rotation=rotations[i], half_extents=(float(half_width[i]), float(half_height[i])))
+            for i in range(len(x0))]
 
 
-def box_half_extents(K: np.ndarray, rotation: np.ndarray, box_xyxy: np.ndarray) -> tuple[float, float]:
-    """Return the box's half-width and half-height in the virtual camera's normalised image plane (box_half_angle)."""
-    x0, y0, x1, y1 = (float(v) for v in box_xyxy)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    midpoints_px = np.array([[x0, cy, 1.0], [x1, cy, 1.0], [cx, y0, 1.0], [cx, y1, 1.0]])  # (4, 3) homogeneous px
-    rays = np.linalg.solve(np.asarray(K, dtype=np.float64), midpoints_px.T)  # (3, 4) optical frame
-    virtual = rotation.T @ rays  # (3, 4) virtual camera frame
-    plane = virtual[:2] / virtual[2]  # (2, 4) normalised virtual image coordinates
-    return float(plane[0, 1] - plane[0, 0]) / 2, float(plane[1, 3] - plane[1, 2]) / 2
+def box_view(K: np.ndarray, box_xyxy: np.ndarray) -> BoxView:
+    """Return the view of one box (:func:`box_views`)."""
+    return box_views(K, box_xyxy)[0]
+
+
+def pixel_ray(K: np.ndarray, u: float, v: float) -> np.ndarray:
+    """(3,) unit ray through pixel (u, v) in the optical frame: K⁻¹ [u, v, 1] normalised."""
+    return box_view(K, np.array([u, v, u, v])).ray
+
+
+def virtual_camera_rotation(K: np.ndarray, u: float, v: float) -> np.ndarray:
+    """(3, 3) rotation of the virtual camera whose optical axis passes through pixel (u, v) (``BoxView.rotation``)."""
+    return box_view(K, np.array([u, v, u, v])).rotation
 
 
 @dataclass(frozen=True)
@@ -118,12 +139,13 @@ class DepthWindow:
     """Below this share of valid pixels in the region the depth is not trusted (holes, NaN, zero)."""
 
 
-def surface_distance(depth_m: np.ndarray, K: np.ndarray, box_xyxy: np.ndarray, window: DepthWindow) -> float | None:
+def surface_distance(depth_m: np.ndarray, box_xyxy: np.ndarray, view: BoxView, window: DepthWindow) -> float | None:
     """
     Distance (metres, along the box-centre ray) to the front surface: the median valid depth of the central region.
 
     ``depth_m`` is (H, W) z-depth in metres aligned with the image; NaN, 0 and values outside
-    [min_depth_m, max_depth_m] are invalid. None when too few pixels are valid.
+    [min_depth_m, max_depth_m] are invalid; ``view`` is the box's (:func:`box_view`). None when too few pixels are
+    valid.
     """
     x0, y0, x1, y1 = (float(v) for v in box_xyxy)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
@@ -139,27 +161,25 @@ def surface_distance(depth_m: np.ndarray, K: np.ndarray, box_xyxy: np.ndarray, w
         valid = region[(region >= window.min_depth_m) & (region <= window.max_depth_m)]
     if valid.size == 0 or valid.size < window.min_valid_fraction * region.size:
         return None
-    z_median = float(np.median(valid))
-    # A point at z-depth z on the ray K⁻¹[u, v, 1] is z · ‖K⁻¹[u, v, 1]‖ away from the camera centre.
-    ray = np.linalg.solve(np.asarray(K, dtype=np.float64), np.array([cx, cy, 1.0]))
-    return z_median * float(np.linalg.norm(ray))
+    # A point at z-depth z on the unit ray r is z / r_z away from the camera centre.
+    return float(np.median(valid) / view.ray[2])  # numpy: a ray with r_z = 0 gives inf (for the guard), no raise
 
 
 def normalise_shape(points: np.ndarray) -> np.ndarray:
     """
-    (N, 3) predicted shape -> (N, 3) centred on its centroid and scaled to a largest norm of 1.
+    (..., N, 3) predicted shapes -> (..., N, 3) float64, each centred on its centroid and scaled to a largest norm of 1.
 
     The dataset's unit-ball normalisation, applied again: a trained model's output already satisfies it, a
     random-weight model's does not, and re-applying it makes the placed cloud's centroid the placement centre,
-    whatever the network predicts. All points equal: zeros.
+    whatever the network predicts. A shape whose points are all equal: zeros.
     """
     points = np.asarray(points, dtype=np.float64)
-    centred = points - points.mean(axis=0)
-    radius = float(np.linalg.norm(centred, axis=1).max())
+    centred = points - points.mean(axis=-2, keepdims=True)
+    radius = np.linalg.norm(centred, axis=-1).max(axis=-1)[..., None, None]  # (..., 1, 1)
     # Rounding leaves ~1e-16 of spread on identical points; that is no shape to blow up to the unit ball.
-    if radius <= 1e-9 * max(1.0, float(np.abs(points).max())):
-        return np.zeros_like(centred)
-    return centred / radius
+    point = np.maximum(1.0, np.abs(points).max(axis=(-2, -1)))[..., None, None]  # (..., 1, 1)
+    # NaN compares False both ways: a non-finite shape stays non-finite, for the output guard to reject.
+    return np.where(radius <= 1e-9 * point, 0.0, centred / np.where(radius > 0, radius, 1.0))
 
 
 MAX_ASPECT_STRETCH = 1.5
@@ -167,23 +187,27 @@ MAX_ASPECT_STRETCH = 1.5
 measurement of the object's proportions."""
 
 
-def match_box_aspect(unit: np.ndarray, half_extents: tuple[float, float], weight: float) -> np.ndarray:
+def match_box_aspect(unit: np.ndarray, half_extents: np.ndarray, weight: float) -> np.ndarray:
     """
-    Move a viewer-frame unit-ball shape's silhouette width ÷ height towards its box's, keeping its size: (N, 3).
+    Move viewer-frame unit-ball shapes' silhouette width ÷ height towards their boxes', keeping their size.
 
     The box bounds the object's real silhouette, while a learned shape's proportions regress towards its class's
     mean (a tall chair comes out squat). x and y are scaled by a and 1 / a, a = (box aspect ÷ shape aspect) ^
     (weight / 2) within 1 / MAX_ASPECT_STRETCH … MAX_ASPECT_STRETCH, and the result is normalised again: depth, the
-    size across the view and hence the placement's scale (box, depth or fit) are untouched. ``half_extents`` is
-    :func:`box_half_extents`; the shape's silhouette is taken as orthographic (its x and y extents).
+    size across the view and hence the placement's scale (box, depth or fit) are untouched. ``unit`` (B, N, 3);
+    ``half_extents`` (B, 2), the boxes' ``BoxView.half_extents``; the shape's silhouette is taken as orthographic
+    (its x and y extents). A shape or box without width or height is left as it is.
     """
-    extent = unit.max(axis=0) - unit.min(axis=0)  # (3,)
-    half_width, half_height = half_extents
-    if weight <= 0 or not (extent[0] > 0 and extent[1] > 0 and half_width > 0 and half_height > 0):
+    if weight <= 0:
         return unit
-    ratio = (half_width / half_height) / (extent[0] / extent[1])
-    stretch = float(np.clip(ratio ** (weight / 2), 1 / MAX_ASPECT_STRETCH, MAX_ASPECT_STRETCH))
-    return normalise_shape(unit * np.array([stretch, 1 / stretch, 1.0]))
+    extent = unit.max(axis=1) - unit.min(axis=1)  # (B, 3)
+    half_extents = np.asarray(half_extents, dtype=np.float64).reshape(-1, 2)
+    usable = (extent[:, :2] > 0).all(axis=1) & (half_extents > 0).all(axis=1)  # (B,)
+    with np.errstate(divide='ignore', invalid='ignore'):  # the unusable ones, replaced below
+        ratio = (half_extents[:, 0] / half_extents[:, 1]) / (extent[:, 0] / extent[:, 1])
+        stretch = np.where(usable, np.clip(ratio ** (weight / 2), 1 / MAX_ASPECT_STRETCH, MAX_ASPECT_STRETCH), 1.0)
+    factors = np.stack([stretch, 1 / stretch, np.ones_like(stretch)], axis=1)[:, None, :]  # (B, 1, 3)
+    return np.where(usable[:, None, None], normalise_shape(unit * factors), unit)
 
 
 @dataclass(frozen=True)
@@ -203,25 +227,23 @@ class Placement:
         return (self.centre + self.radius_m * unit_points @ self.rotation.T).astype(np.float32)
 
 
-def place(K: np.ndarray, box_xyxy: np.ndarray, size_m: float, surface_m: float | None, orientation_known: bool,
+def place(view: BoxView, size_m: float, surface_m: float | None, orientation_known: bool,
           prior: PlacementPrior) -> Placement:
     """
-    Place one object from its (clipped) box, its class size prior and, when measured, its front-surface distance.
+    Place one object from its (clipped) box's view, its class size prior and, when measured, its front-surface distance.
 
     ``surface_m`` None selects the size prior. ``orientation_known`` False (canonical-frame models) keeps the shape
     axis-aligned with the optical frame: only the centre and the scale are meaningful then.
     """
-    x0, y0, x1, y1 = (float(v) for v in box_xyxy)
-    rotation = virtual_camera_rotation(K, (x0 + x1) / 2, (y0 + y1) / 2)
-    half_angle = box_half_angle(K, rotation, box_xyxy)
+    half_angle = view.half_angle
     if surface_m is not None:
         distance = distance_from_surface(surface_m, half_angle, prior)
         radius, mode = distance * np.sin(half_angle) / prior.box_fill, 'depth'
     else:
         distance = distance_from_size_prior(size_m, half_angle, prior)
         radius, mode = size_m / 2, 'size_prior'
-    return Placement(centre=distance * rotation[:, 2], radius_m=float(radius),
-                     rotation=rotation if orientation_known else np.eye(3), mode=mode)
+    return Placement(centre=distance * view.ray, radius_m=float(radius),
+                     rotation=view.rotation if orientation_known else np.eye(3), mode=mode)
 
 
 def rotation_to_quaternion(rotation: np.ndarray) -> np.ndarray:

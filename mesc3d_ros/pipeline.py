@@ -236,6 +236,12 @@ class ReconstructionPipeline:
             selected = [item for i, item in enumerate(selected) if i in kept]
         if not selected:
             return []
+        try:  # the crops' virtual cameras, for all boxes at once
+            views = geometry.box_views(K, np.array([item[1] for item in selected]))
+        except np.linalg.LinAlgError as exc:  # a singular K (the node refuses those: intrinsics_check)
+            issues.extend(Issue('placement_failed', f'no object of this frame can be placed: K '
+                                f'{np.round(K, 3).tolist()} is singular ({exc})', index) for index, *_ in selected)
+            return []
 
         use_depth = depth is not None and self.settings.placement != 'size_prior'
         fitting = use_depth and self.settings.depth_fit
@@ -248,28 +254,27 @@ class ReconstructionPipeline:
         crops = np.stack([preprocess.crop_and_resize(image_rgb, preprocess.square_window(box, self.padding), size)
                           for _, box, _, _, _ in selected])  # (B, S, S, 3) uint8 RGB
         embeddings = np.stack([self._embeddings[entry.name] for _, _, _, entry, _ in selected])  # (B, D) float32
-        shapes = self.backend.run(preprocess.to_model_input(crops), embeddings)  # (B, N, 3) unit ball, shape frame
+        shapes = self.backend.run(preprocess.to_model_input(crops), embeddings)  # (B, N, 3) shape frame
         surfaces = surfaces.result() if surfaces is not None else []
+        units = geometry.normalise_shape(shapes)  # (B, N, 3) unit ball, shape frame
+        orientation_known = self.contract.output_frame == 'viewer'
+        if orientation_known:  # a canonical-frame shape's x and y are not the image's
+            units = geometry.match_box_aspect(units, np.array([view.half_extents for view in views]),
+                                              self.settings.box_aspect_weight)
 
         if depth is None and self.settings.placement == 'depth':
             issues.append(Issue('depth_missing', 'placement is "depth" but the frame has no depth image; '
                                 'using the size prior', -1))
-        orientation_known = self.contract.output_frame == 'viewer'
         objects = []
-        for position, ((index, box, detector_class, entry, zero_shot), shape) in enumerate(zip(selected, shapes)):
-            unit = geometry.normalise_shape(shape)  # (N, 3) unit ball, shape frame
+        for position, ((index, box, detector_class, entry, zero_shot), unit, view) in enumerate(
+                zip(selected, units, views)):
             fit = None
             try:
-                if orientation_known:  # a canonical-frame shape's x and y are not the image's
-                    x0, y0, x1, y1 = (float(v) for v in box)
-                    rotation = geometry.virtual_camera_rotation(K, (x0 + x1) / 2, (y0 + y1) / 2)
-                    unit = geometry.match_box_aspect(unit, geometry.box_half_extents(K, rotation, box),
-                                                     self.settings.box_aspect_weight)
                 if fitting:
-                    placement, fit = self._fitted(unit, surfaces[position], depth, K, box, entry.size_m,
+                    placement, fit = self._fitted(unit, surfaces[position], depth, K, box, view, entry.size_m,
                                                   orientation_known, index, issues)
                 else:
-                    placement = self._box_placement(depth if use_depth else None, K, box, entry.size_m,
+                    placement = self._box_placement(depth if use_depth else None, box, view, entry.size_m,
                                                     orientation_known, index, issues)
             except (ValueError, np.linalg.LinAlgError) as exc:  # geometry refuses inputs it cannot place
                 issues.append(Issue('placement_failed', f'box {np.round(box, 1).tolist()} cannot be placed: {exc}',
@@ -296,14 +301,14 @@ class ReconstructionPipeline:
             objects.append(obj)
         return objects
 
-    def _box_placement(self, depth: np.ndarray | None, K: np.ndarray, box: np.ndarray, size_m: float,
+    def _box_placement(self, depth: np.ndarray | None, box: np.ndarray, view: geometry.BoxView, size_m: float,
                        orientation_known: bool, index: int, issues: list[Issue]) -> geometry.Placement:
         """Placement from the box and the median depth of its centre, or the size prior (no or invalid depth)."""
-        surface = geometry.surface_distance(depth, K, box, self._depth_window) if depth is not None else None
+        surface = geometry.surface_distance(depth, box, view, self._depth_window) if depth is not None else None
         if depth is not None and surface is None:
             issues.append(Issue('depth_invalid', f'too few valid depth readings in the centre of box '
                                 f'{np.round(box, 1).tolist()}; using the size prior', index))
-        return geometry.place(K, box, size_m, surface, orientation_known, self.settings.prior)
+        return geometry.place(view, size_m, surface, orientation_known, self.settings.prior)
 
     def _surfaces(self, depth: np.ndarray, K: np.ndarray, boxes: np.ndarray) -> list[VisibleSurface | None]:
         """
@@ -330,20 +335,19 @@ class ReconstructionPipeline:
         return surfaces
 
     def _fitted(self, unit: np.ndarray, surface: VisibleSurface | None, depth: np.ndarray, K: np.ndarray,
-                box: np.ndarray, size_m: float, orientation_known: bool, index: int,
+                box: np.ndarray, view: geometry.BoxView, size_m: float, orientation_known: bool, index: int,
                 issues: list[Issue]) -> tuple[geometry.Placement, ShapeFit | None]:
         """Fit the shape to its visible surface; fall back to the box placement (and an issue) when that fails."""
         if surface is None:
             issues.append(Issue('fit_no_surface', f'too few usable depth readings of the object in box '
                                 f'{np.round(box, 1).tolist()} to fit its shape; placing it from the box', index))
-            return self._box_placement(depth, K, box, size_m, orientation_known, index, issues), None
-        x0, y0, x1, y1 = (float(v) for v in box)
-        ray = geometry.pixel_ray(K, (x0 + x1) / 2, (y0 + y1) / 2)
+            return self._box_placement(depth, box, view, size_m, orientation_known, index, issues), None
+        ray = view.ray
         if not (np.isfinite(ray).all() and ray[2] > 0):  # only with intrinsics the node refuses (intrinsics_check)
             raise ValueError(f'the ray through the box centre, {ray.tolist()}, does not point in front of the camera')
         # The box placement at the measured front depth (z-depth → distance along the ray) gives the initial scale.
         front_m = surface.front_depth_m / float(ray[2])
-        start = geometry.place(K, box, size_m, front_m, orientation_known, self.settings.prior)
+        start = geometry.place(view, size_m, front_m, orientation_known, self.settings.prior)
         q = unit @ start.rotation.T  # (N, 3) unit scale, optical-frame axes
         # fused publishes the measured side: all of the box's readings of the object, not the fit's sample of them.
         dense = surface.all_points if self.settings.output_cloud == 'fused' else None

@@ -17,7 +17,7 @@ frame, ``Placement.rotation``; the rotation itself is kept: the model's viewer-f
    edge and the shape's own errors go), and solve the 4-unknown point-to-plane + point-to-point least-squares
    problem in closed form (``_solve_plane``). At most ``max_iterations`` rounds on ``coarse_points`` measured
    points, then at most ``fine_iterations`` on all; a round that moves (t, s) by less than ``converged_fraction``
-   radii ends its stage. With the defaults the work is bounded: ≤ 400 measured points, ≤ 7 rounds, one k-d tree
+   radii ends its stage. With the defaults the work is bounded: ≤ 400 measured points, ≤ 6 rounds, one k-d tree
    per object.
 3. **Box constraint.** The fitted shape's projection may exceed the detection box by at most ``box_tolerance`` of
    the box size (the box bounds the silhouette; background the trimming missed would inflate the shape): a larger
@@ -45,10 +45,12 @@ class FitSettings:
     coarse_points: int = 150
     """Measured points (evenly picked) matched in the coarse rounds: a round's cost is mostly per point, and the
     coarse rounds only have to bring (s, t) near the optimum that the fine rounds polish on every point."""
-    fine_iterations: int = 2
-    """Measured on test_shape_fit's 8 cuboid cases: 5 + 2 rounds from the spread-based start place them as well as
-    15 rounds on all points did from the box estimate (mean 3.7 vs 3.6 mm, worst 5.4 vs 4.7 mm, scale within 2.2
-    vs 3.5 %); more rounds change nothing measurable (the trimmed ICP's fixed point, not convergence, is the error)."""
+    fine_iterations: int = 1
+    """Measured on test_shape_fit's 8 cuboid cases: 5 + 1 rounds from the spread-based start place them as well as
+    5 + 2 and 15 + 5 (mean 3.1, 3.1, 3.3 mm, worst 6.0, 6.0, 6.9 mm, scale within 1.8, 1.6, 1.4 %), and the
+    validation scenes as well as 5 + 2 (scripts/shape_fit_tuning.py: centroid 2.50 vs 2.52 %, placed CD-L1 6.61 vs
+    6.63 cm; 4 + 1 and 3 + 2: 2.7 %): more rounds change nothing measurable (the trimmed ICP's fixed point, not
+    convergence, is the error), and a round on all 400 points is the fit's most expensive step."""
     trim_fraction: float = 0.8
     """Share of the matches kept each round: the rest is background, neighbour or shape error."""
     visible_cell: float = 0.12

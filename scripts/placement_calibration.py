@@ -79,11 +79,11 @@ def measure(num_objects: int, views: int, seed: int) -> list[dict]:
                 if box[0] < 0 or box[1] < 0 or box[2] > IMAGE_SIZE or box[3] > IMAGE_SIZE:
                     continue  # touches the border: the box would be clipped
                 depth_m = (np.round(depth / DEPTH_UNIT_M) * DEPTH_UNIT_M).astype(np.float32)  # as stored (mm)
-                surface = geometry.surface_distance(depth_m, K, box, geometry.DepthWindow())
+                view = geometry.box_view(K, box)
+                surface = geometry.surface_distance(depth_m, box, view, geometry.DepthWindow())
                 if surface is None:
                     continue
-                ray = geometry.virtual_camera_rotation(K, (box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
-                sin_half = np.sin(geometry.box_half_angle(K, ray, box))
+                sin_half = np.sin(view.half_angle)
                 records.append({'object_id': source.object_id, 'category': source.category,
                                 'distance_m': distance, 'radius_m': radius, 'centre': centre.tolist(),
                                 'box': box.tolist(), 'surface_m': surface,
@@ -99,7 +99,7 @@ def placement_errors(records: list[dict], prior: geometry.PlacementPrior, use_de
     K = np.array([[FOCAL_PX, 0.0, (IMAGE_SIZE - 1) / 2], [0.0, FOCAL_PX, (IMAGE_SIZE - 1) / 2], [0.0, 0.0, 1.0]])
     errors = []
     for record in records:
-        placement = geometry.place(K, np.array(record['box']), 2 * record['radius_m'],
+        placement = geometry.place(geometry.box_view(K, np.array(record['box'])), 2 * record['radius_m'],
                                    record['surface_m'] if use_depth else None, True, prior)
         errors.append(np.linalg.norm(placement.centre - np.array(record['centre'])) / record['distance_m'])
     return np.array(errors)

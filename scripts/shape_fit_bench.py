@@ -4,12 +4,14 @@ Benchmark of the shape fit (docs/benchmarks.md §Shape fit).
 Its time per object, and the node's own work per frame with it, as a share of the backend time, at 5 objects per frame.
 
 The frame is the node benchmark's synthetic one (``mesc3d_training.bench.node``: 640×480, boxes of 60-140 px, a
-ball in every box and a floor behind in 16UC1 depth). Per object: ``visible_surface`` + ``fit_shape`` of a
-1,024-point unit sphere, p50 of wall and CPU (process) time; the machine is shared, and CPU time is what the fit
-costs whoever else runs. Node work: the in-process part of the node benchmark (conversions, crops, placement with the
-fit, output messages) against the backend time of the same frames.
+ball in every box and a floor behind in 16UC1 depth). Per object, the node's pipeline itself runs on it
+(``ReconstructionPipeline.process`` with depth, its backend replaced by one that answers a 1,024-point unit sphere
+at no cost), and its calls of ``fit_shape`` and ``visible_surface`` are timed where the pipeline makes them: p50 of
+wall and CPU (process) time per call, and the whole frame with and without ``depth_fit`` per object. The machine is
+shared, and CPU time is what the fit costs whoever else runs. Node work: the in-process part of the node benchmark
+(conversions, crops, placement with the fit, output messages) against the real backend's time of the same frames.
 
-    PYTHONPATH=. python scripts/shape_fit_bench.py --model engines/small.json
+    PYTHONPATH=. python scripts/shape_fit_bench.py --model models/mesc3d_mobile.json
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ import argparse
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from mesc3d_ros import geometry
+from mesc3d_ros import pipeline as pipeline_module
+from mesc3d_ros.contract import load_contract
 from mesc3d_ros.inference import create_backend
-from mesc3d_ros.shape_fit import FitSettings, fit_shape
-from mesc3d_ros.visible_surface import SurfaceSettings, visible_surface
+from mesc3d_ros.pipeline import PipelineSettings, ReconstructionPipeline
 from mesc3d_training.bench.node import K, TimedBackend, node_work, synthetic_depth, synthetic_frame
 
 LOGGER = logging.getLogger(__name__)
@@ -40,36 +43,77 @@ def fibonacci_sphere(count: int) -> np.ndarray:
     return np.stack([ring * np.cos(azimuth), ring * np.sin(azimuth), z], axis=1)
 
 
-def fit_object(depth_m: np.ndarray, box: np.ndarray, unit: np.ndarray) -> bool:
-    """Return what the pipeline does per object with depth (``ReconstructionPipeline._fitted``); True when it fitted."""
-    prior, window = geometry.PlacementPrior(), geometry.DepthWindow()
-    surface = visible_surface(depth_m, K, box, window, prior.box_fill, SurfaceSettings())
-    if surface is None:
-        return False
-    x0, y0, x1, y1 = box
-    ray = geometry.pixel_ray(K, (x0 + x1) / 2, (y0 + y1) / 2)
-    start = geometry.place(K, box, 1.0, surface.front_depth_m / float(ray[2]), True, prior)
-    return fit_shape(unit @ start.rotation.T, surface.points, start.radius_m, ray, K, box, FitSettings()).accepted
+class SphereBackend:
+    """A backend that answers every crop with the same unit sphere, at no cost: the pipeline's own work alone."""
+
+    name = 'sphere'
+
+    def __init__(self, points: int, max_batch: int) -> None:
+        self.sphere = fibonacci_sphere(points).astype(np.float32)  # (N, 3) unit ball
+        self.max_batch = max_batch
+
+    def run(self, image: np.ndarray, class_embedding: np.ndarray) -> np.ndarray:
+        return np.repeat(self.sphere[None], len(image), axis=0)  # (B, N, 3)
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
-def fit_timing(objects: int, points: int, repeats: int) -> tuple[float, float, float, int]:
+class CallTimes:
+    """Wraps a function of the pipeline module and records the wall and CPU seconds of each call."""
+
+    def __init__(self, function: Callable) -> None:
+        self.function = function
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def __call__(self, *args):
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
+        result = self.function(*args)
+        self.wall.append(time.perf_counter() - start_wall)
+        self.cpu.append(time.process_time() - start_cpu)
+        return result
+
+
+def fit_timing(model: Path, objects: int, points: int, repeats: int) -> dict[str, float]:
     """
-    (wall p50 ms, CPU p50 ms, CPU p10 ms) per object, and how many of the frame's objects were fitted.
+    Time the pipeline's depth path on the synthetic frame.
 
-    The p10 is what the fit costs when the other processes leave the core and its caches alone for a moment.
+    Return the p50 ms per call of the pipeline's ``fit_shape`` and ``visible_surface`` (wall, CPU; CPU p10 of the
+    fit), the frame's p50 ms with and without the fit, and the share of its objects that were fitted.
+
+    The CPU p10 is what the fit costs when the other processes leave the core and its caches alone for a moment.
     """
-    _, boxes = synthetic_frame(objects)
+    image, boxes = synthetic_frame(objects)
     depth_m = synthetic_depth(boxes).astype(np.float32) * 0.001
-    unit = fibonacci_sphere(points)
-    fitted = sum(fit_object(depth_m, box, unit) for box in boxes)  # also the warm-up
-    wall, cpu = [], []
-    for _ in range(repeats):
-        for box in boxes:
-            start_wall, start_cpu = time.perf_counter(), time.process_time()
-            fit_object(depth_m, box, unit)
-            wall.append(time.perf_counter() - start_wall)
-            cpu.append(time.process_time() - start_cpu)
-    return 1e3 * float(np.median(wall)), 1e3 * float(np.median(cpu)), 1e3 * float(np.percentile(cpu, 10)), fitted
+    contract = load_contract(model)
+    classes, scores = [contract.class_names[0]] * objects, np.ones(objects)
+    frame_ms = {}
+    for depth_fit in (False, True):  # the per-call times kept below are the last run's: with the fit
+        pipeline = ReconstructionPipeline(SphereBackend(points, objects), contract,
+                                          PipelineSettings(depth_fit=depth_fit))
+        fit, surface = CallTimes(pipeline_module.fit_shape), CallTimes(pipeline_module.visible_surface)
+        # The pipeline module's names, wrapped: the calls the pipeline makes, timed where it makes them.
+        pipeline_module.fit_shape, pipeline_module.visible_surface = fit, surface
+        try:
+            fitted, _ = pipeline.process(image, boxes, classes, scores, K, depth_m)  # also the warm-up
+            fit.wall.clear(), fit.cpu.clear(), surface.wall.clear(), surface.cpu.clear()
+            wall = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                pipeline.process(image, boxes, classes, scores, K, depth_m)
+                wall.append(time.perf_counter() - start)
+        finally:
+            pipeline_module.fit_shape, pipeline_module.visible_surface = fit.function, surface.function
+            pipeline.close()
+        frame_ms[depth_fit] = 1e3 * float(np.median(wall))
+    return {'fit_wall_ms': 1e3 * float(np.median(fit.wall)), 'fit_cpu_ms': 1e3 * float(np.median(fit.cpu)),
+            'fit_cpu_p10_ms': 1e3 * float(np.percentile(fit.cpu, 10)),
+            'surface_wall_ms': 1e3 * float(np.median(surface.wall)),
+            'surface_cpu_ms': 1e3 * float(np.median(surface.cpu)),
+            'surfaces_per_object': len(surface.wall) / repeats / objects,
+            'frame_fit_ms': frame_ms[True], 'frame_box_ms': frame_ms[False],
+            'fitted': sum(obj.placement.mode == 'fit' for obj in fitted) / objects}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,9 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     LOGGER.info('load average before: %.1f', os.getloadavg()[0])
-    wall_ms, cpu_ms, cpu_low_ms, fitted = fit_timing(args.objects, args.points, args.repeats)
-    LOGGER.info('shape fit per object (%d points, %d of %d objects fitted): wall p50 %.2f ms, CPU p50 %.2f ms, '
-                'CPU p10 %.2f ms', args.points, fitted, args.objects, wall_ms, cpu_ms, cpu_low_ms)
+    times = fit_timing(args.model, args.objects, args.points, args.repeats)
+    LOGGER.info('shape fit (fit_shape) per object (%d points, %.0f %% of %d objects fitted): wall p50 %.2f ms, CPU '
+                'p50 %.2f ms, CPU p10 %.2f ms', args.points, 100 * times['fitted'], args.objects,
+                times['fit_wall_ms'], times['fit_cpu_ms'], times['fit_cpu_p10_ms'])
+    LOGGER.info('visible surface per call (%.1f calls per object, on the second thread): wall p50 %.2f ms, CPU p50 '
+                '%.2f ms', times['surfaces_per_object'], times['surface_wall_ms'], times['surface_cpu_ms'])
+    LOGGER.info('pipeline frame without the backend (%d objects): %.2f ms with the fit, %.2f ms placed from box and '
+                'depth: %.2f ms per object for the fit', args.objects, times['frame_fit_ms'], times['frame_box_ms'],
+                (times['frame_fit_ms'] - times['frame_box_ms']) / args.objects)
     image, boxes = synthetic_frame(args.objects)
     for depth_fit in (True, False):
         backend = TimedBackend(create_backend(args.model, 'onnxruntime', max_batch=args.objects))

@@ -75,7 +75,7 @@ def test_rotation_is_identity_on_the_principal_point():
 def test_size_prior_distance_is_the_pinhole_formula_at_small_angles():
     box_px = 70.0
     box = np.array([K[0, 2] - box_px / 2, K[1, 2] - 20.0, K[0, 2] + box_px / 2, K[1, 2] + 20.0])
-    half_angle = geometry.box_half_angle(K, np.eye(3), box)
+    half_angle = geometry.box_view(K, box).half_angle
     assert np.tan(half_angle) == pytest.approx(box_px / 2 / K[0, 0])
     distance = geometry.distance_from_size_prior(0.3, half_angle, geometry.SPHERE)
     assert 0.15 / distance == pytest.approx(np.sin(half_angle))
@@ -111,8 +111,8 @@ SPHERES = [  # (centre metres, radius metres): on axis, off axis, near the image
 @pytest.mark.parametrize(('centre', 'radius'), SPHERES)
 def test_sphere_is_placed_from_depth_within_two_percent(centre, radius):
     depth, box = render_sphere(centre, radius)
-    surface = geometry.surface_distance(depth, K, box, geometry.DepthWindow())
-    placement = geometry.place(K, box, size_m=9.9, surface_m=surface, orientation_known=True,
+    surface = geometry.surface_distance(depth, box, geometry.box_view(K, box), geometry.DepthWindow())
+    placement = geometry.place(geometry.box_view(K, box), size_m=9.9, surface_m=surface, orientation_known=True,
                                prior=geometry.SPHERE)
     distance = np.linalg.norm(centre)
     assert placement.mode == 'depth'
@@ -127,8 +127,8 @@ def test_sphere_is_placed_from_depth_within_two_percent(centre, radius):
 @pytest.mark.parametrize(('centre', 'radius'), SPHERES)
 def test_sphere_is_placed_from_size_prior_within_three_percent(centre, radius):
     _, box = render_sphere(centre, radius)
-    placement = geometry.place(K, box, size_m=2 * radius, surface_m=None, orientation_known=True,
-                               prior=geometry.SPHERE)
+    placement = geometry.place(geometry.box_view(K, box), size_m=2 * radius, surface_m=None,
+                               orientation_known=True, prior=geometry.SPHERE)
     assert placement.mode == 'size_prior'
     assert placement.radius_m == pytest.approx(radius)
     assert np.linalg.norm(placement.centre - centre) < 0.03 * np.linalg.norm(centre)
@@ -136,14 +136,14 @@ def test_sphere_is_placed_from_size_prior_within_three_percent(centre, radius):
 
 def test_placed_centre_projects_onto_the_box_centre():
     box = np.array([500.0, 20.0, 610.0, 90.0])
-    placement = geometry.place(K, box, size_m=0.2, surface_m=None, orientation_known=True,
+    placement = geometry.place(geometry.box_view(K, box), size_m=0.2, surface_m=None, orientation_known=True,
                                prior=geometry.PlacementPrior())
     np.testing.assert_allclose(project(K, placement.centre), [555.0, 55.0], atol=1e-9)
 
 
 def test_canonical_models_keep_the_optical_axes():
     box = np.array([500.0, 20.0, 610.0, 90.0])
-    placement = geometry.place(K, box, size_m=0.2, surface_m=None, orientation_known=False,
+    placement = geometry.place(geometry.box_view(K, box), size_m=0.2, surface_m=None, orientation_known=False,
                                prior=geometry.PlacementPrior())
     np.testing.assert_array_equal(placement.rotation, np.eye(3))
     np.testing.assert_allclose(project(K, placement.centre), [555.0, 55.0], atol=1e-9)
@@ -152,20 +152,21 @@ def test_canonical_models_keep_the_optical_axes():
 # ---- depth statistics --------------------------------------------------------------------------------------------
 def test_surface_distance_ignores_nan_zero_and_out_of_range_pixels():
     depth, box = render_sphere(np.array([0.0, 0.0, 1.0]), 0.1)
-    clean = geometry.surface_distance(depth, K, box, geometry.DepthWindow())
+    clean = geometry.surface_distance(depth, box, geometry.box_view(K, box), geometry.DepthWindow())
     noisy = depth.copy()
     rows, cols = np.nonzero(depth)
     noisy[rows[::3], cols[::3]] = np.nan
     noisy[rows[1::7], cols[1::7]] = 0.0
     noisy[rows[2::11], cols[2::11]] = 500.0
-    assert geometry.surface_distance(noisy, K, box, geometry.DepthWindow()) == pytest.approx(clean, rel=0.01)
+    noisy_distance = geometry.surface_distance(noisy, box, geometry.box_view(K, box), geometry.DepthWindow())
+    assert noisy_distance == pytest.approx(clean, rel=0.01)
 
 
 @pytest.mark.parametrize('fill', [np.nan, 0.0, np.inf])
 def test_surface_distance_is_none_without_valid_depth(fill):
     depth, box = render_sphere(np.array([0.0, 0.0, 1.0]), 0.1)
     depth[:] = fill
-    assert geometry.surface_distance(depth, K, box, geometry.DepthWindow()) is None
+    assert geometry.surface_distance(depth, box, geometry.box_view(K, box), geometry.DepthWindow()) is None
 
 
 def test_surface_distance_is_none_when_mostly_holes():
@@ -174,7 +175,8 @@ def test_surface_distance_is_none_when_mostly_holes():
     keep = np.zeros(rows.size, dtype=bool)
     keep[::50] = True  # 2 % of the pixels survive
     depth[rows[~keep], cols[~keep]] = 0.0
-    assert geometry.surface_distance(depth, K, box, geometry.DepthWindow(min_valid_fraction=0.1)) is None
+    window = geometry.DepthWindow(min_valid_fraction=0.1)
+    assert geometry.surface_distance(depth, box, geometry.box_view(K, box), window) is None
 
 
 # ---- shape normalisation -----------------------------------------------------------------------------------------
@@ -225,12 +227,35 @@ def test_match_box_aspect_moves_the_silhouette_proportions_towards_the_box() -> 
     rng = np.random.default_rng(0)
     shape = geometry.normalise_shape(rng.uniform(-1, 1, (500, 3)) * [2.0, 1.0, 1.5])
     aspect = lambda points: np.ptp(points[:, 0]) / np.ptp(points[:, 1])  # noqa: E731
+
+    def matched(box_half_extents, weight):  # one shape, one box
+        return geometry.match_box_aspect(shape[None], np.array([box_half_extents]), weight)[0]
+
     before = aspect(shape)
-    assert geometry.match_box_aspect(shape, (0.1, 0.1), 0.0) is shape
-    assert aspect(geometry.match_box_aspect(shape, (0.1, 0.1), 1.0)) == pytest.approx(1.0)
-    assert aspect(geometry.match_box_aspect(shape, (0.1, 0.1), 0.5)) == pytest.approx(before ** 0.5)
-    bounded = geometry.match_box_aspect(shape, (0.1, 1.0), 1.0)  # a box 10 x taller than wide: 1.5² at most
+    units = shape[None]
+    assert geometry.match_box_aspect(units, np.array([[0.1, 0.1]]), 0.0) is units
+    assert aspect(matched((0.1, 0.1), 1.0)) == pytest.approx(1.0)
+    assert aspect(matched((0.1, 0.1), 0.5)) == pytest.approx(before ** 0.5)
+    bounded = matched((0.1, 1.0), 1.0)  # a box 10 x taller than wide: 1.5² at most
     assert aspect(bounded) == pytest.approx(before / geometry.MAX_ASPECT_STRETCH ** 2)
-    stretched = geometry.match_box_aspect(shape, (0.1, 0.1), 1.0)
+    stretched = matched((0.1, 0.1), 1.0)
     assert np.linalg.norm(stretched, axis=1).max() == pytest.approx(1.0)
     np.testing.assert_allclose(stretched.mean(axis=0), 0.0, atol=1e-12)
+    # A batch is each shape matched to its own box; a shape without height (a flat line) and a box without width
+    # are left as they are.
+    flat = geometry.normalise_shape(np.stack([np.linspace(-1, 1, 500), np.zeros(500), np.zeros(500)], axis=1))
+    batch = geometry.match_box_aspect(np.stack([shape, flat, shape]), np.array([[0.1, 0.1], [0.1, 0.1], [0.0, 0.1]]),
+                                      1.0)
+    np.testing.assert_allclose(batch[0], stretched)
+    np.testing.assert_array_equal(batch[1], flat)
+    np.testing.assert_array_equal(batch[2], shape)
+
+
+def test_normalise_shape_normalises_each_shape_of_a_batch_alone() -> None:
+    rng = np.random.default_rng(1)
+    shapes = rng.normal(size=(3, 200, 3)) * [[[1.0]], [[5.0]], [[0.0]]] + 7.0  # the last: all points equal
+    units = geometry.normalise_shape(shapes)
+    for shape, unit in zip(shapes, units):
+        np.testing.assert_array_equal(unit, geometry.normalise_shape(shape))
+    np.testing.assert_array_equal(units[2], 0.0)
+    assert np.isnan(geometry.normalise_shape(np.full((1, 10, 3), np.nan))).all()  # for the output guard to reject

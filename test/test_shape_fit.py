@@ -98,7 +98,8 @@ def fit_scene(depth: np.ndarray, box: np.ndarray, centre_true: np.ndarray, radiu
     unit = geometry.normalise_shape(PREDICTED)  # (N, 3) unit ball, shape frame
     x0, y0, x1, y1 = box
     ray = geometry.pixel_ray(K, (x0 + x1) / 2, (y0 + y1) / 2)
-    start = geometry.place(K, box, 1.0, surface.front_depth_m / ray[2], True, geometry.PlacementPrior())
+    start = geometry.place(geometry.box_view(K, box), 1.0, surface.front_depth_m / ray[2], True,
+                           geometry.PlacementPrior())
     q = unit @ pose_for(centre_true).T
     return surface, fit_shape(q, surface.points, start.radius_m, ray, K, box, FitSettings())
 
@@ -234,7 +235,8 @@ def test_an_object_behind_another_detection_takes_its_own_surface_not_the_nearer
     assert surface.front_depth_m > 1.4
     unit = geometry.normalise_shape(PREDICTED)
     ray = geometry.pixel_ray(K, (x0 + x1) / 2, (y0 + y1) / 2)
-    start = geometry.place(K, box, 1.0, surface.front_depth_m / ray[2], True, geometry.PlacementPrior())
+    start = geometry.place(geometry.box_view(K, box), 1.0, surface.front_depth_m / ray[2], True,
+                           geometry.PlacementPrior())
     fit = fit_shape(unit @ pose_for(centre).T, surface.points, start.radius_m, ray, K, box, FitSettings())
     assert fit.accepted, fit.reason
     assert np.linalg.norm(fit.centre - centre) < 0.02, (fit.centre, centre)
