@@ -165,6 +165,22 @@ def surface_distance(depth_m: np.ndarray, box_xyxy: np.ndarray, view: BoxView, w
     return float(np.median(valid) / view.ray[2])  # numpy: a ray with r_z = 0 gives inf (for the guard), no raise
 
 
+def _coordinate_rows(points: np.ndarray) -> np.ndarray:
+    """
+    Return a (..., 3, N) contiguous copy of (..., N, 3) points.
+
+    numpy reduces the long axis of this layout over 10 x faster than the points axis of (..., N, 3), where every
+    step is a 3-wide stride (measured: min of 5 x 1,024 points 8 vs 140 µs): the per-frame placement's hot spot.
+    """
+    return np.ascontiguousarray(np.swapaxes(points, -1, -2))
+
+
+def shape_bounds(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the (..., 3) lowest and highest coordinates of (..., N, 3) points: their axis-aligned box."""
+    rows = _coordinate_rows(points)
+    return rows.min(axis=-1), rows.max(axis=-1)
+
+
 def normalise_shape(points: np.ndarray) -> np.ndarray:
     """
     (..., N, 3) predicted shapes -> (..., N, 3) float64, each centred on its centroid and scaled to a largest norm of 1.
@@ -174,10 +190,11 @@ def normalise_shape(points: np.ndarray) -> np.ndarray:
     whatever the network predicts. A shape whose points are all equal: zeros.
     """
     points = np.asarray(points, dtype=np.float64)
-    centred = points - points.mean(axis=-2, keepdims=True)
-    radius = np.linalg.norm(centred, axis=-1).max(axis=-1)[..., None, None]  # (..., 1, 1)
+    rows = _coordinate_rows(points)  # (..., 3, N)
+    centred = points - rows.mean(axis=-1)[..., None, :]
+    radius = np.sqrt(np.einsum('...ni,...ni->...n', centred, centred).max(axis=-1))[..., None, None]  # (..., 1, 1)
     # Rounding leaves ~1e-16 of spread on identical points; that is no shape to blow up to the unit ball.
-    point = np.maximum(1.0, np.abs(points).max(axis=(-2, -1)))[..., None, None]  # (..., 1, 1)
+    point = np.maximum(1.0, np.abs(rows).max(axis=(-2, -1)))[..., None, None]  # (..., 1, 1)
     # NaN compares False both ways: a non-finite shape stays non-finite, for the output guard to reject.
     return np.where(radius <= 1e-9 * point, 0.0, centred / np.where(radius > 0, radius, 1.0))
 
@@ -193,21 +210,25 @@ def match_box_aspect(unit: np.ndarray, half_extents: np.ndarray, weight: float) 
 
     The box bounds the object's real silhouette, while a learned shape's proportions regress towards its class's
     mean (a tall chair comes out squat). x and y are scaled by a and 1 / a, a = (box aspect ÷ shape aspect) ^
-    (weight / 2) within 1 / MAX_ASPECT_STRETCH … MAX_ASPECT_STRETCH, and the result is normalised again: depth, the
-    size across the view and hence the placement's scale (box, depth or fit) are untouched. ``unit`` (B, N, 3);
-    ``half_extents`` (B, 2), the boxes' ``BoxView.half_extents``; the shape's silhouette is taken as orthographic
-    (its x and y extents). A shape or box without width or height is left as it is.
+    (weight / 2) within 1 / MAX_ASPECT_STRETCH … MAX_ASPECT_STRETCH, and the result is scaled back to a largest norm
+    of 1: depth, the size across the view and hence the placement's scale (box, depth or fit) are untouched.
+    ``unit`` (B, N, 3) centred unit-ball shapes (:func:`normalise_shape`), which stay centred; ``half_extents``
+    (B, 2), the boxes' ``BoxView.half_extents``; the shape's silhouette is taken as orthographic (its x and y
+    extents). A shape or box without width or height is left as it is.
     """
     if weight <= 0:
         return unit
-    extent = unit.max(axis=1) - unit.min(axis=1)  # (B, 3)
+    low, high = shape_bounds(unit)
+    extent = high - low  # (B, 3)
     half_extents = np.asarray(half_extents, dtype=np.float64).reshape(-1, 2)
     usable = (extent[:, :2] > 0).all(axis=1) & (half_extents > 0).all(axis=1)  # (B,)
     with np.errstate(divide='ignore', invalid='ignore'):  # the unusable ones, replaced below
         ratio = (half_extents[:, 0] / half_extents[:, 1]) / (extent[:, 0] / extent[:, 1])
         stretch = np.where(usable, np.clip(ratio ** (weight / 2), 1 / MAX_ASPECT_STRETCH, MAX_ASPECT_STRETCH), 1.0)
     factors = np.stack([stretch, 1 / stretch, np.ones_like(stretch)], axis=1)[:, None, :]  # (B, 1, 3)
-    return np.where(usable[:, None, None], normalise_shape(unit * factors), unit)
+    stretched = unit * factors  # (B, N, 3), still centred: the centroid scales with the points
+    radius = np.sqrt(np.einsum('bni,bni->bn', stretched, stretched).max(axis=1))[:, None, None]  # (B, 1, 1)
+    return np.where(usable[:, None, None], stretched / np.where(usable[:, None, None], radius, 1.0), unit)
 
 
 @dataclass(frozen=True)

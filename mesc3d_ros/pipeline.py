@@ -213,7 +213,7 @@ class ReconstructionPipeline:
                 issues.append(Issue('box_off_image', f'box {np.round(box, 1).tolist()} has no area inside the '
                                     f'{width}x{height} image', index))
                 continue
-            if not np.allclose(clipped, box):
+            if (clipped != box).any():  # clip_box keeps a coordinate inside the image exactly
                 issues.append(Issue('box_clipped', f'box {np.round(box, 1).tolist()} clipped to the image', index))
             entry = self._model_class(detector_class)
             if entry is None:
@@ -261,13 +261,14 @@ class ReconstructionPipeline:
         if orientation_known:  # a canonical-frame shape's x and y are not the image's
             units = geometry.match_box_aspect(units, np.array([view.half_extents for view in views]),
                                               self.settings.box_aspect_weight)
+        lows, highs = geometry.shape_bounds(units)  # (B, 3) each: the shapes' boxes, shape frame
 
         if depth is None and self.settings.placement == 'depth':
             issues.append(Issue('depth_missing', 'placement is "depth" but the frame has no depth image; '
                                 'using the size prior', -1))
         objects = []
-        for position, ((index, box, detector_class, entry, zero_shot), unit, view) in enumerate(
-                zip(selected, units, views)):
+        for position, ((index, box, detector_class, entry, zero_shot), unit, view, low, high) in enumerate(
+                zip(selected, units, views, lows, highs)):
             fit = None
             try:
                 if fitting:
@@ -285,7 +286,6 @@ class ReconstructionPipeline:
                 hidden = points[fit.hidden]  # (H, 3): the predicted side the camera does not see...
                 hidden = hidden[~seen_through(hidden, depth, K, self.settings.free_space_margin)]  # ...or sees past
                 points = np.concatenate([fit.inliers.astype(np.float32), hidden])  # (P' + H', 3)
-            low, high = unit.min(axis=0), unit.max(axis=0)
             obj = ObjectCloud(
                 detection_index=index, detector_class=detector_class, model_class=entry.name, zero_shot=zero_shot,
                 score=float(scores[index]), points=points, placement=placement,
