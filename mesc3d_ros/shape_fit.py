@@ -89,9 +89,6 @@ class ShapeFit:
     """Trimmed RMS distance between the matched measured and predicted points."""
     visible_points: int
     """Measured surface points the fit used."""
-    inliers: np.ndarray
-    """(P', 3) metres, optical frame: measured points (or the denser ``surface`` ones) within 3 RMS of the fitted
-    shape (the ``fused`` output)."""
     hidden: np.ndarray
     """(N,) bool: predicted points on the side the camera does not see."""
     accepted: bool
@@ -229,15 +226,13 @@ def _projected_extent(points: np.ndarray, K: np.ndarray) -> np.ndarray:
 
 
 def fit_shape(q: np.ndarray, measured: np.ndarray, radius0_m: float, view_ray: np.ndarray, K: np.ndarray,
-              box_xyxy: np.ndarray, settings: FitSettings, surface: np.ndarray | None = None) -> ShapeFit:
+              box_xyxy: np.ndarray, settings: FitSettings) -> ShapeFit:
     """
     Fit ``s · q + t`` onto ``measured``, starting from s = ``radius0_m``.
 
     q (N, 3) the unit-ball shape rotated into the optical frame; measured (P, 3) metres, optical frame (the
     visible surface); radius0_m the box placement's radius at the measured front depth; view_ray (3,) the
-    box-centre ray; K (3, 3) intrinsics; box_xyxy the (clipped) detection box in pixels. ``inliers`` come from
-    ``surface`` (R, 3) when given (the denser readings ``measured`` was sampled from; one more k-d query), else
-    from ``measured``.
+    box-centre ray; K (3, 3) intrinsics; box_xyxy the (clipped) detection box in pixels.
     """
     hidden = ~visible_mask(q, view_ray, settings.visible_cell, settings.visible_tolerance)
     seen = q[~hidden]  # (V, 3) unit scale, optical-frame axes
@@ -284,7 +279,7 @@ def fit_shape(q: np.ndarray, measured: np.ndarray, radius0_m: float, view_ray: n
             scale, centre = _solve(measured[kept], front[match], scale / overshoot)
             distance, _ = tree.query((measured - centre) / scale)
     # Else the last round's distances: one step (below converged_fraction radii, or the last of the capped rounds)
-    # stale, nothing next to the rejection threshold (max_rms_fraction radii) and the inlier cut (3 RMS).
+    # stale, nothing next to the rejection threshold (max_rms_fraction radii).
     residual = distance * scale
     rms = float(np.sqrt(np.mean(np.sort(residual)[:keep_count] ** 2)))
     reason = ''
@@ -294,9 +289,5 @@ def fit_shape(q: np.ndarray, measured: np.ndarray, radius0_m: float, view_ray: n
         reason = f'residual {rms * 1e3:.1f} mm exceeds {settings.max_rms_fraction:g} x the radius {scale:.3f} m'
     elif not (centre[2] > 0):
         reason = f'fitted centre {np.round(centre, 3).tolist()} is behind the camera'
-    if surface is None:
-        inliers = measured[residual <= 3 * rms]
-    else:
-        inliers = surface[tree.query((surface - centre) / scale)[0] * scale <= 3 * rms]
-    return ShapeFit(centre=centre, radius_m=float(scale), rms_m=rms, visible_points=len(measured), inliers=inliers,
-                    hidden=hidden, accepted=not reason, reason=reason)
+    return ShapeFit(centre=centre, radius_m=float(scale), rms_m=rms, visible_points=len(measured), hidden=hidden,
+                    accepted=not reason, reason=reason)
