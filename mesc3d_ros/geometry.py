@@ -84,11 +84,6 @@ def box_view(K: np.ndarray, box_xyxy: np.ndarray) -> BoxView:
     return box_views(K, box_xyxy)[0]
 
 
-def pixel_ray(K: np.ndarray, u: float, v: float) -> np.ndarray:
-    """(3,) unit ray through pixel (u, v) in the optical frame: K⁻¹ [u, v, 1] normalised."""
-    return box_view(K, np.array([u, v, u, v])).ray
-
-
 def virtual_camera_rotation(K: np.ndarray, u: float, v: float) -> np.ndarray:
     """(3, 3) rotation of the virtual camera whose optical axis passes through pixel (u, v) (``BoxView.rotation``)."""
     return box_view(K, np.array([u, v, u, v])).rotation

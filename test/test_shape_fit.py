@@ -96,10 +96,9 @@ def fit_scene(depth: np.ndarray, box: np.ndarray, centre_true: np.ndarray, radiu
     surface = visible_surface(depth, K, box, window, 0.81, SurfaceSettings())
     assert surface is not None
     unit = geometry.normalise_shape(PREDICTED)  # (N, 3) unit ball, shape frame
-    x0, y0, x1, y1 = box
-    ray = geometry.pixel_ray(K, (x0 + x1) / 2, (y0 + y1) / 2)
-    start = geometry.place(geometry.box_view(K, box), 1.0, surface.front_depth_m / ray[2], True,
-                           geometry.PlacementPrior())
+    view = geometry.box_view(K, box)
+    ray = view.ray
+    start = geometry.place(view, 1.0, surface.front_depth_m / ray[2], True, geometry.PlacementPrior())
     q = unit @ pose_for(centre_true).T
     return surface, fit_shape(q, surface.points, start.radius_m, ray, K, box, FitSettings())
 
@@ -138,8 +137,7 @@ def test_fit_recovers_the_scale_when_the_box_estimate_is_far_off(box_error: floa
     centre, radius = np.array([0.1, 0.05, 1.2]), 0.15
     depth, box = render(centre, radius, holes=0.1, noise_m=0.002)
     surface = visible_surface(depth, K, box, geometry.DepthWindow(), 0.81, SurfaceSettings())
-    x0, y0, x1, y1 = box
-    ray = geometry.pixel_ray(K, (x0 + x1) / 2, (y0 + y1) / 2)
+    ray = geometry.box_view(K, box).ray
     q = geometry.normalise_shape(PREDICTED) @ pose_for(centre).T
     fit = fit_shape(q, surface.points, box_error * radius * PREDICTED_SCALE, ray, K, box, FitSettings())
     assert fit.accepted, fit.reason
@@ -187,8 +185,7 @@ def test_a_poor_fit_is_rejected() -> None:
     depth, box = render(centre, 0.15)
     surface = visible_surface(depth, K, box, geometry.DepthWindow(), 0.81, SurfaceSettings())
     rod = geometry.normalise_shape(np.stack([np.zeros(1024), np.zeros(1024), np.linspace(-1, 1, 1024)], axis=1))
-    x0, y0, x1, y1 = box
-    ray = geometry.pixel_ray(K, (x0 + x1) / 2, (y0 + y1) / 2)
+    ray = geometry.box_view(K, box).ray
     fit = fit_shape(rod @ pose_for(centre).T, surface.points, 0.15, ray, K, box, FitSettings())
     assert not fit.accepted and fit.reason
 
@@ -234,9 +231,9 @@ def test_an_object_behind_another_detection_takes_its_own_surface_not_the_nearer
     surface = visible_surface(depth, K, box, window, 0.81, settings, exclude=boxes[1:])
     assert surface.front_depth_m > 1.4
     unit = geometry.normalise_shape(PREDICTED)
-    ray = geometry.pixel_ray(K, (x0 + x1) / 2, (y0 + y1) / 2)
-    start = geometry.place(geometry.box_view(K, box), 1.0, surface.front_depth_m / ray[2], True,
-                           geometry.PlacementPrior())
+    view = geometry.box_view(K, box)
+    ray = view.ray
+    start = geometry.place(view, 1.0, surface.front_depth_m / ray[2], True, geometry.PlacementPrior())
     fit = fit_shape(unit @ pose_for(centre).T, surface.points, start.radius_m, ray, K, box, FitSettings())
     assert fit.accepted, fit.reason
     assert np.linalg.norm(fit.centre - centre) < 0.02, (fit.centre, centre)
