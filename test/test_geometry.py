@@ -67,6 +67,21 @@ def test_rotation_maps_optical_axis_to_pixel_ray_with_documented_roll(pixel, k):
     np.testing.assert_allclose(project(intr, R[:, 2]), pixel, atol=1e-6)
 
 
+def test_box_views_of_a_batch_are_each_box_alone():
+    boxes = np.array([[10.0, 20.0, 110.0, 90.0], [500.0, 20.0, 610.0, 90.0], [300.0, 200.0, 340.0, 400.0]])
+    views = geometry.box_views(K, boxes)
+    assert len(views) == 3
+    for box, view in zip(boxes, views):
+        alone = geometry.box_view(K, box)
+        np.testing.assert_array_equal(view.ray, alone.ray)
+        np.testing.assert_array_equal(view.rotation, alone.rotation)
+        assert view.half_extents == alone.half_extents
+        np.testing.assert_allclose(view.rotation[:, 2], view.ray)
+        np.testing.assert_allclose(project(K, view.ray), [(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], atol=1e-9)
+    with pytest.raises(np.linalg.LinAlgError):
+        geometry.box_views(np.zeros((3, 3)), boxes)
+
+
 def test_rotation_is_identity_on_the_principal_point():
     np.testing.assert_allclose(geometry.virtual_camera_rotation(K, K[0, 2], K[1, 2]), np.eye(3), atol=1e-15)
 

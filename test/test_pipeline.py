@@ -17,7 +17,7 @@ from mesc3d_ros.contract import load_contract
 from mesc3d_ros.inference import create_backend
 from mesc3d_ros.pipeline import PipelineSettings, ReconstructionPipeline
 from mesc3d_ros.shape_fit import FitSettings
-from mesc3d_ros.visible_surface import SurfaceSettings, seen_through
+from mesc3d_ros.visible_surface import SurfaceSettings, seen_through, visible_surface
 from sphere_model import class_entry, make_sphere_model
 from test_shape_fit import frame_in_front_of_a_wall
 
@@ -133,8 +133,13 @@ def test_fused_output_is_the_measured_front_plus_the_predicted_back(contract_pat
         # Both sides are there: points nearer and farther than the centre.
         towards = (obj.points - centre) @ (centre / np.linalg.norm(centre)) / radius
         assert towards.min() < -0.9 and towards.max() > 0.9
-        # The measured side is every reading of the box's stride, not the fit's sample of them.
+        # The measured side is every reading of the box's visible surface, not the fit's sample of them, and not
+        # cut by the residual to the fitted shape.
         assert np.sum(towards < -0.5) > SurfaceSettings().max_points
+    for obj, box in zip(fused, boxes):
+        measured = visible_surface(depth, K, box, geometry.DepthWindow(), geometry.PlacementPrior().box_fill,
+                                   SurfaceSettings()).all_points
+        np.testing.assert_array_equal(obj.points[:len(measured)], measured.astype(np.float32))
 
 
 def test_fused_output_drops_predicted_points_the_camera_sees_past(contract_path, scene):
