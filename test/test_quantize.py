@@ -21,7 +21,7 @@ from mesc3d_ros.inference import SessionSettings
 from mesc3d_training.checkpoint import LoadedModel
 from mesc3d_training.export import export_model
 from mesc3d_training.model import build_model
-from mesc3d_training.quantize import (QUANTIZED_BLOCKS, QUANTIZED_OPS, CalibrationSet, block_of, inside,
+from mesc3d_training.quantize import (FLOAT_BLOCKS, QUANTIZED_BLOCKS, QUANTIZED_OPS, CalibrationSet, block_of, inside,
                                       quantize_int8)
 from model_fixtures import random_class_table, tiny_config
 
@@ -54,6 +54,7 @@ def tiny_mobile(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, C
     int8_path = out / 'tiny_mobile.int8.onnx'
     record = quantize_int8(fp32_path, int8_path, calibration)
     assert record['quantized_blocks'] == list(QUANTIZED_BLOCKS) and record['quantized_nodes'] > 0
+    assert record['float_blocks'] == list(FLOAT_BLOCKS)
     return fp32_path, int8_path, calibration
 
 
@@ -63,15 +64,24 @@ def _fed_by_dequantize(graph: onnx.GraphProto) -> dict[str, bool]:
     return {node.name: bool(set(node.input) & dequantized) for node in graph.node}
 
 
+def _chosen(node: onnx.NodeProto) -> bool:
+    return inside(block_of(node), QUANTIZED_BLOCKS) and not inside(block_of(node), FLOAT_BLOCKS)
+
+
 def test_the_encoder_is_quantised_and_the_rest_stays_float(tiny_mobile):
     _, int8_path, _ = tiny_mobile
     graph = onnx.load(str(int8_path)).graph
     fed = _fed_by_dequantize(graph)
-    chosen = [node for node in graph.node if inside(block_of(node), QUANTIZED_BLOCKS)]
+    chosen = [node for node in graph.node if _chosen(node)]
     convs = [node for node in chosen if node.op_type == 'Conv']
     assert {block_of(node).split('.')[0] for node in convs} == {'image_encoder'}
     assert all(fed[node.name] for node in convs), 'every chosen convolution reads QDQ tensors'
     assert not any(node.op_type == 'Clip' for node in chosen), 'ReLU6 is folded into the uint8 range'
+    # MobileNetV2's first inverted-residual block stays float inside the encoder (quantize.FLOAT_BLOCKS).
+    # Its convolutions keep float weights (they read the previous block's dequantised output).
+    dequantized = {node.output[0] for node in graph.node if node.op_type == 'DequantizeLinear'}
+    kept_float = [node for node in graph.node if node.op_type == 'Conv' and inside(block_of(node), FLOAT_BLOCKS)]
+    assert kept_float and not any(node.input[1] in dequantized for node in kept_float)
     rest = [node for node in graph.node if node.op_type in (*QUANTIZED_OPS, 'LeakyRelu', 'Mul')
             and not inside(block_of(node), QUANTIZED_BLOCKS)]
     assert {block_of(node).split('.')[0] for node in rest} >= {'mit', 'decoder', 'class_proj'}
@@ -82,7 +92,7 @@ def test_onnx_runtime_runs_the_quantised_blocks_in_integer_kernels(tiny_mobile, 
     """
     Each QDQ chain fuses into QLinearConv; quantising happens at block entries only.
 
-    One QuantizeLinear, at the encoder's input.
+    Two QuantizeLinear: at the encoder's input, and after the block that stays float (FLOAT_BLOCKS).
     """
     _, int8_path, _ = tiny_mobile
     options = ort.SessionOptions()
@@ -90,11 +100,10 @@ def test_onnx_runtime_runs_the_quantised_blocks_in_integer_kernels(tiny_mobile, 
     options.optimized_model_filepath = str(tmp_path / 'optimized.onnx')
     ort.InferenceSession(str(int8_path), options, providers=['CPUExecutionProvider'])
     ops = [node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node]
-    source = [node for node in onnx.load(str(int8_path)).graph.node
-              if node.op_type == 'Conv' and inside(block_of(node), QUANTIZED_BLOCKS)]
+    source = [node for node in onnx.load(str(int8_path)).graph.node if node.op_type == 'Conv' and _chosen(node)]
     assert ops.count('QLinearConv') == len(source)
     # Left float, each ReLU6 would cost a DequantizeLinear and a QuantizeLinear of its own (dozens).
-    assert ops.count('QuantizeLinear') == 1, ops
+    assert ops.count('QuantizeLinear') == 1 + len(FLOAT_BLOCKS), ops
 
 
 def test_int8_matches_float32_within_tolerance(tiny_mobile):

@@ -27,7 +27,7 @@ from mesc3d_ros.contract import INPUT_CLASS_EMBEDDING, INPUT_IMAGE, OUTPUT_POINT
 from mesc3d_ros.inference import SessionSettings
 from mesc3d_training.checkpoint import load_model
 from mesc3d_training.export import export_model
-from mesc3d_training.quantize import (QUANTIZED_BLOCKS, QUANTIZED_OPS, CalibrationSet, cd_l1, inside,
+from mesc3d_training.quantize import (FLOAT_BLOCKS, QUANTIZED_BLOCKS, QUANTIZED_OPS, CalibrationSet, cd_l1, inside,
                                       load_calibration_set, quantizable_blocks, quantize_int8, run_model)
 
 FULL_OPS = (*QUANTIZED_OPS, 'LeakyRelu', 'Mul')
@@ -39,9 +39,9 @@ def block_sensitivity(fp32_path: Path, calibration: CalibrationSet, work_dir: Pa
     """
     Yield the CD-L1 on the calibration split of each variant of the model.
 
-    The variants: float32; the shipped INT8 settings (:data:`QUANTIZED_BLOCKS`); the encoder alone; the shipped
-    settings plus the MIT; the whole model; and (``blocks``) the shipped settings with one of their blocks kept
-    float, block by block. Also the CPU time per call at batch 5 (:func:`time_model`).
+    The variants: float32; the shipped INT8 settings (:data:`QUANTIZED_BLOCKS` less :data:`FLOAT_BLOCKS`); the whole
+    encoder; the shipped settings plus the MIT; the whole model; and (``blocks``) the shipped settings with one more
+    of their blocks kept float, block by block. Also the CPU time per call at batch 5 (:func:`time_model`).
     """
     image, embedding = calibration.image, calibration.embedding
 
@@ -51,15 +51,16 @@ def block_sensitivity(fp32_path: Path, calibration: CalibrationSet, work_dir: Pa
 
     fp32 = score(fp32_path)
     yield {'variant': 'float32', **fp32}
-    variants = [('int8, shipped settings (image encoder, decoder convolutions)', QUANTIZED_OPS, QUANTIZED_BLOCKS,
-                 ()),
-                ('int8, image encoder only', QUANTIZED_OPS, ('image_encoder',), ()),
-                ('int8, shipped settings + MIT', QUANTIZED_OPS, (*QUANTIZED_BLOCKS, 'mit'), ()),
+    variants = [(f'int8, shipped settings ({", ".join(QUANTIZED_BLOCKS)} less {", ".join(FLOAT_BLOCKS)})',
+                 QUANTIZED_OPS, QUANTIZED_BLOCKS, FLOAT_BLOCKS),
+                ('int8, the whole image encoder', QUANTIZED_OPS, ('image_encoder',), ()),
+                ('int8, shipped settings + MIT', QUANTIZED_OPS, (*QUANTIZED_BLOCKS, 'mit'), FLOAT_BLOCKS),
                 ('int8, every block (ESM modulations and LeakyReLU too)', FULL_OPS, ('',), ())]
     if blocks:
-        variants += [(f'int8, shipped settings, {block} float', QUANTIZED_OPS, QUANTIZED_BLOCKS, (block,))
+        variants += [(f'int8, shipped settings, {block} float too', QUANTIZED_OPS, QUANTIZED_BLOCKS,
+                      (*FLOAT_BLOCKS, block))
                      for block in quantizable_blocks(onnx.load(str(fp32_path)))
-                     if inside(block, QUANTIZED_BLOCKS)]
+                     if inside(block, QUANTIZED_BLOCKS) and not inside(block, FLOAT_BLOCKS)]
     for label, op_types, quantized, float_blocks in variants:
         path = work_dir / 'variant.onnx'
         # One range cache per op set: the calibrator records the tensors of the ops it is asked to quantise.
