@@ -58,13 +58,17 @@ def box_views(K: np.ndarray, boxes_xyxy: np.ndarray) -> list[BoxView]:
     """
     Return the view of each of the (B, 4) boxes (x0, y0, x1, y1 pixels), computed for all boxes at once.
 
-    Raises numpy.linalg.LinAlgError for a singular K.
+    Raises numpy.linalg.LinAlgError for a singular K and ValueError for intrinsics whose rays through the box
+    centres are not finite or do not point in front of the camera: the frame cannot be placed (the node refuses
+    such cameras before, ``intrinsics_check``).
     """
     inverse = np.linalg.inv(np.asarray(K, dtype=np.float64))
     x0, y0, x1, y1 = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4).T  # (B,) each
     cx, cy, ones = (x0 + x1) / 2, (y0 + y1) / 2, np.ones(len(x0))
     z_axis = np.stack([cx, cy, ones], axis=1) @ inverse.T  # (B, 3) optical frame
     z_axis /= np.linalg.norm(z_axis, axis=1, keepdims=True)
+    if not (np.isfinite(inverse).all() and np.isfinite(z_axis).all() and (z_axis[:, 2] > 0).all()):
+        raise ValueError('the rays through the box centres are not finite or do not point in front of the camera')
     # Real x minus its component along the ray; never zero, since every pixel ray has z > 0.
     x_axis = np.array([1.0, 0.0, 0.0]) - z_axis[:, :1] * z_axis  # (B, 3)
     x_axis /= np.linalg.norm(x_axis, axis=1, keepdims=True)

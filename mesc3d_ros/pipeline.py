@@ -238,9 +238,9 @@ class ReconstructionPipeline:
             return []
         try:  # the crops' virtual cameras, for all boxes at once
             views = geometry.box_views(K, np.array([item[1] for item in selected]))
-        except np.linalg.LinAlgError as exc:  # a singular K (the node refuses those: intrinsics_check)
-            issues.extend(Issue('placement_failed', f'no object of this frame can be placed: K '
-                                f'{np.round(K, 3).tolist()} is singular ({exc})', index) for index, *_ in selected)
+        except (ValueError, np.linalg.LinAlgError) as exc:  # intrinsics the node refuses (intrinsics_check)
+            issues.extend(Issue('placement_failed', f'no object of this frame can be placed with K '
+                                f'{np.round(K, 3).tolist()}: {exc}', index) for index, *_ in selected)
             return []
 
         use_depth = depth is not None and self.settings.placement != 'size_prior'
@@ -322,11 +322,8 @@ class ReconstructionPipeline:
         when one remains.
         """
         def cut(box: np.ndarray, exclude: np.ndarray | None = None) -> VisibleSurface | None:
-            try:
-                return visible_surface(depth, K, box, self._depth_window, self.settings.prior.box_fill,
-                                       self.settings.surface, exclude)
-            except (ValueError, np.linalg.LinAlgError):  # intrinsics the node refuses: the box placement reports it
-                return None
+            return visible_surface(depth, K, box, self._depth_window, self.settings.prior.box_fill,
+                                   self.settings.surface, exclude)
 
         with np.errstate(all='ignore'):  # as in process(): numpy's error state is per thread, and this runs in another
             alone = [cut(box) for box in boxes]
@@ -345,9 +342,7 @@ class ReconstructionPipeline:
             issues.append(Issue('fit_no_surface', f'too few usable depth readings of the object in box '
                                 f'{np.round(box, 1).tolist()} to fit its shape; placing it from the box', index))
             return self._box_placement(depth, box, view, size_m, orientation_known, index, issues), None
-        ray = view.ray
-        if not (np.isfinite(ray).all() and ray[2] > 0):  # only with intrinsics the node refuses (intrinsics_check)
-            raise ValueError(f'the ray through the box centre, {ray.tolist()}, does not point in front of the camera')
+        ray = view.ray  # finite and in front of the camera (box_views)
         # The box placement at the measured front depth (z-depth → distance along the ray) gives the initial scale.
         front_m = surface.front_depth_m / float(ray[2])
         start = geometry.place(view, size_m, front_m, orientation_known, self.settings.prior)

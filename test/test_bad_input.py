@@ -120,6 +120,29 @@ def test_intrinsics_the_node_would_refuse_never_raise_or_publish_garbage(contrac
         assert objects or issues, 'a dropped object must be reported'
 
 
+@pytest.mark.parametrize('k', [
+    [[0, 0, 0], [0, 0, 0], [0, 0, 0]],  # singular
+    [[np.nan, 0, 31.5], [0, 60, 23.5], [0, 0, 1]],  # not finite
+    [[60, 0, 1e300], [0, 60, 23.5], [0, 0, 1]],  # every ray at 90° to the optical axis
+    [[60, 0, 31.5], [0, 60, 23.5], [0, 0, -1]],  # every ray behind the camera
+])
+def test_intrinsics_no_ray_can_use_fail_the_whole_frame_before_inference(contract_path, rgb, k):
+    class CountingBackend:
+        def __init__(self, backend):
+            self.backend, self.calls = backend, 0
+
+        def run(self, image, embedding):
+            self.calls += 1
+            return self.backend.run(image, embedding)
+
+    backend = CountingBackend(create_backend(contract_path, 'onnxruntime', max_batch=8, threads=1))
+    pipeline = ReconstructionPipeline(backend, load_contract(contract_path), PipelineSettings())
+    boxes = np.concatenate([BOX, BOX + 4])
+    objects, issues = run(pipeline, rgb, boxes, ['ball', 'ball'], [0.9, 0.8], k=np.array(k, float))
+    assert objects == [] and backend.calls == 0
+    assert [(i.cause, i.detection_index) for i in issues] == [('placement_failed', 0), ('placement_failed', 1)]
+
+
 # ---- fuzz ---------------------------------------------------------------------------------------------------------
 WILD = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(-200, 200),
                  st.sampled_from([0.0, -1.0, 1e-45, 1e-300, 1e308, float('nan'), float('inf')]))
