@@ -40,7 +40,8 @@ def block_sensitivity(fp32_path: Path, calibration: CalibrationSet, work_dir: Pa
     Yield the CD-L1 on the calibration split of each variant of the model.
 
     The variants: float32; the shipped INT8 settings (:data:`QUANTIZED_BLOCKS` less :data:`FLOAT_BLOCKS`); the whole
-    encoder; the shipped settings plus the MIT; the whole model; and (``blocks``) the shipped settings with one more
+    encoder; the shipped settings plus the MIT, or plus the decoder's convolutions (its modulations and activations
+    float); the whole model; and (``blocks``) the shipped settings with one more
     of their blocks kept float, block by block. Also the CPU time per call at batch 5 (:func:`time_model`).
     """
     image, embedding = calibration.image, calibration.embedding
@@ -55,6 +56,8 @@ def block_sensitivity(fp32_path: Path, calibration: CalibrationSet, work_dir: Pa
                  QUANTIZED_OPS, QUANTIZED_BLOCKS, FLOAT_BLOCKS),
                 ('int8, the whole image encoder', QUANTIZED_OPS, ('image_encoder',), ()),
                 ('int8, shipped settings + MIT', QUANTIZED_OPS, (*QUANTIZED_BLOCKS, 'mit'), FLOAT_BLOCKS),
+                ("int8, shipped settings + the decoder's convolutions", QUANTIZED_OPS,
+                 (*QUANTIZED_BLOCKS, 'decoder'), FLOAT_BLOCKS),
                 ('int8, every block (ESM modulations and LeakyReLU too)', FULL_OPS, ('',), ())]
     if blocks:
         variants += [(f'int8, shipped settings, {block} float too', QUANTIZED_OPS, QUANTIZED_BLOCKS,
