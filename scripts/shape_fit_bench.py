@@ -7,9 +7,10 @@ The frame is the node benchmark's synthetic one (``mesc3d_training.bench.node``:
 ball in every box and a floor behind in 16UC1 depth). Per object, the node's pipeline itself runs on it
 (``ReconstructionPipeline.process`` with depth, its backend replaced by one that answers a 1,024-point unit sphere
 at no cost), and its calls of ``fit_shape`` and ``visible_surface`` are timed where the pipeline makes them: p50 of
-wall and CPU (the calling thread's) time per call, and the whole frame with and without ``depth_fit`` per object. The machine is
-shared, and CPU time is what the fit costs whoever else runs. Node work: the in-process part of the node benchmark
-(conversions, crops, placement with the fit, output messages) against the real backend's time of the same frames.
+wall and CPU (the calling thread's) time per call, and the whole frame with and without ``depth_fit`` per object.
+The machine is shared, and CPU time is what the fit costs whoever else runs. Node work: the in-process part of the
+node benchmark (conversions, crops, placement with the fit, output messages) against the real backend's time of the
+same frames.
 
     PYTHONPATH=. python scripts/shape_fit_bench.py --model models/mesc3d_mobile.json
 """
