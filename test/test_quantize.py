@@ -22,7 +22,7 @@ from mesc3d_training.checkpoint import LoadedModel
 from mesc3d_training.export import export_model
 from mesc3d_training.model import build_model
 from mesc3d_training.quantize import (FLOAT_BLOCKS, QUANTIZED_BLOCKS, QUANTIZED_OPS, CalibrationSet, block_of, inside,
-                                      quantize_int8)
+                                      quantize_int8, quantized_block)
 from model_fixtures import random_class_table, tiny_config
 
 INT8_TOLERANCE = 0.15
@@ -58,30 +58,30 @@ def tiny_mobile(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, C
     return fp32_path, int8_path, calibration
 
 
+def _dequantized(graph: onnx.GraphProto) -> set[str]:
+    """Names of the tensors that DequantizeLinear nodes write."""
+    return {node.output[0] for node in graph.node if node.op_type == 'DequantizeLinear'}
+
+
 def _fed_by_dequantize(graph: onnx.GraphProto) -> dict[str, bool]:
     """Node name -> whether any of its inputs comes out of a DequantizeLinear."""
-    dequantized = {node.output[0] for node in graph.node if node.op_type == 'DequantizeLinear'}
+    dequantized = _dequantized(graph)
     return {node.name: bool(set(node.input) & dequantized) for node in graph.node}
-
-
-def _chosen(node: onnx.NodeProto) -> bool:
-    return inside(block_of(node), QUANTIZED_BLOCKS) and not inside(block_of(node), FLOAT_BLOCKS)
 
 
 def test_the_encoder_is_quantised_and_the_rest_stays_float(tiny_mobile):
     _, int8_path, _ = tiny_mobile
     graph = onnx.load(str(int8_path)).graph
     fed = _fed_by_dequantize(graph)
-    chosen = [node for node in graph.node if _chosen(node)]
+    chosen = [node for node in graph.node if quantized_block(block_of(node))]
     convs = [node for node in chosen if node.op_type == 'Conv']
     assert {block_of(node).split('.')[0] for node in convs} == {'image_encoder'}
     assert all(fed[node.name] for node in convs), 'every chosen convolution reads QDQ tensors'
     assert not any(node.op_type == 'Clip' for node in chosen), 'ReLU6 is folded into the uint8 range'
     # MobileNetV2's first inverted-residual block stays float inside the encoder (quantize.FLOAT_BLOCKS).
     # Its convolutions keep float weights (they read the previous block's dequantised output).
-    dequantized = {node.output[0] for node in graph.node if node.op_type == 'DequantizeLinear'}
     kept_float = [node for node in graph.node if node.op_type == 'Conv' and inside(block_of(node), FLOAT_BLOCKS)]
-    assert kept_float and not any(node.input[1] in dequantized for node in kept_float)
+    assert kept_float and not any(node.input[1] in _dequantized(graph) for node in kept_float)
     rest = [node for node in graph.node if node.op_type in (*QUANTIZED_OPS, 'LeakyRelu', 'Mul')
             and not inside(block_of(node), QUANTIZED_BLOCKS)]
     assert {block_of(node).split('.')[0] for node in rest} >= {'mit', 'decoder', 'class_proj'}
@@ -100,7 +100,8 @@ def test_onnx_runtime_runs_the_quantised_blocks_in_integer_kernels(tiny_mobile, 
     options.optimized_model_filepath = str(tmp_path / 'optimized.onnx')
     ort.InferenceSession(str(int8_path), options, providers=['CPUExecutionProvider'])
     ops = [node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node]
-    source = [node for node in onnx.load(str(int8_path)).graph.node if node.op_type == 'Conv' and _chosen(node)]
+    source = [node for node in onnx.load(str(int8_path)).graph.node
+              if node.op_type == 'Conv' and quantized_block(block_of(node))]
     assert ops.count('QLinearConv') == len(source)
     # Left float, each ReLU6 would cost a DequantizeLinear and a QuantizeLinear of its own (dozens).
     assert ops.count('QuantizeLinear') == 1 + len(FLOAT_BLOCKS), ops

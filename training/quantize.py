@@ -172,6 +172,12 @@ def quantizable_blocks(model: onnx.ModelProto, op_types: tuple[str, ...] = QUANT
     return list(dict.fromkeys(blocks))
 
 
+def quantized_block(block: str, blocks: tuple[str, ...] = QUANTIZED_BLOCKS,
+                    float_blocks: tuple[str, ...] = FLOAT_BLOCKS) -> bool:
+    """Tell whether ``block`` is quantised: inside one of ``blocks`` and not inside one of ``float_blocks``."""
+    return inside(block, blocks) and not inside(block, float_blocks)
+
+
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: CalibrationSet,
                   blocks: tuple[str, ...] = QUANTIZED_BLOCKS, float_blocks: tuple[str, ...] = FLOAT_BLOCKS,
                   cache_path: Path | None = None, op_types: tuple[str, ...] = QUANTIZED_OPS) -> dict:
@@ -183,8 +189,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: CalibrationSet,
     variants of one model are calibrated once.
     """
     model = onnx.load(str(fp32_path))
-    chosen = [node.name for node in model.graph.node if node.op_type in op_types
-              and inside(block_of(node), blocks) and not inside(block_of(node), float_blocks)]
+    chosen = [node.name for node in model.graph.node
+              if node.op_type in op_types and quantized_block(block_of(node), blocks, float_blocks)]
     if not chosen:
         raise ValueError(f'{fp32_path.name}: no {"/".join(op_types)} node inside blocks {list(blocks)} (less '
                          f'{list(float_blocks)}); its blocks: {quantizable_blocks(model, op_types)}')

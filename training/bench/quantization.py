@@ -27,8 +27,9 @@ from mesc3d_ros.contract import INPUT_CLASS_EMBEDDING, INPUT_IMAGE, OUTPUT_POINT
 from mesc3d_ros.inference import SessionSettings
 from mesc3d_training.checkpoint import load_model
 from mesc3d_training.export import export_model
-from mesc3d_training.quantize import (FLOAT_BLOCKS, QUANTIZED_BLOCKS, QUANTIZED_OPS, CalibrationSet, cd_l1, inside,
-                                      load_calibration_set, quantizable_blocks, quantize_int8, run_model)
+from mesc3d_training.quantize import (FLOAT_BLOCKS, QUANTIZED_BLOCKS, QUANTIZED_OPS, CalibrationSet, cd_l1,
+                                      load_calibration_set, quantizable_blocks, quantize_int8, quantized_block,
+                                      run_model)
 
 FULL_OPS = (*QUANTIZED_OPS, 'LeakyRelu', 'Mul')
 """The op set of the sensitivity table's whole-model variants: adds the decoder's activation and modulation."""
@@ -41,8 +42,8 @@ def block_sensitivity(fp32_path: Path, calibration: CalibrationSet, work_dir: Pa
 
     The variants: float32; the shipped INT8 settings (:data:`QUANTIZED_BLOCKS` less :data:`FLOAT_BLOCKS`); the whole
     encoder; the shipped settings plus the MIT, or plus the decoder's convolutions (its modulations and activations
-    float); the whole model; and (``blocks``) the shipped settings with one more
-    of their blocks kept float, block by block. Also the CPU time per call at batch 5 (:func:`time_model`).
+    float); the whole model; and (``blocks``) the shipped settings with one more of their blocks kept float, block by
+    block. Also the CPU time per call at batch 5 (:func:`time_model`).
     """
     image, embedding = calibration.image, calibration.embedding
 
@@ -63,7 +64,7 @@ def block_sensitivity(fp32_path: Path, calibration: CalibrationSet, work_dir: Pa
         variants += [(f'int8, shipped settings, {block} float too', QUANTIZED_OPS, QUANTIZED_BLOCKS,
                       (*FLOAT_BLOCKS, block))
                      for block in quantizable_blocks(onnx.load(str(fp32_path)))
-                     if inside(block, QUANTIZED_BLOCKS) and not inside(block, FLOAT_BLOCKS)]
+                     if quantized_block(block)]
     for label, op_types, quantized, float_blocks in variants:
         path = work_dir / 'variant.onnx'
         # One range cache per op set: the calibrator records the tensors of the ops it is asked to quantise.

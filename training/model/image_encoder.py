@@ -110,7 +110,7 @@ class ImageEncoder(nn.Module):
         if cfg.image_backbone == 'mobilenet_v2':
             network = pretrained_mobilenet_v2(cfg.image_weights)
             split = len(network.features) - 1 - cfg.trainable_trunk_blocks
-            self.trunk = network.features[:split]                  # frozen in the cached recipe: (B, 320, h, w)
+            self.trunk = network.features[:split]                  # frozen in the cached recipe: (B, C, h', w')
             self.trunk_tail = network.features[split:-1]           # the trunk's last blocks, trained with the head
             self.last_conv = network.features[-1]                  # 1×1 conv 320 -> 1280 + BN + ReLU6, trained
             width = network.last_channel
