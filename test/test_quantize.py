@@ -81,7 +81,8 @@ def test_the_encoder_is_quantised_and_the_rest_stays_float(tiny_mobile):
     # MobileNetV2's first inverted-residual block stays float inside the encoder (quantize.FLOAT_BLOCKS).
     # Its convolutions keep float weights (they read the previous block's dequantised output).
     kept_float = [node for node in graph.node if node.op_type == 'Conv' and inside(block_of(node), FLOAT_BLOCKS)]
-    assert kept_float and not any(node.input[1] in _dequantized(graph) for node in kept_float)
+    dequantized = _dequantized(graph)
+    assert kept_float and not any(node.input[1] in dequantized for node in kept_float)
     rest = [node for node in graph.node if node.op_type in (*QUANTIZED_OPS, 'LeakyRelu', 'Mul')
             and not inside(block_of(node), QUANTIZED_BLOCKS)]
     assert {block_of(node).split('.')[0] for node in rest} >= {'mit', 'decoder', 'class_proj'}
